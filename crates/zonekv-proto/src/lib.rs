@@ -1,0 +1,36 @@
+//! Generated protobuf messages and gRPC stubs for ZoneKV, one module per versioned package
+//! under the workspace's `proto/` directory.
+//!
+//! - [`kv::v1`]: the public key-value API (`zonekv.kv.v1.Kv`);
+//! - [`raft::v1`]: the internal Raft transport between nodes (`zonekv.raft.v1.RaftTransport`)
+//!   and the on-disk encoding of Raft log entries;
+//! - [`admin::v1`]: cluster administration (`zonekv.admin.v1.Admin`).
+//!
+//! Only wire and storage encodings live here; conversions to the core types are in the crates
+//! that own those types.
+
+#![allow(missing_docs, unused_qualifications, clippy::all, clippy::pedantic)]
+
+/// The public key-value API.
+pub mod kv {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("zonekv.kv.v1");
+    }
+}
+
+/// The internal Raft transport and log-entry encoding.
+pub mod raft {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("zonekv.raft.v1");
+    }
+}
+
+/// Cluster administration.
+pub mod admin {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("zonekv.admin.v1");
+    }
+}

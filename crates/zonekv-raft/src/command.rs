@@ -1,0 +1,99 @@
+//! The application payload of ZoneKV log entries and the results of applying it.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+/// One write of a [`Command`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Sets a key.
+    Put {
+        /// User key.
+        key: Bytes,
+        /// New value.
+        value: Bytes,
+    },
+    /// Removes a key.
+    Delete {
+        /// User key.
+        key: Bytes,
+    },
+    /// Sets or removes a key if its current value equals `expected` (`None`: must be absent).
+    CompareAndSwap {
+        /// User key.
+        key: Bytes,
+        /// Required current value; `None` requires the key to be absent.
+        expected: Option<Bytes>,
+        /// New value; `None` removes the key.
+        new_value: Option<Bytes>,
+    },
+    /// Puts and deletes applied atomically.
+    Batch(Vec<Mutation>),
+}
+
+/// A put or delete inside an [`Op::Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation {
+    /// Sets a key.
+    Put {
+        /// User key.
+        key: Bytes,
+        /// New value.
+        value: Bytes,
+    },
+    /// Removes a key.
+    Delete {
+        /// User key.
+        key: Bytes,
+    },
+}
+
+/// The payload of a normal log entry: writes applied in order, each with its own result.
+///
+/// One entry may carry the writes of several clients, so a burst of writes costs one Raft
+/// round and one fsync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Command {
+    /// The writes, applied in order.
+    pub ops: Vec<Op>,
+}
+
+impl Command {
+    /// A command with a single write.
+    pub fn single(op: Op) -> Self {
+        Self { ops: vec![op] }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Command({} ops)", self.ops.len())
+    }
+}
+
+/// The result of one [`Op`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    /// A put or batch was applied.
+    Done,
+    /// A delete was applied; `existed` tells whether the key was present.
+    Deleted {
+        /// Whether the key existed.
+        existed: bool,
+    },
+    /// A compare-and-swap was evaluated.
+    CompareAndSwap {
+        /// Whether the comparison held and the write happened.
+        succeeded: bool,
+        /// The value found when comparing.
+        current: Option<Bytes>,
+    },
+}
+
+/// The results of a [`Command`], one per op in order. Empty for blank and membership entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandResponse {
+    /// One result per op.
+    pub results: Vec<OpResult>,
+}
