@@ -34,3 +34,14 @@ pub mod admin {
         tonic::include_proto!("zonekv.admin.v1");
     }
 }
+
+/// gRPC metadata keys ZoneKV sets on error statuses.
+pub mod metadata {
+    /// The leader's node id, on `UNAVAILABLE` not-leader errors.
+    pub const LEADER_ID: &str = "zonekv-leader-id";
+    /// The leader's address (`host:port`), on `UNAVAILABLE` not-leader errors.
+    pub const LEADER_ADDR: &str = "zonekv-leader-addr";
+    /// Set to `true` on errors returned before anything was proposed: the request had no
+    /// effect and may be retried anywhere, even if it is not idempotent.
+    pub const NOT_APPLIED: &str = "zonekv-not-applied";
+}

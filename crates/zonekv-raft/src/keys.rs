@@ -6,6 +6,7 @@
 //!             group_id:u64be ++ 0x02                        -> record(LogId)  committed
 //!             group_id:u64be ++ 0x03                        -> record(LogId)  last purged
 //!             group_id:u64be ++ 0x10                        -> record(AppliedState)
+//!             0u64be         ++ 0x20                        -> record(node id)  (node identity)
 //! data      : 'z' ++ user_key                               -> value (see `value`)
 //! ```
 //!
@@ -16,6 +17,9 @@
 //! family, sorted before user data.
 
 use zonekv_engine::KeyRange;
+
+/// Group id 0 is never a Raft group: its metadata prefix holds node-level records.
+pub const NODE_GROUP: u64 = 0;
 
 /// Prefix of user keys in the data column family.
 pub const DATA_PREFIX: u8 = b'z';
@@ -32,6 +36,8 @@ pub enum MetaKey {
     Purged = 0x03,
     /// The state machine's applied log id and membership.
     Applied = 0x10,
+    /// The id of the node owning the data directory (under [`NODE_GROUP`] only).
+    NodeIdent = 0x20,
 }
 
 /// The key of entry `index` of `group`'s log.

@@ -29,7 +29,7 @@ pub use command::{Command, CommandResponse, Mutation, Op, OpResult};
 pub use error::{Error, Result};
 pub use log_store::{LogReader, LogStore};
 pub use snapshot::SnapshotBuilder;
-pub use state_machine::StateMachine;
+pub use state_machine::{StateMachine, read_user_value};
 pub use syncer::{LogSyncer, SyncStats};
 pub use types::{
     Entry, LeaderId, LogId, Membership, NodeId, NodeInfo, Raft, SnapshotData, SnapshotMeta,

@@ -5,7 +5,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch};
+use zonekv_engine::{Cf, Engine, KeyRange, WriteBatch};
 
 use crate::codec::{self, decode_entry, decode_log_id, decode_vote, encode_entry};
 use crate::keys::{MetaKey, log_index, log_key, log_span_from, meta_key};

@@ -1,8 +1,8 @@
 //! Group commit for Raft log appends: one fsync for every append pending in every group.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 
 use openraft::storage::IOFlushed;
 use zonekv_engine::Engine;
@@ -26,30 +26,47 @@ pub struct SyncStats {
 /// reports the appends durable. A sync covers every write made before it, so ordering holds
 /// across groups, votes, truncations and purges.
 ///
-/// One syncer serves every group of a node. It stops when the last clone is dropped.
+/// One syncer serves every group of a node. It stops when the last clone is dropped or on
+/// [`LogSyncer::close`].
 #[derive(Clone)]
 pub struct LogSyncer {
-    tx: mpsc::Sender<IOFlushed<TypeConfig>>,
+    tx: mpsc::Sender<Msg>,
     stats: Arc<SyncStats>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+enum Msg {
+    Sync(IOFlushed<TypeConfig>),
+    Stop,
 }
 
 impl LogSyncer {
     /// Starts the sync thread for `engine`.
     pub fn start<E: Engine>(engine: E) -> Self {
-        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let stats = Arc::new(SyncStats::default());
         let thread_stats = stats.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("zonekv-log-sync".into())
             .spawn(move || run(engine, rx, &thread_stats))
             .expect("spawning the log sync thread");
-        Self { tx, stats }
+        Self { tx, stats, thread: Arc::new(Mutex::new(Some(thread))) }
     }
 
     /// Queues `callback`, to be completed once everything written so far is durable.
     pub fn submit(&self, callback: IOFlushed<TypeConfig>) {
-        if let Err(mpsc::SendError(cb)) = self.tx.send(callback) {
+        if let Err(mpsc::SendError(Msg::Sync(cb))) = self.tx.send(Msg::Sync(callback)) {
             cb.io_completed(Err(std::io::Error::other("log sync thread has stopped")));
+        }
+    }
+
+    /// Completes what is queued, stops the thread and waits for it, releasing its engine
+    /// handle. Later submissions fail. Idempotent.
+    pub fn close(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
         }
     }
 
@@ -59,11 +76,20 @@ impl LogSyncer {
     }
 }
 
-fn run<E: Engine>(engine: E, rx: mpsc::Receiver<IOFlushed<TypeConfig>>, stats: &SyncStats) {
+fn run<E: Engine>(engine: E, rx: mpsc::Receiver<Msg>, stats: &SyncStats) {
     let mut pending = Vec::new();
-    while let Ok(first) = rx.recv() {
-        pending.push(first);
-        pending.extend(rx.try_iter());
+    let mut stop = false;
+    while !stop {
+        let Ok(first) = rx.recv() else { break };
+        for msg in std::iter::once(first).chain(rx.try_iter()) {
+            match msg {
+                Msg::Sync(cb) => pending.push(cb),
+                Msg::Stop => stop = true,
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
         let result = engine.sync();
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         stats.callbacks.fetch_add(pending.len() as u64, Ordering::Relaxed);

@@ -114,3 +114,18 @@ pub fn decode_applied(group: u64, stored: &[u8]) -> Result<AppliedState> {
             .map_err(|e| corrupt(group, &what, e))?,
     })
 }
+
+/// Encodes the node identity record.
+pub fn encode_node_ident(node_id: u64) -> Vec<u8> {
+    frame(&node_id.to_be_bytes())
+}
+
+/// Decodes and verifies the node identity record.
+pub fn decode_node_ident(stored: &[u8]) -> Result<u64> {
+    let payload = unframe(crate::keys::NODE_GROUP, &|| "node identity".to_string(), stored)?;
+    let bytes: [u8; 8] = payload.try_into().map_err(|_| Error::Corruption {
+        group: crate::keys::NODE_GROUP,
+        what: format!("node identity record is {} bytes, not 8", payload.len()),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}

@@ -1,0 +1,93 @@
+//! [`AdminClient`]: bootstrap, membership and status.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tonic::transport::Channel;
+use zonekv_proto::admin::v1 as pb;
+use zonekv_proto::admin::v1::admin_client::AdminClient as PbAdminClient;
+
+pub use zonekv_proto::admin::v1::{RangeStatus, Replica, StatusResponse};
+
+use crate::retry::{Kind, Router};
+use crate::{ClientConfig, ClientError, Result};
+
+/// Administration of a cluster. Obtain one with [`AdminClient::new`] or
+/// [`crate::Client::admin`].
+#[derive(Clone)]
+pub struct AdminClient {
+    router: Arc<Router>,
+}
+
+impl AdminClient {
+    /// An admin client for the cluster reachable at any of `endpoints`.
+    pub fn new<I, S>(endpoints: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Ok(Self { router: Arc::new(Router::new(ClientConfig::new(endpoints))?) })
+    }
+
+    pub(crate) fn from_router(router: Arc<Router>) -> Self {
+        Self { router }
+    }
+
+    async fn direct<T, F, Fut>(&self, addr: &str, f: F) -> Result<T>
+    where
+        F: FnOnce(PbAdminClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = PbAdminClient::new(self.router.channel(addr)?);
+        match tokio::time::timeout(self.router.config().request_timeout, f(client)).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(ClientError::from_status(&s)),
+            Err(_) => Err(ClientError::Unavailable { message: format!("{addr}: no answer"), attempts: 1 }),
+        }
+    }
+
+    /// Bootstraps a cluster of `members` (node id, address) by asking the node at `addr`,
+    /// which must be one of them.
+    pub async fn initialize(&self, addr: &str, members: &[(u64, String)]) -> Result<()> {
+        let req = pb::InitializeRequest {
+            members: members.iter().map(|(id, a)| pb::Member { node_id: *id, addr: a.clone() }).collect(),
+        };
+        self.direct(addr, |mut c| async move { c.initialize(req).await }).await?;
+        Ok(())
+    }
+
+    /// The status of the node at `addr`.
+    pub async fn status(&self, addr: &str) -> Result<StatusResponse> {
+        self.direct(addr, |mut c| async move { c.status(pb::StatusRequest {}).await }).await
+    }
+
+    /// Adds a node (at the leader; redirects are followed). Idempotent, so always retried.
+    pub async fn add_node(&self, node_id: u64, addr: &str, learner_only: bool) -> Result<()> {
+        let req = pb::AddNodeRequest { member: Some(pb::Member { node_id, addr: addr.to_string() }), learner_only };
+        self.router
+            .call(Kind::Read, |ch| {
+                let req = req.clone();
+                async move { PbAdminClient::new(ch).add_node(req).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a node (at the leader).
+    pub async fn remove_node(&self, node_id: u64) -> Result<()> {
+        let req = pb::RemoveNodeRequest { node_id };
+        self.router
+            .call(Kind::Write, |ch| async move { PbAdminClient::new(ch).remove_node(req).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Moves leadership of `range_id` to `to_node_id` (at the leader).
+    pub async fn transfer_leader(&self, range_id: u64, to_node_id: u64) -> Result<()> {
+        let req = pb::TransferLeaderRequest { range_id, to_node_id };
+        self.router
+            .call(Kind::Write, |ch| async move { PbAdminClient::new(ch).transfer_leader(req).await })
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! Cluster administration on a node ([`NodeHandle`]): bootstrap, membership changes, status.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use openraft::errors::{ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, RaftMetrics};
+use zonekv_raft::{NodeId, NodeInfo, TypeConfig};
+
+use crate::replica::Replica;
+use crate::{Error, NodeHandle, Result};
+
+/// A replica's role in its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Votes and counts towards quorums.
+    Voter,
+    /// Receives the log but does not vote.
+    Learner,
+}
+
+/// A member of a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Node address.
+    pub addr: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// What this node knows about one of its ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeStatus {
+    /// Range (Raft group) id.
+    pub range_id: u64,
+    /// "leader", "follower", "candidate", "learner" or "shutdown".
+    pub state: String,
+    /// Current term.
+    pub term: u64,
+    /// The leader, if known.
+    pub leader: Option<(NodeId, Option<String>)>,
+    /// Index of the last log entry.
+    pub last_log_index: u64,
+    /// Index of the last committed entry this replica knows of.
+    pub committed_index: u64,
+    /// Index of the last applied entry.
+    pub applied_index: u64,
+    /// Members, voters first.
+    pub members: Vec<Member>,
+    /// Why the replica stopped, if it did.
+    pub fatal_error: Option<String>,
+}
+
+/// What this node knows about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Advertised address.
+    pub addr: String,
+    /// Whether the node belongs to an initialised cluster.
+    pub initialized: bool,
+    /// One entry per range replica on this node.
+    pub ranges: Vec<RangeStatus>,
+}
+
+fn range_status(r: &Replica, m: &RaftMetrics<TypeConfig>) -> RangeStatus {
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let mut members: Vec<Member> = membership
+        .nodes()
+        .map(|(id, n)| Member {
+            node_id: *id,
+            addr: n.addr.clone(),
+            role: if voters.contains(id) { Role::Voter } else { Role::Learner },
+        })
+        .collect();
+    members.sort_by_key(|m| (m.role == Role::Learner, m.node_id));
+    RangeStatus {
+        range_id: r.range,
+        state: Replica::state_name(m).to_string(),
+        term: m.current_term,
+        leader: m.current_leader.map(|id| (id, membership.get_node(&id).map(|n| n.addr.clone()))),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        committed_index: m.local_committed.as_ref().map_or(0, |c| c.index),
+        applied_index: m.last_applied.as_ref().map_or(0, |c| c.index),
+        members,
+        fatal_error: m.running_state.as_ref().err().map(|e| e.to_string()),
+    }
+}
+
+fn write_error(r: &Replica, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Error::NotLeader {
+            range: r.range,
+            leader: r.leader_hint().filter(|h| h.node_id != r.node_id),
+        },
+        RaftError::APIError(other) => Error::FailedPrecondition(other.to_string()),
+        RaftError::Fatal(f) => Error::ReplicaStopped { range: r.range, reason: f.to_string() },
+    }
+}
+
+impl NodeHandle {
+    /// Bootstraps a new cluster of `members` (node id, address). Must be called on one of them.
+    pub async fn initialize(&self, members: &[(NodeId, String)]) -> Result<()> {
+        if members.is_empty() {
+            return Err(Error::InvalidArgument("member list is empty".into()));
+        }
+        let mut nodes = BTreeMap::new();
+        for (id, addr) in members {
+            if *id == 0 {
+                return Err(Error::InvalidArgument("node id 0 is reserved".into()));
+            }
+            if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+                return Err(Error::InvalidArgument(format!("node {id}: {addr:?} is not a host:port address")));
+            }
+            if nodes.insert(*id, NodeInfo::new(addr.clone())).is_some() {
+                return Err(Error::InvalidArgument(format!("node id {id} is listed twice")));
+            }
+        }
+        if !nodes.contains_key(&self.id()) {
+            return Err(Error::InvalidArgument(format!(
+                "this node (id {}) is not in the member list; send the request to a listed node",
+                self.id()
+            )));
+        }
+        match self.inner.replica.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(Error::FailedPrecondition(format!(
+                "node {} already belongs to an initialized cluster",
+                self.id()
+            ))),
+            Err(RaftError::APIError(e)) => Err(Error::InvalidArgument(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(Error::ReplicaStopped { range: self.inner.replica.range, reason: f.to_string() }),
+        }
+    }
+
+    /// Adds a node to every range: as a learner that catches up, then as a voter unless
+    /// `learner_only`. Must run on the leader. Adding a current member again is a no-op.
+    pub async fn add_node(&self, node_id: NodeId, addr: &str, learner_only: bool) -> Result<()> {
+        if node_id == 0 {
+            return Err(Error::InvalidArgument("node id 0 is reserved".into()));
+        }
+        let r = &self.inner.replica;
+        let m = r.metrics();
+        let membership = m.membership_config.membership().clone();
+        if let Some(existing) = membership.get_node(&node_id) {
+            if existing.addr != addr {
+                return Err(Error::FailedPrecondition(format!(
+                    "node {node_id} is already a member at {}; node ids are never reused",
+                    existing.addr
+                )));
+            }
+            if learner_only || membership.voter_ids().any(|v| v == node_id) {
+                return Ok(());
+            }
+        } else {
+            r.raft.add_learner(node_id, NodeInfo::new(addr), true).await.map_err(|e| write_error(r, e))?;
+        }
+        if !learner_only {
+            r.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+                .await
+                .map_err(|e| write_error(r, e))?;
+        }
+        tracing::info!(node_id, addr, learner_only, "node added");
+        Ok(())
+    }
+
+    /// Removes a node from every range. Must run on the leader.
+    pub async fn remove_node(&self, node_id: NodeId) -> Result<()> {
+        let r = &self.inner.replica;
+        let m = r.metrics();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&node_id).is_none() {
+            return Err(Error::NotFound(format!("node {node_id} is not a member of range {}", r.range)));
+        }
+        let change = if membership.voter_ids().any(|v| v == node_id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([node_id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
+        };
+        r.raft.change_membership(change, false).await.map_err(|e| write_error(r, e))?;
+        tracing::info!(node_id, "node removed");
+        Ok(())
+    }
+
+    /// Asks the leader of `range_id` to hand leadership to `to`, a voter.
+    pub async fn transfer_leader(&self, range_id: u64, to: NodeId) -> Result<()> {
+        let r = &self.inner.replica;
+        if range_id != r.range {
+            return Err(Error::NotFound(format!("range {range_id} has no replica on node {}", self.id())));
+        }
+        let m = r.metrics();
+        if !m.membership_config.membership().voter_ids().any(|v| v == to) {
+            return Err(Error::InvalidArgument(format!("node {to} is not a voter of range {range_id}")));
+        }
+        if m.current_leader != Some(self.id()) {
+            return Err(Error::NotLeader { range: r.range, leader: r.leader_hint() });
+        }
+        r.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|f| Error::ReplicaStopped { range: r.range, reason: f.to_string() })
+    }
+
+    /// This node's view of itself and its ranges.
+    pub async fn status(&self) -> NodeStatus {
+        let r = &self.inner.replica;
+        let m = r.metrics();
+        NodeStatus {
+            node_id: self.id(),
+            addr: self.addr().to_string(),
+            initialized: m.membership_config.membership().voter_ids().next().is_some(),
+            ranges: vec![range_status(r, &m)],
+        }
+    }
+}

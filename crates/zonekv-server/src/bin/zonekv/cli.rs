@@ -1,0 +1,118 @@
+//! Command-line syntax.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// ZoneKV: a Raft-replicated, range-partitioned key-value store.
+#[derive(Parser)]
+#[command(name = "zonekv", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Runs a node until SIGINT or SIGTERM.
+    Start(StartArgs),
+    /// Bootstraps a new cluster from a list of nodes (all must be running).
+    Init {
+        /// Node to send the request to (default: the first listed).
+        #[arg(long)]
+        addr: Option<String>,
+        /// The members: ID=HOST:PORT,ID=HOST:PORT,...
+        #[arg(long)]
+        nodes: String,
+    },
+    /// Prints a node's view: members, leader, term, commit and applied index.
+    Status {
+        /// The node to ask.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        addr: String,
+    },
+    /// Key-value commands.
+    Kv(KvArgs),
+    /// Starts a 3-node cluster in this process, writes, kills the leader, and checks that
+    /// nothing acknowledged was lost.
+    Demo {
+        /// Keep data here instead of a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// TOML configuration file (see etc/zonekv.toml); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This node's id (not 0, never reused). Default 1.
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// Address to serve gRPC on. Default 127.0.0.1:7001.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address peers and clients use to reach this node. Default: the listen address.
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// Data directory. Default ./zonekv-data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Join the cluster that this node belongs to at startup.
+    #[arg(long)]
+    pub join: Option<String>,
+}
+
+#[derive(Args)]
+pub struct KvArgs {
+    /// Comma-separated node addresses.
+    #[arg(long, default_value = "127.0.0.1:7001", global = true)]
+    pub endpoints: String,
+    #[command(subcommand)]
+    pub command: KvCommand,
+}
+
+#[derive(Subcommand)]
+pub enum KvCommand {
+    /// Reads a key.
+    Get {
+        key: String,
+        /// Serve from any replica, possibly stale.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Writes a key.
+    Put { key: String, value: String },
+    /// Removes a key.
+    Del { key: String },
+    /// Lists keys in [START, END).
+    Scan {
+        /// First key (inclusive); default: the beginning.
+        #[arg(long)]
+        start: Option<String>,
+        /// End key (exclusive); default: the end.
+        #[arg(long)]
+        end: Option<String>,
+        /// Most pairs.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Descending order.
+        #[arg(long)]
+        reverse: bool,
+        /// Serve from any replica, possibly stale.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Sets KEY to NEW if it holds EXPECTED.
+    Cas {
+        key: String,
+        /// Required current value; omit to require that the key does not exist.
+        #[arg(long)]
+        expected: Option<String>,
+        /// New value; omit to delete the key.
+        #[arg(long)]
+        new: Option<String>,
+    },
+}

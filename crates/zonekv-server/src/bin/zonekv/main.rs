@@ -1,0 +1,132 @@
+//! The `zonekv` command: run a node, administer a cluster, use the key-value API, run the demo.
+
+mod cli;
+mod kv;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use cli::{Cli, Command, StartArgs};
+use tracing_subscriber::EnvFilter;
+use zonekv_client::AdminClient;
+use zonekv_server::{Node, NodeConfig};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The demo stops a node on purpose; the peers' complaints about it are expected noise.
+    let default_level = match cli.command {
+        Command::Start(_) => "info",
+        Command::Demo { .. } => "error",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Start(args) => start(args).await,
+        Command::Init { addr, nodes } => init(addr, &nodes).await,
+        Command::Status { addr } => status(&addr).await,
+        Command::Kv(kv) => kv::run(kv).await,
+        Command::Demo { data_dir } => {
+            zonekv_server::demo::run(data_dir.as_deref()).await?;
+            Ok(())
+        }
+    }
+}
+
+fn node_config(args: &StartArgs) -> Result<NodeConfig> {
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::from_file(path)?,
+        None => NodeConfig::default(),
+    };
+    if let Some(id) = args.node_id {
+        config.node_id = id;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(join) = &args.join {
+        config.join = Some(join.clone());
+    }
+    if let Some(adv) = &args.advertise_addr {
+        config.advertise_addr = Some(adv.clone());
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn start(args: StartArgs) -> Result<()> {
+    let config = node_config(&args)?;
+    let node = Node::start(config).await.context("starting the node")?;
+    println!("zonekv node {} serving on {}", node.id(), node.addr());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+fn parse_nodes(spec: &str) -> Result<Vec<(u64, String)>> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((id, addr)) = part.split_once('=') else {
+            bail!("{part:?} is not ID=HOST:PORT");
+        };
+        let id: u64 = id.trim().parse().with_context(|| format!("{id:?} is not a node id"))?;
+        out.push((id, addr.trim().to_string()));
+    }
+    if out.is_empty() {
+        bail!("--nodes lists no node");
+    }
+    Ok(out)
+}
+
+async fn init(addr: Option<String>, nodes: &str) -> Result<()> {
+    let members = parse_nodes(nodes)?;
+    let target = addr.unwrap_or_else(|| members[0].1.clone());
+    let admin = AdminClient::new([target.clone()])?;
+    admin.initialize(&target, &members).await.with_context(|| format!("initializing through {target}"))?;
+    println!("initialized a cluster of {} nodes through {target}", members.len());
+    Ok(())
+}
+
+async fn status(addr: &str) -> Result<()> {
+    let admin = AdminClient::new([addr.to_string()])?;
+    let s = admin.status(addr).await.with_context(|| format!("asking {addr}"))?;
+    println!("node {} at {} ({})", s.node_id, s.addr, if s.initialized { "initialized" } else { "not initialized" });
+    for r in s.ranges {
+        let leader = if r.leader_id == 0 { "unknown".to_string() } else { format!("node {} at {}", r.leader_id, r.leader_addr) };
+        println!("range {}: {} term {}, leader {leader}", r.range_id, r.state, r.term);
+        println!("  last log {}  committed {}  applied {}", r.last_log_index, r.committed_index, r.applied_index);
+        for m in r.replicas {
+            let role = if m.role == zonekv_proto::admin::v1::ReplicaRole::Learner as i32 { "learner" } else { "voter" };
+            println!("  member node {} at {} ({role})", m.node_id, m.addr);
+        }
+        if !r.fatal_error.is_empty() {
+            println!("  STOPPED: {}", r.fatal_error);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! [`LocalCluster`]: a whole ZoneKV cluster inside one process, on loopback ports.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use zonekv_raft::NodeId;
+
+use crate::{Error, Node, NodeConfig, Result};
+
+/// Several nodes in one process, each with its own data directory and loopback port, forming
+/// one cluster. Used by `zonekv demo`, the benchmarks and tests; also handy for embedding a
+/// replicated store in one host during development.
+pub struct LocalCluster {
+    nodes: Vec<Option<Node>>,
+    configs: Vec<NodeConfig>,
+    _temp: Option<TempDir>,
+}
+
+impl LocalCluster {
+    /// Starts `size` nodes (ids 1..=size) with data under `data_dir` (a temporary directory,
+    /// removed on drop, when `None`) and bootstraps them into one cluster.
+    pub async fn start(size: usize, data_dir: Option<&Path>) -> Result<Self> {
+        Self::start_with(size, data_dir, NodeConfig::default()).await
+    }
+
+    /// Like [`LocalCluster::start`], with `template` as the base configuration of every node
+    /// (its `node-id`, `listen` and `data-dir` are replaced).
+    pub async fn start_with(size: usize, data_dir: Option<&Path>, template: NodeConfig) -> Result<Self> {
+        if size == 0 {
+            return Err(Error::InvalidArgument("a cluster needs at least one node".into()));
+        }
+        let (temp, base) = match data_dir {
+            Some(d) => (None, d.to_path_buf()),
+            None => {
+                let t = tempfile::Builder::new().prefix("zonekv-cluster-").tempdir().map_err(|e| {
+                    Error::Storage(zonekv_engine::Error::Open { path: "temporary directory".into(), reason: e.to_string() })
+                })?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let mut nodes = Vec::new();
+        let mut configs = Vec::new();
+        for id in 1..=size as NodeId {
+            let config = NodeConfig {
+                node_id: id,
+                listen: "127.0.0.1:0".parse().expect("valid address"),
+                data_dir: node_dir(&base, id),
+                join: None,
+                ..template.clone()
+            };
+            let node = Node::start(config.clone()).await?;
+            // Restarts reuse the port the node got.
+            let bound = NodeConfig { listen: node.listen_addr().unwrap_or(config.listen), ..config };
+            configs.push(bound);
+            nodes.push(Some(node));
+        }
+        let cluster = Self { nodes, configs, _temp: temp };
+        let first = cluster.node(1).expect("node 1 was just started");
+        if !first.is_initialized().await {
+            first.initialize(&cluster.members()).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// (id, address) of every node, running or not.
+    pub fn members(&self) -> Vec<(NodeId, String)> {
+        self.configs.iter().map(|c| (c.node_id, c.listen.to_string())).collect()
+    }
+
+    /// Addresses of every node.
+    pub fn addrs(&self) -> Vec<String> {
+        self.members().into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// A running node.
+    pub fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.get(id.checked_sub(1)? as usize)?.as_ref()
+    }
+
+    /// Running nodes.
+    pub fn running(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().flatten()
+    }
+
+    /// Waits until a running node is leader with a quorum behind it; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            for n in self.running() {
+                let s = n.status().await;
+                if s.ranges.iter().any(|r| r.state == "leader") && n.get(b"\0probe", crate::ReadConsistency::Linearizable).await.is_ok() {
+                    return Ok(n.id());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!("no leader with a quorum within {timeout:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops node `id` (its data stays).
+    pub async fn stop_node(&mut self, id: NodeId) {
+        if let Some(slot) = id.checked_sub(1).and_then(|i| self.nodes.get_mut(i as usize)) {
+            if let Some(node) = slot.take() {
+                node.shutdown().await;
+            }
+        }
+    }
+
+    /// Restarts a stopped node on its old address and data.
+    pub async fn restart_node(&mut self, id: NodeId) -> Result<()> {
+        let i = id.checked_sub(1).map(|i| i as usize).filter(|i| *i < self.nodes.len());
+        let i = i.ok_or_else(|| Error::NotFound(format!("no node {id} in this cluster")))?;
+        if self.nodes[i].is_none() {
+            self.nodes[i] = Some(Node::start(self.configs[i].clone()).await?);
+        }
+        Ok(())
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for slot in &mut self.nodes {
+            if let Some(n) = slot.take() {
+                n.shutdown().await;
+            }
+        }
+    }
+}
+
+fn node_dir(base: &Path, id: NodeId) -> PathBuf {
+    base.join(format!("node-{id}"))
+}

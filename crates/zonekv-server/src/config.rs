@@ -1,0 +1,243 @@
+//! Node configuration: a TOML file (kebab-case keys), overridable from the command line.
+//!
+//! Every field has a default; an empty file is a valid configuration for a single node on
+//! `127.0.0.1:7001` with data in `./zonekv-data`. See `etc/zonekv.toml` for an annotated copy.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The largest key accepted, in bytes. Fixed: keys are part of the on-disk layout.
+pub const MAX_KEY_BYTES: usize = 4096;
+
+/// Configuration of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id: unique in the cluster, never reused, not 0. Default: 1.
+    pub node_id: u64,
+    /// Address the gRPC server binds to. Port 0 picks a free port. Default: `127.0.0.1:7001`.
+    pub listen: SocketAddr,
+    /// Address other nodes and clients use to reach this node. Default: the bound address.
+    pub advertise_addr: Option<String>,
+    /// Directory of the node's RocksDB database. Default: `./zonekv-data`.
+    pub data_dir: PathBuf,
+    /// Address of any member of an existing cluster to join at startup, if this node does not
+    /// belong to a cluster yet. Default: none (wait for `zonekv init`).
+    pub join: Option<String>,
+    /// Raft timing and log retention.
+    pub raft: RaftConfig,
+    /// Request size limits.
+    pub limits: Limits,
+    /// RocksDB tuning.
+    pub storage: StorageConfig,
+}
+
+/// Raft settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Leader heartbeat period, in milliseconds; also the AppendEntries RPC deadline.
+    /// Default: 100.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomised election timeout, in milliseconds. Default: 1000.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the election timeout, in milliseconds; also the leader lease used by
+    /// lease reads. Default: 2000.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and purge the log) after this many applied entries. Default: 10000.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept after a snapshot, so slightly lagging followers catch up from the log.
+    /// Default: 1000.
+    pub keep_entries_after_snapshot: u64,
+    /// Most entries per AppendEntries message. Default: 64.
+    pub max_entries_per_append: u64,
+    /// Deadline for sending a whole snapshot to a follower, in milliseconds. Default: 60000.
+    pub snapshot_timeout_ms: u64,
+}
+
+/// Limits on client requests. Requests over a limit fail with `INVALID_ARGUMENT` and change
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Limits {
+    /// Largest value, in bytes. Default: 8 MiB (8388608).
+    pub max_value_bytes: usize,
+    /// Most mutations in one `Batch`. Default: 10000.
+    pub max_batch_ops: usize,
+    /// Largest total of keys and values in one `Batch`, in bytes. Default: 8 MiB (8388608).
+    pub max_batch_bytes: usize,
+    /// Pairs a `Scan` returns when it sets no limit. Default: 1000.
+    pub default_scan_limit: u32,
+    /// Most pairs one `Scan` returns, whatever limit it asks for. Default: 10000.
+    pub max_scan_limit: u32,
+    /// Largest total of keys and values one `Scan` response carries; the scan stops early (with
+    /// `more = true`) once it is reached, after at least one pair. Default: 16 MiB (16777216).
+    pub max_scan_bytes: usize,
+}
+
+/// RocksDB settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Block cache size, in bytes. Default: 64 MiB (67108864).
+    pub block_cache_bytes: usize,
+    /// Memtable size per column family, in bytes. Default: 32 MiB (33554432).
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            listen: "127.0.0.1:7001".parse().expect("valid address"),
+            advertise_addr: None,
+            data_dir: PathBuf::from("zonekv-data"),
+            join: None,
+            raft: RaftConfig::default(),
+            limits: Limits::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            snapshot_after_entries: 10_000,
+            keep_entries_after_snapshot: 1000,
+            max_entries_per_append: 64,
+            snapshot_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: 8 << 20,
+            max_batch_ops: 10_000,
+            max_batch_bytes: 8 << 20,
+            default_scan_limit: 1000,
+            max_scan_limit: 10_000,
+            max_scan_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let d = zonekv_engine_rocks::RocksOptions::default();
+        Self { block_cache_bytes: d.block_cache_bytes, write_buffer_bytes: d.write_buffer_bytes }
+    }
+}
+
+impl NodeConfig {
+    /// Reads a TOML configuration file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Checks the configuration for values that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: String| Err(Error::Config(m));
+        if self.node_id == 0 {
+            return fail("node-id must not be 0".into());
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {
+            return fail(format!(
+                "raft.election-timeout-min-ms ({}) must exceed raft.heartbeat-interval-ms ({}), which must not be 0",
+                r.election_timeout_min_ms, r.heartbeat_interval_ms
+            ));
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return fail("raft.election-timeout-max-ms must exceed raft.election-timeout-min-ms".into());
+        }
+        if r.max_entries_per_append == 0 || r.snapshot_after_entries == 0 {
+            return fail("raft.max-entries-per-append and raft.snapshot-after-entries must not be 0".into());
+        }
+        let l = &self.limits;
+        if l.max_value_bytes == 0 || l.max_batch_ops == 0 || l.max_batch_bytes == 0 {
+            return fail("limits must not be 0".into());
+        }
+        if l.default_scan_limit == 0 || l.default_scan_limit > l.max_scan_limit || l.max_scan_bytes == 0 {
+            return fail("limits.default-scan-limit must be between 1 and limits.max-scan-limit".into());
+        }
+        Ok(())
+    }
+
+    /// The openraft configuration derived from this one.
+    pub fn openraft(&self) -> Result<openraft::Config> {
+        let r = &self.raft;
+        openraft::Config {
+            cluster_name: "zonekv".into(),
+            heartbeat_interval: r.heartbeat_interval_ms,
+            election_timeout_min: r.election_timeout_min_ms,
+            election_timeout_max: r.election_timeout_max_ms,
+            install_snapshot_timeout: r.snapshot_timeout_ms,
+            max_payload_entries: r.max_entries_per_append,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Config(format!("raft: {e}")))
+    }
+
+    /// The largest gRPC message a node accepts: a full batch or value plus framing.
+    pub fn max_message_bytes(&self) -> usize {
+        self.limits.max_batch_bytes.max(self.limits.max_value_bytes) + MAX_KEY_BYTES + (1 << 20)
+    }
+
+    /// Snapshot send deadline.
+    pub fn snapshot_timeout(&self) -> Duration {
+        Duration::from_millis(self.raft.snapshot_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults_and_keys_are_kebab_case() {
+        let c: NodeConfig = toml::from_str("").unwrap();
+        assert_eq!(c, NodeConfig::default());
+        let c: NodeConfig = toml::from_str(
+            "node-id = 3\nlisten = \"127.0.0.1:9000\"\n[limits]\nmax-value-bytes = 1024\n",
+        )
+        .unwrap();
+        assert_eq!((c.node_id, c.limits.max_value_bytes), (3, 1024));
+        assert_eq!(c.limits.max_batch_ops, Limits::default().max_batch_ops);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_impossible_values_are_refused() {
+        assert!(toml::from_str::<NodeConfig>("node_id = 3\n").is_err());
+        let mut c = NodeConfig { node_id: 0, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("node-id"));
+        c.node_id = 1;
+        c.raft.election_timeout_min_ms = 50;
+        assert!(c.validate().is_err());
+        NodeConfig::default().openraft().unwrap();
+    }
+
+    #[test]
+    fn the_shipped_template_parses_to_the_defaults() {
+        let text = include_str!("../../../etc/zonekv.toml");
+        let c: NodeConfig = toml::from_str(text).unwrap();
+        assert_eq!(c, NodeConfig::default());
+    }
+}

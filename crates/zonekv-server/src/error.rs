@@ -1,0 +1,92 @@
+//! The node's error type. Mapped to `tonic::Status` only at the service edge (`status.rs`).
+
+use zonekv_raft::NodeId;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the leader of a range is, if known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    /// The leader's node id.
+    pub node_id: NodeId,
+    /// The leader's address, if known.
+    pub addr: Option<String>,
+}
+
+/// Errors of a ZoneKV node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The request is malformed or over a limit. Nothing was changed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// This node is not the leader of the range. Nothing was changed; retry at the leader.
+    #[error("{}", not_leader_message(*range, leader))]
+    NotLeader {
+        /// The range the request targeted.
+        range: u64,
+        /// The leader, if known.
+        leader: Option<LeaderHint>,
+    },
+    /// The node does not belong to an initialised cluster yet.
+    #[error("node {0} is not part of an initialized cluster yet: run `zonekv init` or start it with --join")]
+    NotInitialized(NodeId),
+    /// The request cannot be applied in the current state (e.g. cluster already initialised).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A named thing (node, range) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request could not be served now (e.g. no quorum). Nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A write was proposed but its outcome is unknown (leadership changed before it was
+    /// applied). It may or may not have been applied; read before retrying.
+    #[error("write outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The replica stopped after a storage failure or detected corruption.
+    #[error("range {range} replica on this node has stopped: {reason}")]
+    ReplicaStopped {
+        /// The range.
+        range: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The storage engine failed (open, read or write).
+    #[error(transparent)]
+    Storage(#[from] zonekv_engine::Error),
+    /// The Raft storage layer failed or found corruption.
+    #[error(transparent)]
+    Raft(#[from] zonekv_raft::Error),
+    /// The network listener could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Joining an existing cluster at startup failed.
+    #[error("cannot join the cluster at {addr}: {reason}")]
+    Join {
+        /// The address given with `--join`.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn not_leader_message(range: u64, leader: &Option<LeaderHint>) -> String {
+    match leader {
+        Some(LeaderHint { node_id, addr: Some(addr) }) => {
+            format!("not leader of range {range}; the leader is node {node_id} at {addr}")
+        }
+        Some(LeaderHint { node_id, addr: None }) => {
+            format!("not leader of range {range}; the leader is node {node_id}")
+        }
+        None => format!("not leader of range {range}; no leader is known yet (election in progress?)"),
+    }
+}

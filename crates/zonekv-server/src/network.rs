@@ -1,0 +1,226 @@
+//! The Raft network over gRPC: one lazily connected channel per peer, shared by every group.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::RPCTypes;
+use openraft::type_config::alias::SnapshotOf;
+use tonic::transport::{Channel, Endpoint};
+use zonekv_proto::raft::v1 as pb;
+use zonekv_proto::raft::v1::raft_transport_client::RaftTransportClient;
+use zonekv_raft::{NodeId, NodeInfo, SnapshotData, TypeConfig, Vote, codec};
+
+/// Bytes of snapshot data per gRPC message.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// gRPC channels to peers, keyed by address, shared by every group of the node.
+#[derive(Clone, Default)]
+pub struct Channels {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    max_message_bytes: usize,
+}
+
+impl Channels {
+    /// A pool whose clients accept messages up to `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> Self {
+        Self { channels: Arc::default(), max_message_bytes }
+    }
+
+    fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, String> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match map.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(2))
+                    .http2_keep_alive_interval(Duration::from_secs(10));
+                let c = endpoint.connect_lazy();
+                map.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(RaftTransportClient::new(channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(usize::MAX))
+    }
+}
+
+/// Creates the per-peer network clients of one group.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    node_id: NodeId,
+    group: u64,
+    channels: Channels,
+}
+
+impl NetworkFactory {
+    /// The network of `group` on node `node_id`.
+    pub fn new(node_id: NodeId, group: u64, channels: Channels) -> Self {
+        Self { node_id, group, channels }
+    }
+}
+
+/// The connection of one group to one peer.
+pub struct PeerNetwork {
+    header: pb::RaftHeader,
+    addr: String,
+    channels: Channels,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerNetwork {
+        PeerNetwork {
+            header: pb::RaftHeader { group_id: self.group, from_node: self.node_id, to_node: target },
+            addr: node.addr.clone(),
+            channels: self.channels.clone(),
+        }
+    }
+}
+
+fn status_to_rpc(s: tonic::Status) -> RPCError<TypeConfig> {
+    match s.code() {
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&s)),
+        _ => RPCError::Network(NetworkError::new(&s)),
+    }
+}
+
+fn malformed(e: zonekv_raft::Error) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&e))
+}
+
+impl PeerNetwork {
+    fn client(&self) -> Result<RaftTransportClient<Channel>, RPCError<TypeConfig>> {
+        self.channels.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    }
+
+    async fn call<T, F>(&self, action: RPCTypes, ttl: Duration, f: F) -> Result<T, RPCError<TypeConfig>>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match tokio::time::timeout(ttl, f).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(status_to_rpc(status)),
+            Err(_) => Err(RPCError::Timeout(Timeout {
+                action,
+                id: self.header.from_node,
+                target: self.header.to_node,
+                timeout: ttl,
+            })),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut req = codec::append_request_to_pb(&rpc);
+        req.header = Some(self.header);
+        let mut client = self.client()?;
+        let resp = self.call(RPCTypes::AppendEntries, option.soft_ttl(), client.append_entries(req)).await?;
+        codec::append_response_from_pb(resp).map_err(malformed)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut req = codec::vote_request_to_pb(&rpc);
+        req.header = Some(self.header);
+        let mut client = self.client()?;
+        let resp = self.call(RPCTypes::Vote, option.soft_ttl(), client.vote(req)).await?;
+        codec::vote_response_from_pb(resp).map_err(malformed)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut req = codec::vote_request_to_pb(&rpc);
+        req.header = Some(self.header);
+        let mut client = self.client()?;
+        let resp = self.call(RPCTypes::Vote, option.soft_ttl(), client.pre_vote(req)).await?;
+        codec::vote_response_from_pb(resp).map_err(malformed)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut req = codec::transfer_request_to_pb(&rpc);
+        req.header = Some(self.header);
+        let mut client = self.client()?;
+        let resp = self.call(RPCTypes::TransferLeader, option.soft_ttl(), client.transfer_leader(req)).await?;
+        codec::transfer_response_from_pb(resp).map_err(malformed)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let chunks = snapshot_chunks(self.header, &vote, &snapshot);
+        let mut client = self.client()?;
+        let send = self.call(
+            RPCTypes::InstallSnapshot,
+            option.soft_ttl(),
+            client.install_snapshot(tokio_stream::iter(chunks)),
+        );
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            resp = send => {
+                let resp = resp?;
+                let vote = resp.vote.as_ref().map(codec::vote_from_pb).ok_or_else(|| {
+                    StreamingError::Network(NetworkError::from_string("snapshot response without a vote"))
+                })?;
+                Ok(SnapshotResponse::new(vote))
+            }
+        }
+    }
+}
+
+/// Splits a snapshot into transport messages; the first carries header, vote and meta, and
+/// every one carries the CRC32 of its slice of data.
+pub fn snapshot_chunks(
+    header: pb::RaftHeader,
+    vote: &Vote,
+    snapshot: &SnapshotOf<TypeConfig, SnapshotData>,
+) -> Vec<pb::SnapshotChunk> {
+    let data = &snapshot.snapshot;
+    let mut chunks: Vec<pb::SnapshotChunk> = data
+        .chunks(SNAPSHOT_CHUNK_BYTES)
+        .map(|c| pb::SnapshotChunk {
+            crc32: crc32fast::hash(c),
+            data: bytes::Bytes::copy_from_slice(c),
+            ..Default::default()
+        })
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(pb::SnapshotChunk { crc32: crc32fast::hash(&[]), ..Default::default() });
+    }
+    chunks[0].header = Some(header);
+    chunks[0].vote = Some(codec::vote_to_pb(vote));
+    chunks[0].meta = Some(codec::snapshot_meta_to_pb(&snapshot.meta));
+    chunks
+}

@@ -1,0 +1,230 @@
+//! [`Node`]: one ZoneKV node running inside the host process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
+use zonekv_engine_rocks::{RocksEngine, RocksOptions};
+use zonekv_raft::keys::{self, MetaKey, NODE_GROUP};
+use zonekv_raft::{LogStore, LogSyncer, NodeId, StateMachine, codec};
+
+use crate::network::{Channels, NetworkFactory};
+use crate::replica::Replica;
+use crate::{Error, NodeConfig, Result, service};
+
+/// The range that covers the whole keyspace until ranges split.
+pub const FIRST_RANGE: u64 = 1;
+
+/// A running ZoneKV node: storage, its replicas, and the gRPC server for clients and peers.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), zonekv_server::Error> {
+/// use zonekv_server::{Node, NodeConfig, ReadConsistency};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let config = NodeConfig { data_dir: dir.path().into(), ..NodeConfig::default() };
+/// let node = Node::start(config).await?;
+/// node.initialize(&[(node.id(), node.addr().to_string())]).await?;
+/// node.wait_for_leader(std::time::Duration::from_secs(5)).await?;
+/// node.put(b"user/1", b"alice").await?;
+/// assert_eq!(node.get(b"user/1", ReadConsistency::Linearizable).await?.0.as_deref(), Some(&b"alice"[..]));
+/// node.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Node {
+    handle: NodeHandle,
+    server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+/// A cheap, cloneable handle to a running node's API (key-value, admin, status), for sharing
+/// across tasks. Everything [`Node`] offers besides start and shutdown lives here; `Node`
+/// dereferences to it. A handle kept after [`Node::shutdown`] keeps the storage open but every
+/// call fails, since the replicas have stopped.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+impl std::ops::Deref for Node {
+    type Target = NodeHandle;
+
+    fn deref(&self) -> &NodeHandle {
+        &self.handle
+    }
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) config: NodeConfig,
+    pub(crate) addr: String,
+    pub(crate) syncer: LogSyncer,
+    pub(crate) replica: Replica,
+}
+
+impl Node {
+    /// Opens (or creates) the node's data directory, starts its Raft replicas and serves gRPC
+    /// on `config.listen`. With `config.join` set and no cluster membership yet, also joins the
+    /// cluster at that address before returning.
+    pub async fn start(config: NodeConfig) -> Result<Node> {
+        config.validate()?;
+        let raft_config = Arc::new(config.openraft()?);
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| zonekv_engine::Error::Open {
+            path: config.data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let engine = RocksEngine::open(
+            &config.data_dir,
+            &RocksOptions {
+                block_cache_bytes: config.storage.block_cache_bytes,
+                write_buffer_bytes: config.storage.write_buffer_bytes,
+                ..RocksOptions::default()
+            },
+        )?;
+        check_identity(&engine, config.node_id, &config)?;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
+        let bound = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
+        let addr = config.advertise_addr.clone().unwrap_or_else(|| bound.to_string());
+
+        let syncer = LogSyncer::start(engine.clone());
+        let channels = Channels::new(raft_message_limit(&config));
+        let log = LogStore::new(engine.clone(), FIRST_RANGE, syncer.clone());
+        let sm = StateMachine::open(engine.clone(), FIRST_RANGE, keys::all_user_data())?;
+        let network = NetworkFactory::new(config.node_id, FIRST_RANGE, channels);
+        let raft = zonekv_raft::Raft::new(config.node_id, raft_config, network, log, sm)
+            .await
+            .map_err(|e| Error::ReplicaStopped { range: FIRST_RANGE, reason: e.to_string() })?;
+        let replica = Replica { range: FIRST_RANGE, node_id: config.node_id, raft, engine };
+        let inner = Arc::new(NodeInner { config, addr, syncer, replica });
+
+        let (tx, rx) = oneshot::channel();
+        let router = service::router(NodeHandle { inner: inner.clone() });
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let task = tokio::spawn(async move {
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, async { rx.await.ok(); }).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+        let mut node = Node { handle: NodeHandle { inner }, server: Some((tx, task)) };
+        tracing::info!(node_id = node.id(), addr = %node.addr(), bound = %bound, "node started");
+
+        if let Some(join) = node.inner.config.join.clone() {
+            if !node.is_initialized().await {
+                if let Err(e) = crate::join::join(&node.handle, &join).await {
+                    node.stop().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(node)
+    }
+
+    /// A cloneable handle to this node's API.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// Stops serving, shuts the replicas down and closes the storage. Everything acknowledged
+    /// is already durable; this only releases resources.
+    pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        if let Some((tx, task)) = self.server.take() {
+            let _ = tx.send(());
+            task.abort();
+            let _ = task.await;
+        }
+        if let Err(e) = self.inner.replica.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        self.inner.syncer.close();
+        tracing::info!(node_id = self.id(), "node stopped");
+    }
+}
+
+impl NodeHandle {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.config.node_id
+    }
+
+    /// The address clients and peers use to reach this node.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// The socket the gRPC server listens on.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.inner.addr.parse().ok()
+    }
+
+    /// True once this node belongs to an initialised cluster.
+    pub async fn is_initialized(&self) -> bool {
+        self.inner.replica.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Waits until the first range has a leader known to this node; returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId> {
+        let m = self
+            .inner
+            .replica
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .map_err(|e| Error::Unavailable(format!("no leader within {timeout:?}: {e}")))?;
+        Ok(m.current_leader.expect("checked by the wait condition"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.server.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Raft messages carry whole log entries, each up to a full batch; `max-entries-per-append`
+/// of them must fit.
+fn raft_message_limit(config: &NodeConfig) -> usize {
+    config
+        .max_message_bytes()
+        .saturating_mul(config.raft.max_entries_per_append as usize)
+        .max(64 << 20)
+}
+
+/// Records which node owns a data directory on first start and refuses to run a directory as
+/// another node: two nodes with the same identity would corrupt the cluster.
+fn check_identity(engine: &RocksEngine, node_id: NodeId, config: &NodeConfig) -> Result<()> {
+    let key = keys::meta_key(NODE_GROUP, MetaKey::NodeIdent);
+    match engine.get(Cf::RaftMeta, &key)? {
+        Some(stored) => {
+            let owner = codec::decode_node_ident(&stored)?;
+            if owner != node_id {
+                return Err(Error::Config(format!(
+                    "data directory {} belongs to node {owner}, not node {node_id}",
+                    config.data_dir.display()
+                )));
+            }
+        }
+        None => {
+            let mut b = WriteBatch::new();
+            b.put(Cf::RaftMeta, key, codec::encode_node_ident(node_id));
+            engine.write(&b, true)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! A range's replica on this node: its Raft group plus the read path to its data.
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::{RaftMetrics, ReadPolicy, ServerState};
+use zonekv_engine_rocks::RocksEngine;
+use zonekv_raft::{Command, NodeId, OpResult, Raft, TypeConfig};
+
+use crate::error::LeaderHint;
+use crate::{Error, Result};
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// Reflects every write acknowledged before the read started; served by the leader.
+    #[default]
+    Linearizable,
+    /// Served from this replica's applied state, which may lag.
+    Stale,
+}
+
+/// One range's replica.
+#[derive(Clone)]
+pub(crate) struct Replica {
+    pub(crate) range: u64,
+    pub(crate) node_id: NodeId,
+    pub(crate) raft: Raft<RocksEngine>,
+    pub(crate) engine: RocksEngine,
+}
+
+impl Replica {
+    pub(crate) fn metrics(&self) -> RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// The leader as this replica knows it.
+    pub(crate) fn leader_hint(&self) -> Option<LeaderHint> {
+        let m = self.metrics();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone());
+        Some(LeaderHint { node_id: id, addr })
+    }
+
+    fn initialized(&self) -> bool {
+        let m = self.metrics();
+        m.membership_config.membership().voter_ids().next().is_some()
+    }
+
+    fn stopped(&self) -> Option<Error> {
+        match &self.metrics().running_state {
+            Ok(()) => None,
+            Err(fatal) => Some(Error::ReplicaStopped { range: self.range, reason: fatal.to_string() }),
+        }
+    }
+
+    fn not_leader(&self, f: Option<&ForwardToLeader<TypeConfig>>) -> Error {
+        if !self.initialized() {
+            return Error::NotInitialized(self.node_id);
+        }
+        let leader = match f {
+            Some(ForwardToLeader { leader_id: Some(id), leader_node, .. }) => {
+                Some(LeaderHint { node_id: *id, addr: leader_node.as_ref().map(|n| n.addr.clone()) })
+            }
+            _ => self.leader_hint().filter(|h| h.node_id != self.node_id),
+        };
+        Error::NotLeader { range: self.range, leader }
+    }
+
+    fn fatal(&self, f: impl std::fmt::Display) -> Error {
+        self.stopped().unwrap_or_else(|| Error::ReplicaStopped { range: self.range, reason: f.to_string() })
+    }
+
+    /// Proposes `cmd` and waits until it is applied. Returns one result per op and the log
+    /// index the command was committed at.
+    pub(crate) async fn propose(&self, cmd: Command) -> Result<(Vec<OpResult>, u64)> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok((resp.data.results, resp.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader(Some(&f))),
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => Err(Error::OutcomeUnknown(
+                format!("leadership moved (now {:?}) before the write was applied", f.leader_id),
+            )),
+            Err(RaftError::APIError(other)) => Err(Error::FailedPrecondition(other.to_string())),
+            Err(RaftError::Fatal(f)) => Err(self.fatal(f)),
+        }
+    }
+
+    /// Waits until this replica may serve a read at `consistency`; returns the log index the
+    /// read reflects.
+    pub(crate) async fn read_barrier(&self, consistency: ReadConsistency) -> Result<u64> {
+        if let Some(e) = self.stopped() {
+            return Err(e);
+        }
+        if consistency == ReadConsistency::Stale {
+            if !self.initialized() {
+                return Err(Error::NotInitialized(self.node_id));
+            }
+            return Ok(self.metrics().last_applied.map_or(0, |id| id.index));
+        }
+        // Lease read first: no network round when the leader's lease is fresh.
+        let lease = self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await;
+        let result = match lease {
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(read) => Ok(read.index()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(self.not_leader(Some(&f))),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
+                Err(Error::Unavailable(format!("range {}: cannot reach a quorum to confirm leadership: {q}", self.range)))
+            }
+            Err(RaftError::Fatal(f)) => Err(self.fatal(f)),
+        }
+    }
+
+    /// A short name of the replica's Raft role.
+    pub(crate) fn state_name(m: &RaftMetrics<TypeConfig>) -> &'static str {
+        match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        }
+    }
+}

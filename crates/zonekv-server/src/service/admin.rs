@@ -1,0 +1,82 @@
+//! `zonekv.admin.v1.Admin`.
+
+use tonic::{Request, Response, Status};
+use zonekv_proto::admin::v1 as pb;
+use zonekv_proto::admin::v1::admin_server::Admin;
+
+use crate::admin::Role;
+use crate::{Error, NodeHandle};
+
+pub(crate) struct AdminService {
+    pub(crate) node: NodeHandle,
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn initialize(
+        &self,
+        req: Request<pb::InitializeRequest>,
+    ) -> Result<Response<pb::InitializeResponse>, Status> {
+        let members: Vec<_> = req.into_inner().members.into_iter().map(|m| (m.node_id, m.addr)).collect();
+        self.node.initialize(&members).await?;
+        Ok(Response::new(pb::InitializeResponse {}))
+    }
+
+    async fn add_node(&self, req: Request<pb::AddNodeRequest>) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let req = req.into_inner();
+        let m = req.member.ok_or_else(|| Error::InvalidArgument("add-node request without a member".into()))?;
+        self.node.add_node(m.node_id, &m.addr, req.learner_only).await?;
+        Ok(Response::new(pb::AddNodeResponse {}))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        self.node.remove_node(req.into_inner().node_id).await?;
+        Ok(Response::new(pb::RemoveNodeResponse {}))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let req = req.into_inner();
+        self.node.transfer_leader(req.range_id, req.to_node_id).await?;
+        Ok(Response::new(pb::TransferLeaderResponse {}))
+    }
+
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = self.node.status().await;
+        let ranges = s
+            .ranges
+            .into_iter()
+            .map(|r| pb::RangeStatus {
+                range_id: r.range_id,
+                start_key: Default::default(),
+                end_key: Default::default(),
+                state: r.state,
+                term: r.term,
+                leader_id: r.leader.as_ref().map_or(0, |l| l.0),
+                leader_addr: r.leader.and_then(|l| l.1).unwrap_or_default(),
+                last_log_index: r.last_log_index,
+                committed_index: r.committed_index,
+                applied_index: r.applied_index,
+                replicas: r
+                    .members
+                    .into_iter()
+                    .map(|m| pb::Replica {
+                        node_id: m.node_id,
+                        addr: m.addr,
+                        role: match m.role {
+                            Role::Voter => pb::ReplicaRole::Voter,
+                            Role::Learner => pb::ReplicaRole::Learner,
+                        } as i32,
+                    })
+                    .collect(),
+                fatal_error: r.fatal_error.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::StatusResponse { node_id: s.node_id, addr: s.addr, initialized: s.initialized, ranges }))
+    }
+}

@@ -1,0 +1,126 @@
+//! `zonekv.raft.v1.RaftTransport`: the receiving side of the Raft network.
+
+use std::sync::Arc;
+
+use openraft::errors::RaftError;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use zonekv_proto::raft::v1 as pb;
+use zonekv_proto::raft::v1::raft_transport_server::RaftTransport;
+use zonekv_raft::codec;
+
+use crate::Error;
+use crate::node::NodeInner;
+use crate::replica::Replica;
+
+pub(crate) struct RaftService {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+fn malformed(e: zonekv_raft::Error) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn raft_error<E: std::fmt::Display>(range: u64, e: RaftError<zonekv_raft::TypeConfig, E>) -> Status {
+    let stopped = matches!(e, RaftError::Fatal(_));
+    let msg = format!("range {range}: {e}");
+    if stopped { Status::unavailable(msg) } else { Status::failed_precondition(msg) }
+}
+
+impl RaftService {
+    /// Checks the addressing of a message and finds the replica it is for.
+    fn replica(&self, header: Option<&pb::RaftHeader>) -> Result<&Replica, Status> {
+        let h = header.ok_or_else(|| Status::invalid_argument("raft message without a header"))?;
+        let me = self.inner.config.node_id;
+        if h.to_node != me {
+            return Err(Error::FailedPrecondition(format!(
+                "raft message for node {} reached node {me}: check the addresses in the membership",
+                h.to_node
+            ))
+            .into());
+        }
+        let r = &self.inner.replica;
+        if h.group_id != r.range {
+            return Err(Error::NotFound(format!("range {} has no replica on node {me}", h.group_id)).into());
+        }
+        Ok(r)
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for RaftService {
+    async fn append_entries(
+        &self,
+        req: Request<pb::AppendEntriesRequest>,
+    ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        let req = req.into_inner();
+        let r = self.replica(req.header.as_ref())?;
+        let rpc = codec::append_request_from_pb(req).map_err(malformed)?;
+        let resp = r.raft.append_entries(rpc).await.map_err(|e| raft_error(r.range, e))?;
+        Ok(Response::new(codec::append_response_to_pb(&resp)))
+    }
+
+    async fn vote(&self, req: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
+        let req = req.into_inner();
+        let r = self.replica(req.header.as_ref())?;
+        let rpc = codec::vote_request_from_pb(req).map_err(malformed)?;
+        let resp = r.raft.vote(rpc).await.map_err(|e| raft_error(r.range, e))?;
+        Ok(Response::new(codec::vote_response_to_pb(&resp)))
+    }
+
+    async fn pre_vote(&self, req: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
+        let req = req.into_inner();
+        let r = self.replica(req.header.as_ref())?;
+        let rpc = codec::vote_request_from_pb(req).map_err(malformed)?;
+        let resp = r.raft.pre_vote(rpc).await.map_err(|e| raft_error(r.range, e))?;
+        Ok(Response::new(codec::vote_response_to_pb(&resp)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let r = self.replica(first.header.as_ref())?;
+        let vote = first.vote.as_ref().map(codec::vote_from_pb).ok_or_else(|| Status::invalid_argument("snapshot without a vote"))?;
+        let meta = codec::snapshot_meta_from_pb(first.meta.clone().unwrap_or_default()).map_err(malformed)?;
+        let mut data = Vec::new();
+        let mut chunk = Some(first);
+        let mut n = 0usize;
+        while let Some(c) = chunk {
+            if crc32fast::hash(&c.data) != c.crc32 {
+                return Err(Status::data_loss(format!("snapshot chunk {n} failed its CRC32 check")));
+            }
+            data.extend_from_slice(&c.data);
+            n += 1;
+            chunk = stream.next().await.transpose()?;
+        }
+        tracing::info!(range = r.range, bytes = data.len(), chunks = n, "received snapshot");
+        let snapshot = openraft::Snapshot { meta, snapshot: data };
+        let resp = r
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|f| Status::unavailable(format!("range {}: {f}", r.range)))?;
+        Ok(Response::new(pb::SnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let req = req.into_inner();
+        let r = self.replica(req.header.as_ref())?;
+        let rpc = codec::transfer_request_from_pb(req).map_err(malformed)?;
+        let resp = r
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(|f| Status::unavailable(format!("range {}: {f}", r.range)))?;
+        Ok(Response::new(codec::transfer_response_to_pb(&resp)))
+    }
+}

@@ -1,1 +1,0 @@
-//! zonekv-tests
