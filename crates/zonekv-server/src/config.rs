@@ -41,8 +41,8 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RaftConfig {
-    /// Leader heartbeat period, in milliseconds; also the AppendEntries RPC deadline.
-    /// Default: 100.
+    /// Leader heartbeat period, in milliseconds; also the AppendEntries RPC deadline (openraft
+    /// ties the two). Default: 200.
     pub heartbeat_interval_ms: u64,
     /// Lower bound of the randomised election timeout, in milliseconds. Default: 1000.
     pub election_timeout_min_ms: u64,
@@ -108,7 +108,7 @@ impl Default for NodeConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         Self {
-            heartbeat_interval_ms: 100,
+            heartbeat_interval_ms: 200,
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
             snapshot_after_entries: 10_000,

@@ -133,7 +133,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut req = codec::append_request_to_pb(&rpc);
         req.header = Some(self.header);
         let mut client = self.client()?;
-        let resp = self.call(RPCTypes::AppendEntries, option.soft_ttl(), client.append_entries(req)).await?;
+        let resp = self.call(RPCTypes::AppendEntries, option.hard_ttl(), client.append_entries(req)).await?;
         codec::append_response_from_pb(resp).map_err(malformed)
     }
 
@@ -145,7 +145,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut req = codec::vote_request_to_pb(&rpc);
         req.header = Some(self.header);
         let mut client = self.client()?;
-        let resp = self.call(RPCTypes::Vote, option.soft_ttl(), client.vote(req)).await?;
+        let resp = self.call(RPCTypes::Vote, option.hard_ttl(), client.vote(req)).await?;
         codec::vote_response_from_pb(resp).map_err(malformed)
     }
 
@@ -157,7 +157,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut req = codec::vote_request_to_pb(&rpc);
         req.header = Some(self.header);
         let mut client = self.client()?;
-        let resp = self.call(RPCTypes::Vote, option.soft_ttl(), client.pre_vote(req)).await?;
+        let resp = self.call(RPCTypes::Vote, option.hard_ttl(), client.pre_vote(req)).await?;
         codec::vote_response_from_pb(resp).map_err(malformed)
     }
 

@@ -21,12 +21,17 @@ pub const FIRST_RANGE: u64 = 1;
 
 /// A running ZoneKV node: storage, its replicas, and the gRPC server for clients and peers.
 ///
-/// ```no_run
-/// # async fn run() -> Result<(), zonekv_server::Error> {
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), zonekv_server::Error> {
 /// use zonekv_server::{Node, NodeConfig, ReadConsistency};
 ///
 /// let dir = tempfile::tempdir().unwrap();
-/// let config = NodeConfig { data_dir: dir.path().into(), ..NodeConfig::default() };
+/// let config = NodeConfig {
+///     listen: "127.0.0.1:0".parse().unwrap(), // any free port
+///     data_dir: dir.path().into(),
+///     ..NodeConfig::default()
+/// };
 /// let node = Node::start(config).await?;
 /// node.initialize(&[(node.id(), node.addr().to_string())]).await?;
 /// node.wait_for_leader(std::time::Duration::from_secs(5)).await?;
@@ -91,15 +96,21 @@ impl Node {
         let bound = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
         let addr = config.advertise_addr.clone().unwrap_or_else(|| bound.to_string());
 
+        let sm = StateMachine::open(engine.clone(), FIRST_RANGE, keys::all_user_data())?;
         let syncer = LogSyncer::start(engine.clone());
         let channels = Channels::new(raft_message_limit(&config));
         let log = LogStore::new(engine.clone(), FIRST_RANGE, syncer.clone());
-        let sm = StateMachine::open(engine.clone(), FIRST_RANGE, keys::all_user_data())?;
         let network = NetworkFactory::new(config.node_id, FIRST_RANGE, channels);
-        let raft = zonekv_raft::Raft::new(config.node_id, raft_config, network, log, sm)
-            .await
-            .map_err(|e| Error::ReplicaStopped { range: FIRST_RANGE, reason: e.to_string() })?;
-        let replica = Replica { range: FIRST_RANGE, node_id: config.node_id, raft, engine };
+        let raft = match zonekv_raft::Raft::new(config.node_id, raft_config, network, log, sm).await {
+            Ok(raft) => raft,
+            Err(e) => {
+                // Release the storage before reporting, so the directory can be reopened.
+                syncer.close();
+                return Err(Error::ReplicaStopped { range: FIRST_RANGE, reason: e.to_string() });
+            }
+        };
+        let apply_wait = std::time::Duration::from_millis(2 * config.raft.election_timeout_max_ms);
+        let replica = Replica { range: FIRST_RANGE, node_id: config.node_id, raft, engine, apply_wait };
         let inner = Arc::new(NodeInner { config, addr, syncer, replica });
 
         let (tx, rx) = oneshot::channel();

@@ -26,6 +26,8 @@ pub(crate) struct Replica {
     pub(crate) node_id: NodeId,
     pub(crate) raft: Raft<RocksEngine>,
     pub(crate) engine: RocksEngine,
+    /// Longest a linearizable read waits for the local apply to reach its read index.
+    pub(crate) apply_wait: std::time::Duration,
 }
 
 impl Replica {
@@ -97,20 +99,37 @@ impl Replica {
             return Ok(self.metrics().last_applied.map_or(0, |id| id.index));
         }
         // Lease read first: no network round when the leader's lease is fresh.
-        let lease = self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await;
-        let result = match lease {
+        let lease = self.raft.get_read_linearizer(ReadPolicy::LeaseRead).await;
+        let linearizer = match lease {
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
-                self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await
+                self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await
             }
             other => other,
         };
-        match result {
-            Ok(read) => Ok(read.index()),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(self.not_leader(Some(&f))),
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
-                Err(Error::Unavailable(format!("range {}: cannot reach a quorum to confirm leadership: {q}", self.range)))
+        let linearizer = match linearizer {
+            Ok(l) => l,
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                return Err(self.not_leader(Some(&f)));
             }
-            Err(RaftError::Fatal(f)) => Err(self.fatal(f)),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
+                return Err(Error::Unavailable(format!(
+                    "range {}: cannot reach a quorum to confirm leadership: {q}",
+                    self.range
+                )));
+            }
+            Err(RaftError::Fatal(f)) => return Err(self.fatal(f)),
+        };
+        let index = linearizer.read_log_id().index();
+        // The read index is known; wait (boundedly) until this replica has applied it.
+        match linearizer.try_await_ready(&self.raft, Some(self.apply_wait)).await {
+            Ok(Ok(_)) => Ok(index),
+            Ok(Err(state)) => Err(Error::Unavailable(format!(
+                "range {}: not applied up to the read index {index} within {:?} (applied: {:?})",
+                self.range,
+                self.apply_wait,
+                state.applied().map(|a| a.index)
+            ))),
+            Err(f) => Err(self.fatal(f)),
         }
     }
 

@@ -1,0 +1,158 @@
+//! Damaged data and malformed messages: reported with a clear error, never served, nothing
+//! changed.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use tonic::Code;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch};
+use zonekv_engine_rocks::{RocksEngine, RocksOptions};
+use zonekv_server::{Error, Node, NodeConfig, ReadConsistency};
+
+fn config(dir: &std::path::Path) -> NodeConfig {
+    NodeConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.into(), ..NodeConfig::default() }
+}
+
+async fn single_node(dir: &std::path::Path) -> Node {
+    let node = Node::start(config(dir)).await.expect("start");
+    if !node.is_initialized().await {
+        node.initialize(&[(node.id(), node.addr().to_string())]).await.unwrap();
+    }
+    node.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    node
+}
+
+/// Flips a bit in the last byte of every stored value matching `pick` in `cf`.
+fn damage(dir: &std::path::Path, cf: Cf, pick: impl Fn(&[u8]) -> bool) -> usize {
+    let engine = RocksEngine::open(dir, &RocksOptions::default()).unwrap();
+    let mut b = WriteBatch::new();
+    for pair in engine.scan(cf, &KeyRange::all(), false).unwrap() {
+        let (k, mut v) = pair.unwrap();
+        if pick(&k) {
+            let last = v.len() - 1;
+            v[last] ^= 0x10;
+            b.put(cf, k, v);
+        }
+    }
+    let n = b.len();
+    engine.write(&b, true).unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_value_is_reported_as_data_loss_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = single_node(dir.path()).await;
+    node.put("good", "fine").await.unwrap();
+    node.put("bad", "soon damaged").await.unwrap();
+    node.shutdown().await;
+    assert_eq!(damage(dir.path(), Cf::Data, |k| k.ends_with(b"bad")), 1);
+
+    let node = single_node(dir.path()).await;
+    assert_eq!(node.get(b"good", ReadConsistency::Linearizable).await.unwrap().0.unwrap(), "fine");
+    let err = node.get(b"bad", ReadConsistency::Linearizable).await.unwrap_err();
+    assert!(err.to_string().contains("CRC32"), "{err}");
+    let status: tonic::Status = err.into();
+    assert_eq!(status.code(), Code::DataLoss);
+    // A scan over the damaged key fails instead of skipping it.
+    assert!(node.scan(&zonekv_server::Scan::default()).await.is_err());
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_log_entry_stops_the_replica_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = single_node(dir.path()).await;
+    for i in 0..20 {
+        node.put(format!("k{i}"), "v").await.unwrap();
+    }
+    node.shutdown().await;
+    // Damage every stored log entry of range 1.
+    let damaged = damage(dir.path(), Cf::RaftLog, |k| k.starts_with(&1u64.to_be_bytes()));
+    assert!(damaged >= 20);
+    let err = match Node::start(config(dir.path())).await {
+        Err(e) => e,
+        Ok(node) => {
+            let s = node.status().await;
+            let fatal = s.ranges[0].fatal_error.clone();
+            node.shutdown().await;
+            panic!("node started on a damaged log; replica fatal error: {fatal:?}");
+        }
+    };
+    assert!(matches!(err, Error::ReplicaStopped { range: 1, .. }), "{err}");
+    assert!(err.to_string().contains("CRC32"), "{err}");
+}
+
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let mut v = vec![0; src.remaining()];
+        src.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protobuf_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = single_node(dir.path()).await;
+    let channel = Channel::from_shared(format!("http://{}", node.addr())).unwrap().connect().await.unwrap();
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("/zonekv.kv.v1.Kv/Put", vec![0x0a, 0xff, 0xff, 0xff, 0x0f, 1, 2]), // length past the end
+        ("/zonekv.kv.v1.Kv/Batch", vec![0x0a, 0x03, 0x0a, 0x05, 0x00]),    // nested length overflow
+        ("/zonekv.raft.v1.RaftTransport/AppendEntries", vec![0x12, 0x02, 0x08]),
+        ("/zonekv.admin.v1.Admin/AddNode", vec![0x07]),                     // invalid tag
+    ];
+    for (path, body) in cases {
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let err = grpc
+            .unary(tonic::Request::new(body), PathAndQuery::from_static(path), RawCodec)
+            .await
+            .expect_err(path);
+        assert!(
+            matches!(err.code(), Code::Internal | Code::InvalidArgument),
+            "{path}: {:?} {}",
+            err.code(),
+            err.message()
+        );
+        assert!(err.message().to_lowercase().contains("decode") || err.message().contains("header"), "{path}: {}", err.message());
+    }
+    let page = node.scan(&zonekv_server::Scan::default()).await.unwrap();
+    assert!(page.pairs.is_empty());
+    assert_eq!(node.status().await.ranges[0].members.len(), 1);
+    node.shutdown().await;
+}
