@@ -8,8 +8,8 @@ use bytes::Bytes;
 use zonekv_proto::kv::v1 as pb;
 use zonekv_proto::kv::v1::kv_client::KvClient;
 
-use crate::retry::{Kind, Router};
 use crate::Result;
+use crate::retry::{Kind, Router};
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -134,8 +134,14 @@ pub struct Client {
 
 fn bound(b: &Bound<Bytes>) -> Option<pb::Bound> {
     match b {
-        Bound::Included(k) => Some(pb::Bound { key: k.clone(), inclusive: true }),
-        Bound::Excluded(k) => Some(pb::Bound { key: k.clone(), inclusive: false }),
+        Bound::Included(k) => Some(pb::Bound {
+            key: k.clone(),
+            inclusive: true,
+        }),
+        Bound::Excluded(k) => Some(pb::Bound {
+            key: k.clone(),
+            inclusive: false,
+        }),
         Bound::Unbounded => None,
     }
 }
@@ -152,12 +158,16 @@ impl Client {
 
     /// A client with explicit settings.
     pub fn with_config(config: ClientConfig) -> Result<Self> {
-        Ok(Self { router: Arc::new(Router::new(config)?) })
+        Ok(Self {
+            router: Arc::new(Router::new(config)?),
+        })
     }
 
     fn kv(&self, channel: tonic::transport::Channel) -> KvClient<tonic::transport::Channel> {
         let limit = self.router.config().max_message_bytes;
-        KvClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(usize::MAX)
+        KvClient::new(channel)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX)
     }
 
     /// Reads a key linearizably.
@@ -166,8 +176,15 @@ impl Client {
     }
 
     /// Reads a key at the given consistency.
-    pub async fn get_with(&self, key: impl Into<Bytes>, consistency: ReadConsistency) -> Result<Option<Bytes>> {
-        let req = pb::GetRequest { key: key.into(), consistency: consistency.to_pb() };
+    pub async fn get_with(
+        &self,
+        key: impl Into<Bytes>,
+        consistency: ReadConsistency,
+    ) -> Result<Option<Bytes>> {
+        let req = pb::GetRequest {
+            key: key.into(),
+            consistency: consistency.to_pb(),
+        };
         let resp = self
             .router
             .call(consistency.kind(), |ch| {
@@ -181,7 +198,10 @@ impl Client {
 
     /// Writes a key.
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
-        let req = pb::PutRequest { key: key.into(), value: value.into() };
+        let req = pb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+        };
         self.router
             .call(Kind::Write, |ch| {
                 let req = req.clone();
@@ -214,7 +234,11 @@ impl Client {
         expected: Option<Bytes>,
         new_value: Option<Bytes>,
     ) -> Result<CasOutcome> {
-        let req = pb::CompareAndSwapRequest { key: key.into(), expected, new_value };
+        let req = pb::CompareAndSwapRequest {
+            key: key.into(),
+            expected,
+            new_value,
+        };
         let resp = self
             .router
             .call(Kind::Write, |ch| {
@@ -223,7 +247,10 @@ impl Client {
                 async move { c.compare_and_swap(req).await }
             })
             .await?;
-        Ok(CasOutcome { succeeded: resp.succeeded, current: resp.current })
+        Ok(CasOutcome {
+            succeeded: resp.succeeded,
+            current: resp.current,
+        })
     }
 
     /// Applies puts and deletes atomically.
@@ -266,7 +293,10 @@ impl Client {
                 async move { c.scan(req).await }
             })
             .await?;
-        Ok(ScanPage { pairs: resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(), more: resp.more })
+        Ok(ScanPage {
+            pairs: resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+            more: resp.more,
+        })
     }
 
     /// An admin client sharing this client's connections and retry settings.
@@ -277,6 +307,8 @@ impl Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("endpoints", &self.router.config().endpoints).finish()
+        f.debug_struct("Client")
+            .field("endpoints", &self.router.config().endpoints)
+            .finish()
     }
 }

@@ -47,10 +47,10 @@ pub(crate) struct Router {
 fn never_sent(s: &Status) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
     while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
         }
         if e.to_string().contains("tcp connect error") {
             return true;
@@ -65,15 +65,18 @@ fn classify(s: &Status, kind: Kind) -> Action {
     let not_applied = md.get(metadata::NOT_APPLIED).is_some();
     match s.code() {
         Code::Unavailable => {
-            if kind != Kind::StaleRead {
-                if let Some(addr) = md.get(metadata::LEADER_ADDR).and_then(|v| v.to_str().ok()) {
-                    return Action::Redirect(addr.to_string());
-                }
+            if kind != Kind::StaleRead
+                && let Some(addr) = md.get(metadata::LEADER_ADDR).and_then(|v| v.to_str().ok())
+            {
+                return Action::Redirect(addr.to_string());
             }
             if not_applied || kind != Kind::Write || never_sent(s) {
                 Action::Rotate
             } else {
-                Action::Fail(ClientError::OutcomeUnknown(format!("connection failed mid-request: {}", s.message())))
+                Action::Fail(ClientError::OutcomeUnknown(format!(
+                    "connection failed mid-request: {}",
+                    s.message()
+                )))
             }
         }
         Code::Unknown | Code::Cancelled | Code::DeadlineExceeded if kind != Kind::Write => Action::Rotate,
@@ -86,8 +89,16 @@ impl Router {
         if config.endpoints.is_empty() {
             return Err(ClientError::Config("no endpoints given".into()));
         }
-        let state = State { endpoints: config.endpoints.clone(), leader: None, next: 0, channels: HashMap::new() };
-        Ok(Self { config, state: Mutex::new(state) })
+        let state = State {
+            endpoints: config.endpoints.clone(),
+            leader: None,
+            next: 0,
+            channels: HashMap::new(),
+        };
+        Ok(Self {
+            config,
+            state: Mutex::new(state),
+        })
     }
 
     pub(crate) fn config(&self) -> &ClientConfig {
@@ -181,7 +192,10 @@ impl Router {
                 }
             };
             if Instant::now() + backoff > deadline {
-                return Err(ClientError::Unavailable { message: last, attempts });
+                return Err(ClientError::Unavailable {
+                    message: last,
+                    attempts,
+                });
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));

@@ -48,8 +48,14 @@ fn scan(maps: &Maps, cf: Cf, range: &KeyRange, reverse: bool) -> KvIter<'static>
         return Box::new(std::iter::empty());
     }
     let bounds = (as_slice(&range.start), as_slice(&range.end));
-    let iter = maps[cf.index()].range::<[u8], _>(bounds).map(|(k, v)| Ok((k.clone(), v.clone())));
-    let items: Vec<_> = if reverse { iter.rev().collect() } else { iter.collect() };
+    let iter = maps[cf.index()]
+        .range::<[u8], _>(bounds)
+        .map(|(k, v)| Ok((k.clone(), v.clone())));
+    let items: Vec<_> = if reverse {
+        iter.rev().collect()
+    } else {
+        iter.collect()
+    };
     Box::new(items.into_iter())
 }
 
@@ -97,10 +103,10 @@ impl Engine for MemEngine {
                 }
                 WriteOp::DeleteRange { cf, start, end } => {
                     let map = &mut maps[cf.index()];
-                    let doomed: Vec<Vec<u8>> =
-                        map.range::<[u8], _>((Bound::Included(&start[..]), Bound::Excluded(&end[..])))
-                            .map(|(k, _)| k.clone())
-                            .collect();
+                    let doomed: Vec<Vec<u8>> = map
+                        .range::<[u8], _>((Bound::Included(&start[..]), Bound::Excluded(&end[..])))
+                        .map(|(k, _)| k.clone())
+                        .collect();
                     for k in doomed {
                         map.remove(&k);
                     }

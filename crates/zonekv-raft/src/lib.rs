@@ -32,6 +32,6 @@ pub use snapshot::SnapshotBuilder;
 pub use state_machine::{StateMachine, read_user_value};
 pub use syncer::{LogSyncer, SyncStats};
 pub use types::{
-    Entry, LeaderId, LogId, Membership, NodeId, NodeInfo, Raft, SnapshotData, SnapshotMeta,
-    StoredMembership, TypeConfig, Vote,
+    Entry, LeaderId, LogId, Membership, NodeId, NodeInfo, Raft, SnapshotData, SnapshotMeta, StoredMembership,
+    TypeConfig, Vote,
 };

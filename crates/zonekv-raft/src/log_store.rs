@@ -30,7 +30,10 @@ pub struct LogReader<E: Engine> {
 impl<E: Engine> LogStore<E> {
     /// The log of `group` in `engine`, made durable by `syncer` (one per engine).
     pub fn new(engine: E, group: u64, syncer: LogSyncer) -> Self {
-        Self { reader: LogReader { engine, group }, syncer }
+        Self {
+            reader: LogReader { engine, group },
+            syncer,
+        }
     }
 
     /// The group this log belongs to.
@@ -56,8 +59,10 @@ impl<E: Engine> LogStore<E> {
         match it.next() {
             Some(pair) => {
                 let (k, v) = pair?;
-                let index = log_index(g, &k)
-                    .ok_or_else(|| Error::Corruption { group: g, what: format!("bad log key {k:?}") })?;
+                let index = log_index(g, &k).ok_or_else(|| Error::Corruption {
+                    group: g,
+                    what: format!("bad log key {k:?}"),
+                })?;
                 Ok(Some(decode_entry(g, index, &v)?.log_id))
             }
             None => Ok(None),
@@ -78,15 +83,17 @@ impl<E: Engine> LogReader<E> {
         let mut out: Vec<Entry> = Vec::new();
         for pair in self.engine.scan(Cf::RaftLog, &range, false)? {
             let (k, v) = pair?;
-            let index = log_index(g, &k)
-                .ok_or_else(|| Error::Corruption { group: g, what: format!("bad log key {k:?}") })?;
-            if let Some(prev) = out.last() {
-                if index != prev.log_id.index + 1 {
-                    return Err(Error::Corruption {
-                        group: g,
-                        what: format!("hole in the log between {} and {index}", prev.log_id.index),
-                    });
-                }
+            let index = log_index(g, &k).ok_or_else(|| Error::Corruption {
+                group: g,
+                what: format!("bad log key {k:?}"),
+            })?;
+            if let Some(prev) = out.last()
+                && index != prev.log_id.index + 1
+            {
+                return Err(Error::Corruption {
+                    group: g,
+                    what: format!("hole in the log between {} and {index}", prev.log_id.index),
+                });
             }
             out.push(decode_entry(g, index, &v)?);
         }
@@ -94,7 +101,10 @@ impl<E: Engine> LogReader<E> {
     }
 
     fn vote(&self) -> Result<Option<Vote>> {
-        match self.engine.get(Cf::RaftMeta, &meta_key(self.group, MetaKey::Vote))? {
+        match self
+            .engine
+            .get(Cf::RaftMeta, &meta_key(self.group, MetaKey::Vote))?
+        {
             Some(v) => Ok(Some(decode_vote(self.group, &v)?)),
             None => Ok(None),
         }
@@ -152,9 +162,14 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
 
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let g = self.group();
-        let purged = self.read_log_id(MetaKey::Purged, "last purged log id").map_err(|e| log_error(g, e))?;
+        let purged = self
+            .read_log_id(MetaKey::Purged, "last purged log id")
+            .map_err(|e| log_error(g, e))?;
         let last = self.last_entry_id().map_err(|e| log_error(g, e))?;
-        Ok(LogState { last_log_id: last.or_else(|| purged.clone()), last_purged_log_id: purged })
+        Ok(LogState {
+            last_log_id: last.or(purged),
+            last_purged_log_id: purged,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -163,8 +178,14 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let mut b = WriteBatch::new();
-        b.put(Cf::RaftMeta, meta_key(self.group(), MetaKey::Vote), codec::encode_vote(vote));
-        self.engine().write(&b, true).map_err(|e| log_error(self.group(), e.into()))
+        b.put(
+            Cf::RaftMeta,
+            meta_key(self.group(), MetaKey::Vote),
+            codec::encode_vote(vote),
+        );
+        self.engine()
+            .write(&b, true)
+            .map_err(|e| log_error(self.group(), e.into()))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
@@ -174,11 +195,14 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
             Some(id) => b.put(Cf::RaftMeta, key, codec::encode_log_id(&id)),
             None => b.delete(Cf::RaftMeta, key),
         }
-        self.engine().write(&b, false).map_err(|e| log_error(self.group(), e.into()))
+        self.engine()
+            .write(&b, false)
+            .map_err(|e| log_error(self.group(), e.into()))
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        self.read_log_id(MetaKey::Committed, "committed log id").map_err(|e| log_error(self.group(), e))
+        self.read_log_id(MetaKey::Committed, "committed log id")
+            .map_err(|e| log_error(self.group(), e))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
@@ -211,7 +235,11 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
     async fn purge(&mut self, upto: LogId) -> io::Result<()> {
         let g = self.group();
         let mut b = WriteBatch::new();
-        b.put(Cf::RaftMeta, meta_key(g, MetaKey::Purged), codec::encode_log_id(&upto));
+        b.put(
+            Cf::RaftMeta,
+            meta_key(g, MetaKey::Purged),
+            codec::encode_log_id(&upto),
+        );
         match upto.index.checked_add(1) {
             Some(end) => b.delete_range(Cf::RaftLog, log_key(g, 0), log_key(g, end)),
             None => b.delete_range(Cf::RaftLog, log_key(g, 0), log_span_end(g)),

@@ -50,7 +50,11 @@ impl LogSyncer {
             .name("zonekv-log-sync".into())
             .spawn(move || run(engine, rx, &thread_stats))
             .expect("spawning the log sync thread");
-        Self { tx, stats, thread: Arc::new(Mutex::new(Some(thread))) }
+        Self {
+            tx,
+            stats,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        }
     }
 
     /// Queues `callback`, to be completed once everything written so far is durable.

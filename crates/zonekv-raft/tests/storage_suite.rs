@@ -42,7 +42,8 @@ impl StoreBuilder<TypeConfig, LogStore<RocksEngine>, StateMachine<RocksEngine>, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_suite_on_the_memory_engine() -> Result<(), StorageError<TypeConfig>> {
-    Suite::<TypeConfig, LogStore<MemEngine>, StateMachine<MemEngine>, MemBuilder, ()>::test_all(MemBuilder).await
+    Suite::<TypeConfig, LogStore<MemEngine>, StateMachine<MemEngine>, MemBuilder, ()>::test_all(MemBuilder)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

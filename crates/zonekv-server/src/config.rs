@@ -135,7 +135,10 @@ impl Default for Limits {
 impl Default for StorageConfig {
     fn default() -> Self {
         let d = zonekv_engine_rocks::RocksOptions::default();
-        Self { block_cache_bytes: d.block_cache_bytes, write_buffer_bytes: d.write_buffer_bytes }
+        Self {
+            block_cache_bytes: d.block_cache_bytes,
+            write_buffer_bytes: d.write_buffer_bytes,
+        }
     }
 }
 
@@ -214,10 +217,9 @@ mod tests {
     fn an_empty_file_gives_the_defaults_and_keys_are_kebab_case() {
         let c: NodeConfig = toml::from_str("").unwrap();
         assert_eq!(c, NodeConfig::default());
-        let c: NodeConfig = toml::from_str(
-            "node-id = 3\nlisten = \"127.0.0.1:9000\"\n[limits]\nmax-value-bytes = 1024\n",
-        )
-        .unwrap();
+        let c: NodeConfig =
+            toml::from_str("node-id = 3\nlisten = \"127.0.0.1:9000\"\n[limits]\nmax-value-bytes = 1024\n")
+                .unwrap();
         assert_eq!((c.node_id, c.limits.max_value_bytes), (3, 1024));
         assert_eq!(c.limits.max_batch_ops, Limits::default().max_batch_ops);
         c.validate().unwrap();
@@ -226,7 +228,10 @@ mod tests {
     #[test]
     fn unknown_keys_and_impossible_values_are_refused() {
         assert!(toml::from_str::<NodeConfig>("node_id = 3\n").is_err());
-        let mut c = NodeConfig { node_id: 0, ..Default::default() };
+        let mut c = NodeConfig {
+            node_id: 0,
+            ..Default::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("node-id"));
         c.node_id = 1;
         c.raft.election_timeout_min_ms = 50;

@@ -44,26 +44,56 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
         println!("      node {id} at {addr}");
     }
     let old_leader = cluster.wait_for_leader(Duration::from_secs(20)).await?;
-    step(2, format!("cluster initialised; node {old_leader} was elected leader"));
+    step(
+        2,
+        format!("cluster initialised; node {old_leader} was elected leader"),
+    );
 
     let client = Client::new(cluster.addrs()).map_err(client_error)?;
     for i in 0..100u32 {
-        client.put(format!("user/{i:03}"), format!("name-{i}")).await.map_err(client_error)?;
+        client
+            .put(format!("user/{i:03}"), format!("name-{i}"))
+            .await
+            .map_err(client_error)?;
     }
     let v = client.get("user/042").await.map_err(client_error)?;
-    step(3, format!("wrote 100 keys through the client; user/042 = {:?}", v.as_deref().map(String::from_utf8_lossy)));
+    step(
+        3,
+        format!(
+            "wrote 100 keys through the client; user/042 = {:?}",
+            v.as_deref().map(String::from_utf8_lossy)
+        ),
+    );
     let cas = client
         .compare_and_swap("user/042", v.clone(), Some(Bytes::from_static(b"renamed")))
         .await
         .map_err(client_error)?;
     let page = client
-        .scan(&ScanOptions { start: std::ops::Bound::Included(Bytes::from_static(b"user/040")), limit: 3, ..Default::default() })
+        .scan(&ScanOptions {
+            start: std::ops::Bound::Included(Bytes::from_static(b"user/040")),
+            limit: 3,
+            ..Default::default()
+        })
         .await
         .map_err(client_error)?;
-    let keys: Vec<_> = page.pairs.iter().map(|(k, v)| format!("{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v))).collect();
-    step(4, format!("compare-and-swap on user/042 succeeded: {}; scan from user/040 (limit 3): {}", cas.succeeded, keys.join(", ")));
+    let keys: Vec<_> = page
+        .pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)))
+        .collect();
+    step(
+        4,
+        format!(
+            "compare-and-swap on user/042 succeeded: {}; scan from user/040 (limit 3): {}",
+            cas.succeeded,
+            keys.join(", ")
+        ),
+    );
 
-    step(5, "starting a writer that puts demo/ack/<n> continuously and records every acknowledgement");
+    step(
+        5,
+        "starting a writer that puts demo/ack/<n> continuously and records every acknowledgement",
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(write_until(client.clone(), stop.clone()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -72,28 +102,52 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
     cluster.stop_node(old_leader).await;
     let stopped_at = Instant::now();
     let new_leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    step(7, format!("node {new_leader} is the new leader after {:.1?}", stopped_at.elapsed()));
+    step(
+        7,
+        format!(
+            "node {new_leader} is the new leader after {:.1?}",
+            stopped_at.elapsed()
+        ),
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::SeqCst);
-    let log = writer.await.map_err(|e| Error::Unavailable(format!("writer task: {e}")))?;
-    let failover = log.first_ack_after(stopped_at).map_or(Duration::ZERO, |t| t - stopped_at);
-    step(8, format!(
-        "writer stopped: {} writes acknowledged ({} after the leader stopped; first one {:.1?} after), {} with unknown outcome",
-        log.acked.len(),
-        log.acked.iter().filter(|(_, t)| *t > stopped_at).count(),
-        failover,
-        log.unknown,
-    ));
+    let log = writer
+        .await
+        .map_err(|e| Error::Unavailable(format!("writer task: {e}")))?;
+    let failover = log
+        .first_ack_after(stopped_at)
+        .map_or(Duration::ZERO, |t| t - stopped_at);
+    step(
+        8,
+        format!(
+            "writer stopped: {} writes acknowledged ({} after the leader stopped; first one {:.1?} after), {} with unknown outcome",
+            log.acked.len(),
+            log.acked.iter().filter(|(_, t)| *t > stopped_at).count(),
+            failover,
+            log.unknown,
+        ),
+    );
 
     let mut read_back = 0;
     let mut missing = Vec::new();
     for (i, _) in &log.acked {
-        match client.get(format!("demo/ack/{i:06}")).await.map_err(client_error)? {
-            Some(v) if v == Bytes::from(format!("{i}")) => read_back += 1,
+        match client
+            .get(format!("demo/ack/{i:06}"))
+            .await
+            .map_err(client_error)?
+        {
+            Some(v) if v == format!("{i}") => read_back += 1,
             _ => missing.push(*i),
         }
     }
-    step(9, format!("read back {read_back} of {} acknowledged writes from the new leader; {} missing", log.acked.len(), missing.len()));
+    step(
+        9,
+        format!(
+            "read back {read_back} of {} acknowledged writes from the new leader; {} missing",
+            log.acked.len(),
+            missing.len()
+        ),
+    );
 
     cluster.restart_node(old_leader).await?;
     let restarted = cluster.node(old_leader).expect("just restarted");
@@ -103,14 +157,25 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let last = log.acked.last().map(|(i, _)| *i).unwrap_or(0);
-    let (stale, _) = restarted.get(format!("demo/ack/{last:06}").as_bytes(), crate::ReadConsistency::Stale).await?;
+    let (stale, _) = restarted
+        .get(
+            format!("demo/ack/{last:06}").as_bytes(),
+            crate::ReadConsistency::Stale,
+        )
+        .await?;
     let stale_client = Client::new([restarted.addr().to_string()]).map_err(client_error)?;
-    let via_stale = stale_client.get_with("user/042", ReadConsistency::Stale).await.map_err(client_error)?;
-    step(10, format!(
-        "restarted node {old_leader}; it caught up to index {target} and serves stale reads: demo/ack/{last:06} = {:?}, user/042 = {:?}",
-        stale.as_deref().map(String::from_utf8_lossy),
-        via_stale.as_deref().map(String::from_utf8_lossy),
-    ));
+    let via_stale = stale_client
+        .get_with("user/042", ReadConsistency::Stale)
+        .await
+        .map_err(client_error)?;
+    step(
+        10,
+        format!(
+            "restarted node {old_leader}; it caught up to index {target} and serves stale reads: demo/ack/{last:06} = {:?}, user/042 = {:?}",
+            stale.as_deref().map(String::from_utf8_lossy),
+            via_stale.as_deref().map(String::from_utf8_lossy),
+        ),
+    );
 
     for n in cluster.running() {
         let s = n.status().await;
@@ -130,9 +195,17 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
         failover,
     };
     if !missing.is_empty() {
-        return Err(Error::Unavailable(format!("acknowledged writes lost: {missing:?}")));
+        return Err(Error::Unavailable(format!(
+            "acknowledged writes lost: {missing:?}"
+        )));
     }
-    step(11, format!("done in {:.1?}: no acknowledged write was lost", started.elapsed()));
+    step(
+        11,
+        format!(
+            "done in {:.1?}: no acknowledged write was lost",
+            started.elapsed()
+        ),
+    );
     Ok(report)
 }
 
@@ -148,7 +221,10 @@ impl WriteLog {
 }
 
 async fn write_until(client: Client, stop: Arc<AtomicBool>) -> WriteLog {
-    let mut log = WriteLog { acked: Vec::new(), unknown: 0 };
+    let mut log = WriteLog {
+        acked: Vec::new(),
+        unknown: 0,
+    };
     let mut i = 0u64;
     while !stop.load(Ordering::SeqCst) {
         match client.put(format!("demo/ack/{i:06}"), format!("{i}")).await {

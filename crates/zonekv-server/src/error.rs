@@ -81,7 +81,10 @@ pub enum Error {
 
 fn not_leader_message(range: u64, leader: &Option<LeaderHint>) -> String {
     match leader {
-        Some(LeaderHint { node_id, addr: Some(addr) }) => {
+        Some(LeaderHint {
+            node_id,
+            addr: Some(addr),
+        }) => {
             format!("not leader of range {range}; the leader is node {node_id} at {addr}")
         }
         Some(LeaderHint { node_id, addr: None }) => {

@@ -71,7 +71,10 @@ fn data_bound(b: &Bound<Bytes>, unbounded: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
 }
 
 fn single(results: Vec<OpResult>) -> Result<OpResult> {
-    results.into_iter().next().ok_or_else(|| Error::Unavailable("command produced no result".into()))
+    results
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Unavailable("command produced no result".into()))
 }
 
 impl NodeHandle {
@@ -88,7 +91,11 @@ impl NodeHandle {
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<u64> {
         let (key, value) = (key.into(), value.into());
         validate::put(&self.inner.config.limits, &key, &value)?;
-        let (_, index) = self.inner.replica.propose(Command::single(Op::Put { key, value })).await?;
+        let (_, index) = self
+            .inner
+            .replica
+            .propose(Command::single(Op::Put { key, value }))
+            .await?;
         Ok(index)
     }
 
@@ -96,7 +103,11 @@ impl NodeHandle {
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<(bool, u64)> {
         let key = key.into();
         validate::key(&key)?;
-        let (results, index) = self.inner.replica.propose(Command::single(Op::Delete { key })).await?;
+        let (results, index) = self
+            .inner
+            .replica
+            .propose(Command::single(Op::Delete { key }))
+            .await?;
         match single(results)? {
             OpResult::Deleted { existed } => Ok((existed, index)),
             other => Err(Error::Unavailable(format!("unexpected delete result {other:?}"))),
@@ -117,18 +128,32 @@ impl NodeHandle {
         for v in expected.iter().chain(new_value.iter()) {
             validate::value(limits, v)?;
         }
-        let op = Op::CompareAndSwap { key, expected, new_value };
+        let op = Op::CompareAndSwap {
+            key,
+            expected,
+            new_value,
+        };
         let (results, index) = self.inner.replica.propose(Command::single(op)).await?;
         match single(results)? {
-            OpResult::CompareAndSwap { succeeded, current } => Ok(CasOutcome { succeeded, current, index }),
-            other => Err(Error::Unavailable(format!("unexpected compare-and-swap result {other:?}"))),
+            OpResult::CompareAndSwap { succeeded, current } => Ok(CasOutcome {
+                succeeded,
+                current,
+                index,
+            }),
+            other => Err(Error::Unavailable(format!(
+                "unexpected compare-and-swap result {other:?}"
+            ))),
         }
     }
 
     /// Applies puts and deletes atomically. Returns the log index.
     pub async fn batch(&self, mutations: Vec<Mutation>) -> Result<u64> {
         validate::batch(&self.inner.config.limits, &mutations)?;
-        let (_, index) = self.inner.replica.propose(Command::single(Op::Batch(mutations))).await?;
+        let (_, index) = self
+            .inner
+            .replica
+            .propose(Command::single(Op::Batch(mutations)))
+            .await?;
         Ok(index)
     }
 
@@ -150,7 +175,10 @@ impl NodeHandle {
             start: data_bound(&scan.start, Bound::Included(vec![DATA_PREFIX])),
             end: data_bound(&scan.end, Bound::Excluded(vec![DATA_PREFIX + 1])),
         };
-        let mut page = ScanPage { index, ..ScanPage::default() };
+        let mut page = ScanPage {
+            index,
+            ..ScanPage::default()
+        };
         let mut bytes = 0usize;
         for pair in r.engine.scan(Cf::Data, &range, scan.reverse)? {
             let (k, stored) = pair?;
@@ -162,10 +190,11 @@ impl NodeHandle {
                 group: r.range,
                 what: format!("data key {k:?} without the data prefix"),
             })?;
-            let value = zonekv_raft::value::decode(&stored).map_err(|why| zonekv_raft::Error::Corruption {
-                group: r.range,
-                what: format!("value of key {user_key:?}: {why}"),
-            })?;
+            let value =
+                zonekv_raft::value::decode(&stored).map_err(|why| zonekv_raft::Error::Corruption {
+                    group: r.range,
+                    what: format!("value of key {user_key:?}: {why}"),
+                })?;
             let value = if scan.keys_only { Bytes::new() } else { value };
             bytes += user_key.len() + value.len();
             page.pairs.push((Bytes::copy_from_slice(user_key), value));

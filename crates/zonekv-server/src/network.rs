@@ -5,13 +5,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use openraft::RPCTypes;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::RPCTypes;
 use openraft::type_config::alias::SnapshotOf;
 use tonic::transport::{Channel, Endpoint};
 use zonekv_proto::raft::v1 as pb;
@@ -31,7 +31,10 @@ pub struct Channels {
 impl Channels {
     /// A pool whose clients accept messages up to `max_message_bytes`.
     pub fn new(max_message_bytes: usize) -> Self {
-        Self { channels: Arc::default(), max_message_bytes }
+        Self {
+            channels: Arc::default(),
+            max_message_bytes,
+        }
     }
 
     fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, String> {
@@ -66,7 +69,11 @@ pub struct NetworkFactory {
 impl NetworkFactory {
     /// The network of `group` on node `node_id`.
     pub fn new(node_id: NodeId, group: u64, channels: Channels) -> Self {
-        Self { node_id, group, channels }
+        Self {
+            node_id,
+            group,
+            channels,
+        }
     }
 }
 
@@ -82,7 +89,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerNetwork {
         PeerNetwork {
-            header: pb::RaftHeader { group_id: self.group, from_node: self.node_id, to_node: target },
+            header: pb::RaftHeader {
+                group_id: self.group,
+                from_node: self.node_id,
+                to_node: target,
+            },
             addr: node.addr.clone(),
             channels: self.channels.clone(),
         }
@@ -102,7 +113,9 @@ fn malformed(e: zonekv_raft::Error) -> RPCError<TypeConfig> {
 
 impl PeerNetwork {
     fn client(&self) -> Result<RaftTransportClient<Channel>, RPCError<TypeConfig>> {
-        self.channels.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+        self.channels
+            .client(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
     async fn call<T, F>(&self, action: RPCTypes, ttl: Duration, f: F) -> Result<T, RPCError<TypeConfig>>
@@ -133,7 +146,13 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut req = codec::append_request_to_pb(&rpc);
         req.header = Some(self.header);
         let mut client = self.client()?;
-        let resp = self.call(RPCTypes::AppendEntries, option.hard_ttl(), client.append_entries(req)).await?;
+        let resp = self
+            .call(
+                RPCTypes::AppendEntries,
+                option.hard_ttl(),
+                client.append_entries(req),
+            )
+            .await?;
         codec::append_response_from_pb(resp).map_err(malformed)
     }
 
@@ -145,7 +164,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut req = codec::vote_request_to_pb(&rpc);
         req.header = Some(self.header);
         let mut client = self.client()?;
-        let resp = self.call(RPCTypes::Vote, option.hard_ttl(), client.vote(req)).await?;
+        let resp = self
+            .call(RPCTypes::Vote, option.hard_ttl(), client.vote(req))
+            .await?;
         codec::vote_response_from_pb(resp).map_err(malformed)
     }
 
@@ -157,7 +178,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut req = codec::vote_request_to_pb(&rpc);
         req.header = Some(self.header);
         let mut client = self.client()?;
-        let resp = self.call(RPCTypes::Vote, option.hard_ttl(), client.pre_vote(req)).await?;
+        let resp = self
+            .call(RPCTypes::Vote, option.hard_ttl(), client.pre_vote(req))
+            .await?;
         codec::vote_response_from_pb(resp).map_err(malformed)
     }
 
@@ -169,7 +192,13 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut req = codec::transfer_request_to_pb(&rpc);
         req.header = Some(self.header);
         let mut client = self.client()?;
-        let resp = self.call(RPCTypes::TransferLeader, option.soft_ttl(), client.transfer_leader(req)).await?;
+        let resp = self
+            .call(
+                RPCTypes::TransferLeader,
+                option.soft_ttl(),
+                client.transfer_leader(req),
+            )
+            .await?;
         codec::transfer_response_from_pb(resp).map_err(malformed)
     }
 
@@ -217,7 +246,10 @@ pub fn snapshot_chunks(
         })
         .collect();
     if chunks.is_empty() {
-        chunks.push(pb::SnapshotChunk { crc32: crc32fast::hash(&[]), ..Default::default() });
+        chunks.push(pb::SnapshotChunk {
+            crc32: crc32fast::hash(&[]),
+            ..Default::default()
+        });
     }
     chunks[0].header = Some(header);
     chunks[0].vote = Some(codec::vote_to_pb(vote));

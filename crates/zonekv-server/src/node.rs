@@ -35,7 +35,7 @@ pub const FIRST_RANGE: u64 = 1;
 /// let node = Node::start(config).await?;
 /// node.initialize(&[(node.id(), node.addr().to_string())]).await?;
 /// node.wait_for_leader(std::time::Duration::from_secs(5)).await?;
-/// node.put(b"user/1", b"alice").await?;
+/// node.put("user/1", "alice").await?;
 /// assert_eq!(node.get(b"user/1", ReadConsistency::Linearizable).await?.0.as_deref(), Some(&b"alice"[..]));
 /// node.shutdown().await;
 /// # Ok(()) }
@@ -92,8 +92,14 @@ impl Node {
 
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
-        let bound = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
+            .map_err(|source| Error::Listen {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| Error::Listen {
+            addr: config.listen.to_string(),
+            source,
+        })?;
         let addr = config.advertise_addr.clone().unwrap_or_else(|| bound.to_string());
 
         let sm = StateMachine::open(engine.clone(), FIRST_RANGE, keys::all_user_data())?;
@@ -106,31 +112,52 @@ impl Node {
             Err(e) => {
                 // Release the storage before reporting, so the directory can be reopened.
                 syncer.close();
-                return Err(Error::ReplicaStopped { range: FIRST_RANGE, reason: e.to_string() });
+                return Err(Error::ReplicaStopped {
+                    range: FIRST_RANGE,
+                    reason: e.to_string(),
+                });
             }
         };
-        let apply_wait = std::time::Duration::from_millis(2 * config.raft.election_timeout_max_ms);
-        let replica = Replica { range: FIRST_RANGE, node_id: config.node_id, raft, engine, apply_wait };
-        let inner = Arc::new(NodeInner { config, addr, syncer, replica });
+        let apply_wait = Duration::from_millis(2 * config.raft.election_timeout_max_ms);
+        let replica = Replica {
+            range: FIRST_RANGE,
+            node_id: config.node_id,
+            raft,
+            engine,
+            apply_wait,
+        };
+        let inner = Arc::new(NodeInner {
+            config,
+            addr,
+            syncer,
+            replica,
+        });
 
         let (tx, rx) = oneshot::channel();
         let router = service::router(NodeHandle { inner: inner.clone() });
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(async move {
-            if let Err(e) = router.serve_with_incoming_shutdown(incoming, async { rx.await.ok(); }).await {
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, async {
+                    rx.await.ok();
+                })
+                .await
+            {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         });
-        let mut node = Node { handle: NodeHandle { inner }, server: Some((tx, task)) };
+        let mut node = Node {
+            handle: NodeHandle { inner },
+            server: Some((tx, task)),
+        };
         tracing::info!(node_id = node.id(), addr = %node.addr(), bound = %bound, "node started");
 
-        if let Some(join) = node.inner.config.join.clone() {
-            if !node.is_initialized().await {
-                if let Err(e) = crate::join::join(&node.handle, &join).await {
-                    node.stop().await;
-                    return Err(e);
-                }
-            }
+        if let Some(join) = node.inner.config.join.clone()
+            && !node.is_initialized().await
+            && let Err(e) = crate::join::join(&node.handle, &join).await
+        {
+            node.stop().await;
+            return Err(e);
         }
         Ok(node)
     }

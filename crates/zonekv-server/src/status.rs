@@ -4,7 +4,9 @@ use tonic::{Code, Status};
 
 use crate::Error;
 
-use zonekv_proto::metadata::{LEADER_ADDR as LEADER_ADDR_HEADER, LEADER_ID as LEADER_ID_HEADER, NOT_APPLIED as NOT_APPLIED_HEADER};
+use zonekv_proto::metadata::{
+    LEADER_ADDR as LEADER_ADDR_HEADER, LEADER_ID as LEADER_ID_HEADER, NOT_APPLIED as NOT_APPLIED_HEADER,
+};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -21,8 +23,17 @@ impl From<Error> for Status {
         };
         let mut status = Status::new(code, e.to_string());
         let md = status.metadata_mut();
-        if let Error::NotLeader { leader: Some(hint), .. } = &e {
-            md.insert(LEADER_ID_HEADER, hint.node_id.to_string().parse().expect("digits are valid metadata"));
+        if let Error::NotLeader {
+            leader: Some(hint), ..
+        } = &e
+        {
+            md.insert(
+                LEADER_ID_HEADER,
+                hint.node_id
+                    .to_string()
+                    .parse()
+                    .expect("digits are valid metadata"),
+            );
             if let Some(addr) = hint.addr.as_ref().and_then(|a| a.parse().ok()) {
                 md.insert(LEADER_ADDR_HEADER, addr);
             }

@@ -13,7 +13,11 @@ use zonekv_client::{AdminClient, Client, ClientConfig, ClientError};
 const ZONEKV: &str = env!("CARGO_BIN_EXE_zonekv");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Proc {
@@ -37,10 +41,20 @@ fn spawn(id: u64, addr: &str, dir: &Path, extra: &[&str]) -> Child {
 /// test fails.
 fn spawn_logged(id: u64, addr: &str, dir: &Path, extra: &[&str], stderr: Stdio) -> Child {
     Command::new(ZONEKV)
-        .args(["start", "--node-id", &id.to_string(), "--listen", addr, "--data-dir"])
+        .args([
+            "start",
+            "--node-id",
+            &id.to_string(),
+            "--listen",
+            addr,
+            "--data-dir",
+        ])
         .arg(dir.join(format!("node-{id}")))
         .args(extra)
-        .env("RUST_LOG", std::env::var("ZONEKV_TEST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("ZONEKV_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -71,10 +85,10 @@ fn logs(dir: &Path) -> String {
 
 async fn leader_of(admin: &AdminClient, procs: &[Proc]) -> Option<u64> {
     for p in procs {
-        if let Ok(s) = admin.status(&p.addr).await {
-            if s.ranges.first().is_some_and(|r| r.state == "leader") {
-                return Some(p.id);
-            }
+        if let Ok(s) = admin.status(&p.addr).await
+            && s.ranges.first().is_some_and(|r| r.state == "leader")
+        {
+            return Some(p.id);
         }
     }
     None
@@ -119,7 +133,12 @@ async fn a_thousand_writes_survive_sigkill_of_the_leader() {
             Err(e) => panic!("write {i} failed: {e}\n{}", logs(dir.path())),
         }
     }
-    assert!(acked.len() >= 990, "only {} of 1000 writes acknowledged ({} unknown)", acked.len(), unknown.len());
+    assert!(
+        acked.len() >= 990,
+        "only {} of 1000 writes acknowledged ({} unknown)",
+        acked.len(),
+        unknown.len()
+    );
     let killed = killed.unwrap();
     procs.retain(|p| p.id != killed);
     let new_leader = leader_of(&admin, &procs).await.expect("a new leader");
@@ -147,7 +166,10 @@ fn joining_nothing_fails_with_a_clear_error() {
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(!status.success());
-    assert!(err.contains(&format!("cannot join the cluster at {dead}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot join the cluster at {dead}")),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 

@@ -24,7 +24,11 @@ fn malformed(e: zonekv_raft::Error) -> Status {
 fn raft_error<E: std::fmt::Display>(range: u64, e: RaftError<zonekv_raft::TypeConfig, E>) -> Status {
     let stopped = matches!(e, RaftError::Fatal(_));
     let msg = format!("range {range}: {e}");
-    if stopped { Status::unavailable(msg) } else { Status::failed_precondition(msg) }
+    if stopped {
+        Status::unavailable(msg)
+    } else {
+        Status::failed_precondition(msg)
+    }
 }
 
 impl RaftService {
@@ -56,7 +60,11 @@ impl RaftTransport for RaftService {
         let req = req.into_inner();
         let r = self.replica(req.header.as_ref())?;
         let rpc = codec::append_request_from_pb(req).map_err(malformed)?;
-        let resp = r.raft.append_entries(rpc).await.map_err(|e| raft_error(r.range, e))?;
+        let resp = r
+            .raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| raft_error(r.range, e))?;
         Ok(Response::new(codec::append_response_to_pb(&resp)))
     }
 
@@ -86,27 +94,40 @@ impl RaftTransport for RaftService {
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let r = self.replica(first.header.as_ref())?;
-        let vote = first.vote.as_ref().map(codec::vote_from_pb).ok_or_else(|| Status::invalid_argument("snapshot without a vote"))?;
+        let vote = first
+            .vote
+            .as_ref()
+            .map(codec::vote_from_pb)
+            .ok_or_else(|| Status::invalid_argument("snapshot without a vote"))?;
         let meta = codec::snapshot_meta_from_pb(first.meta.clone().unwrap_or_default()).map_err(malformed)?;
         let mut data = Vec::new();
         let mut chunk = Some(first);
         let mut n = 0usize;
         while let Some(c) = chunk {
             if crc32fast::hash(&c.data) != c.crc32 {
-                return Err(Status::data_loss(format!("snapshot chunk {n} failed its CRC32 check")));
+                return Err(Status::data_loss(format!(
+                    "snapshot chunk {n} failed its CRC32 check"
+                )));
             }
             data.extend_from_slice(&c.data);
             n += 1;
             chunk = stream.next().await.transpose()?;
         }
-        tracing::info!(range = r.range, bytes = data.len(), chunks = n, "received snapshot");
+        tracing::info!(
+            range = r.range,
+            bytes = data.len(),
+            chunks = n,
+            "received snapshot"
+        );
         let snapshot = openraft::Snapshot { meta, snapshot: data };
         let resp = r
             .raft
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(|f| Status::unavailable(format!("range {}: {f}", r.range)))?;
-        Ok(Response::new(pb::SnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) }))
+        Ok(Response::new(pb::SnapshotResponse {
+            vote: Some(codec::vote_to_pb(&resp.vote)),
+        }))
     }
 
     async fn transfer_leader(

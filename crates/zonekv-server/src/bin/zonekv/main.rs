@@ -1,5 +1,8 @@
 //! The `zonekv` command: run a node, administer a cluster, use the key-value API, run the demo.
 
+// A command-line tool reports to its user on stderr.
+#![allow(clippy::print_stderr)]
+
 mod cli;
 mod kv;
 
@@ -15,7 +18,7 @@ fn main() -> std::process::ExitCode {
     // The demo stops a node on purpose; the peers' complaints about it are expected noise.
     let default_level = match cli.command {
         Command::Start(_) => "info",
-        Command::Demo { .. } => "error",
+        Command::Demo { .. } => "error,openraft=off",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -94,7 +97,10 @@ fn parse_nodes(spec: &str) -> Result<Vec<(u64, String)>> {
         let Some((id, addr)) = part.split_once('=') else {
             bail!("{part:?} is not ID=HOST:PORT");
         };
-        let id: u64 = id.trim().parse().with_context(|| format!("{id:?} is not a node id"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("{id:?} is not a node id"))?;
         out.push((id, addr.trim().to_string()));
     }
     if out.is_empty() {
@@ -107,21 +113,53 @@ async fn init(addr: Option<String>, nodes: &str) -> Result<()> {
     let members = parse_nodes(nodes)?;
     let target = addr.unwrap_or_else(|| members[0].1.clone());
     let admin = AdminClient::new([target.clone()])?;
-    admin.initialize(&target, &members).await.with_context(|| format!("initializing through {target}"))?;
-    println!("initialized a cluster of {} nodes through {target}", members.len());
+    admin
+        .initialize(&target, &members)
+        .await
+        .with_context(|| format!("initializing through {target}"))?;
+    println!(
+        "initialized a cluster of {} nodes through {target}",
+        members.len()
+    );
     Ok(())
 }
 
 async fn status(addr: &str) -> Result<()> {
     let admin = AdminClient::new([addr.to_string()])?;
-    let s = admin.status(addr).await.with_context(|| format!("asking {addr}"))?;
-    println!("node {} at {} ({})", s.node_id, s.addr, if s.initialized { "initialized" } else { "not initialized" });
+    let s = admin
+        .status(addr)
+        .await
+        .with_context(|| format!("asking {addr}"))?;
+    println!(
+        "node {} at {} ({})",
+        s.node_id,
+        s.addr,
+        if s.initialized {
+            "initialized"
+        } else {
+            "not initialized"
+        }
+    );
     for r in s.ranges {
-        let leader = if r.leader_id == 0 { "unknown".to_string() } else { format!("node {} at {}", r.leader_id, r.leader_addr) };
-        println!("range {}: {} term {}, leader {leader}", r.range_id, r.state, r.term);
-        println!("  last log {}  committed {}  applied {}", r.last_log_index, r.committed_index, r.applied_index);
+        let leader = if r.leader_id == 0 {
+            "unknown".to_string()
+        } else {
+            format!("node {} at {}", r.leader_id, r.leader_addr)
+        };
+        println!(
+            "range {}: {} term {}, leader {leader}",
+            r.range_id, r.state, r.term
+        );
+        println!(
+            "  last log {}  committed {}  applied {}",
+            r.last_log_index, r.committed_index, r.applied_index
+        );
         for m in r.replicas {
-            let role = if m.role == zonekv_proto::admin::v1::ReplicaRole::Learner as i32 { "learner" } else { "voter" };
+            let role = if m.role == zonekv_proto::admin::v1::ReplicaRole::Learner as i32 {
+                "learner"
+            } else {
+                "voter"
+            };
             println!("  member node {} at {} ({role})", m.node_id, m.addr);
         }
         if !r.fatal_error.is_empty() {
