@@ -135,6 +135,28 @@ impl PeerNetwork {
     }
 }
 
+impl PeerNetwork {
+    /// A vote or (with `pre`) pre-vote request: same message, different RPC.
+    async fn ask_vote(
+        &self,
+        rpc: &VoteRequest<TypeConfig>,
+        option: RPCOption,
+        pre: bool,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let mut req = codec::vote_request_to_pb(rpc);
+        req.header = Some(self.header);
+        let mut client = self.client()?;
+        let resp = if pre {
+            self.call(RPCTypes::Vote, option.hard_ttl(), client.pre_vote(req))
+                .await?
+        } else {
+            self.call(RPCTypes::Vote, option.hard_ttl(), client.vote(req))
+                .await?
+        };
+        codec::vote_response_from_pb(resp).map_err(malformed)
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     type SnapshotData = SnapshotData;
 
@@ -161,13 +183,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut req = codec::vote_request_to_pb(&rpc);
-        req.header = Some(self.header);
-        let mut client = self.client()?;
-        let resp = self
-            .call(RPCTypes::Vote, option.hard_ttl(), client.vote(req))
-            .await?;
-        codec::vote_response_from_pb(resp).map_err(malformed)
+        self.ask_vote(&rpc, option, false).await
     }
 
     async fn pre_vote(
@@ -175,13 +191,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let mut req = codec::vote_request_to_pb(&rpc);
-        req.header = Some(self.header);
-        let mut client = self.client()?;
-        let resp = self
-            .call(RPCTypes::Vote, option.hard_ttl(), client.pre_vote(req))
-            .await?;
-        codec::vote_response_from_pb(resp).map_err(malformed)
+        self.ask_vote(&rpc, option, true).await
     }
 
     async fn transfer_leader(
