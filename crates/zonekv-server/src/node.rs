@@ -174,15 +174,38 @@ impl Node {
     }
 
     async fn stop(&mut self) {
-        if let Some((tx, task)) = self.server.take() {
-            let _ = tx.send(());
-            task.abort();
-            let _ = task.await;
-        }
+        // Stop the Raft group first, so requests still in flight fail fast instead of waiting.
         if let Err(e) = self.inner.replica.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        if let Some((tx, mut task)) = self.server.take() {
+            let _ = tx.send(());
+            // Graceful: connections drain and their tasks drop their handles to the node.
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    node_id = self.id(),
+                    "gRPC server did not drain within 5 s; aborting it"
+                );
+                task.abort();
+                let _ = task.await;
+            }
+        }
         self.inner.syncer.close();
+        // Storage closes when the last handle goes; wait briefly for connection tasks to let go,
+        // so the data directory can be reopened as soon as this returns.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.handle.inner) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if Arc::strong_count(&self.handle.inner) > 1 {
+            tracing::warn!(
+                node_id = self.id(),
+                "node handles are still held; storage stays open until they drop"
+            );
+        }
         tracing::info!(node_id = self.id(), "node stopped");
     }
 }

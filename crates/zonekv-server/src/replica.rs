@@ -47,9 +47,9 @@ impl Replica {
         Some(LeaderHint { node_id: id, addr })
     }
 
-    fn initialized(&self) -> bool {
-        let m = self.metrics();
-        m.membership_config.membership().voter_ids().next().is_some()
+    /// Asks Raft itself (not the metrics, which may lag an `initialize` by a moment).
+    async fn initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(true)
     }
 
     fn stopped(&self) -> Option<Error> {
@@ -62,8 +62,8 @@ impl Replica {
         }
     }
 
-    fn not_leader(&self, f: Option<&ForwardToLeader<TypeConfig>>) -> Error {
-        if !self.initialized() {
+    async fn not_leader(&self, f: Option<&ForwardToLeader<TypeConfig>>) -> Error {
+        if !self.initialized().await {
             return Error::NotInitialized(self.node_id);
         }
         let leader = match f {
@@ -95,7 +95,9 @@ impl Replica {
     pub(crate) async fn propose(&self, cmd: Command) -> Result<(Vec<OpResult>, u64)> {
         match self.raft.client_write(cmd).await {
             Ok(resp) => Ok((resp.data.results, resp.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.not_leader(Some(&f))),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(self.not_leader(Some(&f)).await)
+            }
             Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
                 Err(Error::OutcomeUnknown(format!(
                     "leadership moved (now {:?}) before the write was applied",
@@ -114,7 +116,7 @@ impl Replica {
             return Err(e);
         }
         if consistency == ReadConsistency::Stale {
-            if !self.initialized() {
+            if !self.initialized().await {
                 return Err(Error::NotInitialized(self.node_id));
             }
             return Ok(self.metrics().last_applied.map_or(0, |id| id.index));
@@ -130,7 +132,7 @@ impl Replica {
         let linearizer = match linearizer {
             Ok(l) => l,
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                return Err(self.not_leader(Some(&f)));
+                return Err(self.not_leader(Some(&f)).await);
             }
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q))) => {
                 return Err(Error::Unavailable(format!(
