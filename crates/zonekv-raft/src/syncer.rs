@@ -26,13 +26,34 @@ pub struct SyncStats {
 /// reports the appends durable. A sync covers every write made before it, so ordering holds
 /// across groups, votes, truncations and purges.
 ///
-/// One syncer serves every group of a node. It stops when the last clone is dropped or on
-/// [`LogSyncer::close`].
+/// One syncer serves every group of a node. It stops on [`LogSyncer::close`] or when the last
+/// clone is dropped; either way the thread is joined, so the engine handle it owns is released
+/// before that call returns (RocksDB must be closed before the process exits).
 #[derive(Clone)]
 pub struct LogSyncer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     tx: mpsc::Sender<Msg>,
     stats: Arc<SyncStats>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn close(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 enum Msg {
@@ -51,15 +72,17 @@ impl LogSyncer {
             .spawn(move || run(engine, rx, &thread_stats))
             .expect("spawning the log sync thread");
         Self {
-            tx,
-            stats,
-            thread: Arc::new(Mutex::new(Some(thread))),
+            inner: Arc::new(Inner {
+                tx,
+                stats,
+                thread: Mutex::new(Some(thread)),
+            }),
         }
     }
 
     /// Queues `callback`, to be completed once everything written so far is durable.
     pub fn submit(&self, callback: IOFlushed<TypeConfig>) {
-        if let Err(mpsc::SendError(Msg::Sync(cb))) = self.tx.send(Msg::Sync(callback)) {
+        if let Err(mpsc::SendError(Msg::Sync(cb))) = self.inner.tx.send(Msg::Sync(callback)) {
             cb.io_completed(Err(std::io::Error::other("log sync thread has stopped")));
         }
     }
@@ -67,16 +90,12 @@ impl LogSyncer {
     /// Completes what is queued, stops the thread and waits for it, releasing its engine
     /// handle. Later submissions fail. Idempotent.
     pub fn close(&self) {
-        let _ = self.tx.send(Msg::Stop);
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
+        self.inner.close();
     }
 
     /// Counters since start.
     pub fn stats(&self) -> &SyncStats {
-        &self.stats
+        &self.inner.stats
     }
 }
 
