@@ -5,16 +5,20 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let protos = [
+    let files = [
         "zonekv/kv/v1/kv.proto",
         "zonekv/raft/v1/raft.proto",
         "zonekv/admin/v1/admin.proto",
-    ]
-    .map(|p| root.join(p));
-    for p in &protos {
-        println!("cargo:rerun-if-changed={}", p.display());
+    ];
+    // Relative to this package: the build directory is shared between checkouts (see
+    // scripts/env.sh), and cargo hashes path packages relative to the workspace, so an absolute
+    // path here would make one checkout watch another checkout's files.
+    println!("cargo:rerun-if-changed=build.rs");
+    for f in files {
+        println!("cargo:rerun-if-changed=../../proto/{f}");
     }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let protos = files.map(|p| root.join(p));
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);

@@ -46,6 +46,8 @@ pub struct RangeStatus {
     pub committed_index: u64,
     /// Index of the last applied entry.
     pub applied_index: u64,
+    /// Index of the last log entry removed after a snapshot (0: none).
+    pub purged_index: u64,
     /// Members, voters first.
     pub members: Vec<Member>,
     /// Why the replica stopped, if it did.
@@ -91,6 +93,7 @@ fn range_status(r: &Replica, m: &RaftMetrics<TypeConfig>) -> RangeStatus {
         last_log_index: m.last_log_index.unwrap_or(0),
         committed_index: m.local_committed.as_ref().map_or(0, |c| c.index),
         applied_index: m.last_applied.as_ref().map_or(0, |c| c.index),
+        purged_index: m.purged.as_ref().map_or(0, |c| c.index),
         members,
         fatal_error: m.running_state.as_ref().err().map(|e| e.to_string()),
     }

@@ -69,6 +69,18 @@ fn wait_serving(child: &mut Child) {
     assert!(line.contains("serving on"), "unexpected first line {line:?}");
 }
 
+/// Runs the `zonekv` command line and returns its standard output; fails the test if it fails.
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(ZONEKV).args(args).output().expect("run zonekv");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "zonekv {args:?}: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The last lines of every node log in `dir`.
 fn logs(dir: &Path) -> String {
     let mut out = String::new();
@@ -108,7 +120,35 @@ async fn a_thousand_writes_survive_sigkill_of_the_leader() {
         .collect();
     let members: Vec<(u64, String)> = procs.iter().map(|p| (p.id, p.addr.clone())).collect();
     let admin = AdminClient::new(members.iter().map(|m| m.1.clone())).unwrap();
-    admin.initialize(&members[0].1, &members).await.expect("init");
+    let spec: Vec<String> = members.iter().map(|(id, a)| format!("{id}={a}")).collect();
+    let out = cli(&["init", "--nodes", &spec.join(",")]);
+    assert!(out.contains("initialized a cluster of 3 nodes"), "{out}");
+    let endpoints = members.iter().map(|m| m.1.clone()).collect::<Vec<_>>().join(",");
+    assert_eq!(
+        cli(&["kv", "--endpoints", &endpoints, "put", "cli-key", "cli value"]).trim(),
+        "OK"
+    );
+    assert_eq!(
+        cli(&["kv", "--endpoints", &endpoints, "get", "cli-key"]).trim(),
+        "cli value"
+    );
+    let out = cli(&[
+        "kv",
+        "--endpoints",
+        &endpoints,
+        "cas",
+        "cli-key",
+        "--expected",
+        "nope",
+        "--new",
+        "x",
+    ]);
+    assert!(out.contains("not swapped (value was cli value)"), "{out}");
+    let status = cli(&["status", "--addr", &members[1].1]);
+    assert!(
+        status.contains("range 1:") && status.contains("member node 3"),
+        "{status}"
+    );
 
     let mut config = ClientConfig::new(members.iter().map(|m| m.1.clone()));
     config.request_timeout = Duration::from_secs(5);
@@ -146,6 +186,10 @@ async fn a_thousand_writes_survive_sigkill_of_the_leader() {
 
     let leader_addr = procs.iter().find(|p| p.id == new_leader).unwrap().addr.clone();
     let reader = Client::new([leader_addr]).unwrap();
+    assert_eq!(
+        reader.get("cli-key").await.unwrap().as_deref(),
+        Some(&b"cli value"[..])
+    );
     for (k, v) in &acked {
         let got = reader
             .get(k.clone())

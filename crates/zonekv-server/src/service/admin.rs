@@ -85,6 +85,7 @@ impl Admin for AdminService {
                     })
                     .collect(),
                 fatal_error: r.fatal_error.unwrap_or_default(),
+                purged_index: r.purged_index,
             })
             .collect();
         Ok(Response::new(pb::StatusResponse {

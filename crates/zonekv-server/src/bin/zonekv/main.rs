@@ -151,8 +151,8 @@ async fn status(addr: &str) -> Result<()> {
             r.range_id, r.state, r.term
         );
         println!(
-            "  last log {}  committed {}  applied {}",
-            r.last_log_index, r.committed_index, r.applied_index
+            "  last log {}  committed {}  applied {}  purged {}",
+            r.last_log_index, r.committed_index, r.applied_index, r.purged_index
         );
         for m in r.replicas {
             let role = if m.role == zonekv_proto::admin::v1::ReplicaRole::Learner as i32 {

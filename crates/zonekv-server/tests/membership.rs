@@ -1,0 +1,125 @@
+//! Membership and catch-up: joining a running cluster, and a follower that fell behind the
+//! purged log catching up through a snapshot.
+
+use std::time::Duration;
+
+use zonekv_server::{LocalCluster, Node, NodeConfig, RaftConfig, ReadConsistency};
+
+async fn stale_value(node: &Node, key: &str, want: &str, timeout: Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let v = node
+            .get(key.as_bytes(), ReadConsistency::Stale)
+            .await
+            .ok()
+            .and_then(|(v, _)| v);
+        let v = v.map(|b| String::from_utf8_lossy(&b).into_owned());
+        if v.as_deref() == Some(want) || tokio::time::Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_joins_a_running_cluster_and_receives_its_data() {
+    let cluster = LocalCluster::start(3, None).await.unwrap();
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let l = cluster.node(leader).unwrap();
+    for i in 0..50 {
+        l.put(format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        node_id: 4,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().into(),
+        join: Some(cluster.addrs()[2].clone()), // any member; redirects reach the leader
+        ..NodeConfig::default()
+    };
+    let joined = Node::start(config).await.expect("join succeeds");
+    assert!(joined.is_initialized().await);
+    assert_eq!(
+        stale_value(&joined, "k49", "v49", Duration::from_secs(10))
+            .await
+            .as_deref(),
+        Some("v49")
+    );
+    let status = l.status().await;
+    let voters: Vec<u64> = status.ranges[0]
+        .members
+        .iter()
+        .filter(|m| m.role == zonekv_server::Role::Voter)
+        .map(|m| m.node_id)
+        .collect();
+    assert_eq!(voters, vec![1, 2, 3, 4]);
+    // Joining again (a restart with --join) is harmless.
+    l.add_node(4, joined.addr(), false).await.unwrap();
+    // And the node can leave.
+    l.remove_node(4).await.unwrap();
+    assert_eq!(l.status().await.ranges[0].members.len(), 3);
+    joined.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
+    let raft = RaftConfig {
+        snapshot_after_entries: 40,
+        keep_entries_after_snapshot: 5,
+        ..RaftConfig::default()
+    };
+    let template = NodeConfig {
+        raft,
+        ..NodeConfig::default()
+    };
+    let mut cluster = LocalCluster::start_with(3, None, template).await.unwrap();
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.stop_node(lagging).await;
+
+    let l = cluster.node(leader).unwrap();
+    for i in 0..300 {
+        l.put(format!("key-{i:04}"), format!("value-{i}")).await.unwrap();
+    }
+    l.delete("key-0000").await.unwrap();
+    // The leader has snapshotted and purged the entries the stopped follower would need, so it
+    // can only catch up from a snapshot.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while l.status().await.ranges[0].purged_index < 100 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leader never purged its log"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    cluster.restart_node(lagging).await.unwrap();
+    let node = cluster.node(lagging).unwrap();
+    assert_eq!(
+        stale_value(node, "key-0299", "value-299", Duration::from_secs(20))
+            .await
+            .as_deref(),
+        Some("value-299")
+    );
+    assert_eq!(
+        stale_value(node, "key-0150", "value-150", Duration::from_secs(1))
+            .await
+            .as_deref(),
+        Some("value-150")
+    );
+    assert_eq!(
+        node.get(b"key-0000", ReadConsistency::Stale).await.unwrap().0,
+        None
+    );
+    let page = node
+        .scan(&zonekv_server::Scan {
+            consistency: ReadConsistency::Stale,
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.pairs.len(), 299);
+    cluster.shutdown().await;
+}
