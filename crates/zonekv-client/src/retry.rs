@@ -79,7 +79,10 @@ fn classify(s: &Status, kind: Kind) -> Action {
                 )))
             }
         }
-        Code::Unknown | Code::Cancelled | Code::DeadlineExceeded if kind != Kind::Write => Action::Rotate,
+        // A read can go to another replica: this one may be shutting down or stopped.
+        Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Internal if kind != Kind::Write => {
+            Action::Rotate
+        }
         _ => Action::Fail(ClientError::from_status(s)),
     }
 }

@@ -120,11 +120,16 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
     step(
         8,
         format!(
-            "writer stopped: {} writes acknowledged ({} after the leader stopped; first one {:.1?} after), {} with unknown outcome",
+            "writer stopped: {} writes acknowledged ({} after the leader stopped; first one {:.1?} after), \
+             {} with unknown outcome, {} refused{}",
             log.acked.len(),
             log.acked.iter().filter(|(_, t)| *t > stopped_at).count(),
             failover,
-            log.unknown,
+            log.unknown.len(),
+            log.failed,
+            log.last_error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" (last: {e})")),
         ),
     );
 
@@ -140,12 +145,25 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
             _ => missing.push(*i),
         }
     }
+    let mut unknown_applied = 0;
+    for i in &log.unknown {
+        if client
+            .get(format!("demo/ack/{i:06}"))
+            .await
+            .map_err(client_error)?
+            .is_some()
+        {
+            unknown_applied += 1;
+        }
+    }
     step(
         9,
         format!(
-            "read back {read_back} of {} acknowledged writes from the new leader; {} missing",
+            "read back {read_back} of {} acknowledged writes from the new leader; {} missing \
+             (of the {} writes with unknown outcome, {unknown_applied} were applied)",
             log.acked.len(),
-            missing.len()
+            missing.len(),
+            log.unknown.len(),
         ),
     );
 
@@ -189,7 +207,7 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
     let report = DemoReport {
         acknowledged: log.acked.len(),
         read_back,
-        outcome_unknown: log.unknown,
+        outcome_unknown: log.unknown.len(),
         old_leader,
         new_leader,
         failover,
@@ -211,7 +229,10 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
 
 struct WriteLog {
     acked: Vec<(u64, Instant)>,
-    unknown: usize,
+    unknown: Vec<u64>,
+    /// Writes refused with a definite error (nothing was written), with the last error.
+    failed: usize,
+    last_error: Option<String>,
 }
 
 impl WriteLog {
@@ -223,15 +244,19 @@ impl WriteLog {
 async fn write_until(client: Client, stop: Arc<AtomicBool>) -> WriteLog {
     let mut log = WriteLog {
         acked: Vec::new(),
-        unknown: 0,
+        unknown: Vec::new(),
+        failed: 0,
+        last_error: None,
     };
     let mut i = 0u64;
     while !stop.load(Ordering::SeqCst) {
         match client.put(format!("demo/ack/{i:06}"), format!("{i}")).await {
             Ok(()) => log.acked.push((i, Instant::now())),
-            Err(ClientError::OutcomeUnknown(_)) => log.unknown += 1,
+            Err(ClientError::OutcomeUnknown(_)) => log.unknown.push(i),
             Err(e) => {
                 tracing::warn!(error = %e, "demo write failed");
+                log.failed += 1;
+                log.last_error = Some(e.to_string());
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

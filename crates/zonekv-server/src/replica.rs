@@ -105,7 +105,11 @@ impl Replica {
                 )))
             }
             Err(RaftError::APIError(other)) => Err(Error::FailedPrecondition(other.to_string())),
-            Err(RaftError::Fatal(f)) => Err(self.fatal(f)),
+            // The entry may already be in the log and be committed by the next leader.
+            Err(RaftError::Fatal(f)) => Err(Error::OutcomeUnknown(format!(
+                "range {} replica stopped while the write was in flight: {f}",
+                self.range
+            ))),
         }
     }
 
