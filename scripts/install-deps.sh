@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building ZoneKV needs on Debian: a C++ compiler and libclang (the RocksDB
-# bindings run bindgen), and a Rust toolchain new enough for edition 2024 if none is present.
+# bindings run bindgen), protoc (the etcd-client crate of the benchmark harness generates its
+# code with the system protoc; ZoneKV's own protos use a vendored one), and a Rust toolchain
+# new enough for edition 2024 if none is present.
 set -euo pipefail
 
 need_apt=()
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
 if ((${#need_apt[@]})); then
     echo "installing ${need_apt[*]}" >&2

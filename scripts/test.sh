@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
+# The benchmark harness's adapter tests run real etcd and PostgreSQL servers.
+scripts/install-bench-deps.sh
 source scripts/env.sh
 
 echo "== cargo fmt --check"
