@@ -12,10 +12,7 @@ use zonekv_engine_rocks::{RocksEngine, RocksOptions};
 use zonekv_raft::{Command, Entry, LeaderId, LogId, LogStore, LogSyncer, Op};
 
 fn entry(index: u64) -> Entry {
-    let op = Op::Put {
-        key: Bytes::from(format!("key-{index:010}")),
-        value: Bytes::from(vec![7u8; 256]),
-    };
+    let op = Op::Put { key: Bytes::from(format!("key-{index:010}")), value: Bytes::from(vec![7u8; 256]) };
     Entry {
         log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
         payload: EntryPayload::Normal(Command::single(op)),
@@ -23,19 +20,13 @@ fn entry(index: u64) -> Entry {
 }
 
 fn append(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let mut g = c.benchmark_group("raft_log/append");
     for (entries, synced) in [(1u64, true), (16, true), (1, false), (16, false)] {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = RocksEngine::open(dir.path(), &RocksOptions::default()).expect("open");
-        let syncer = if synced {
-            LogSyncer::start(engine.clone())
-        } else {
-            LogSyncer::start(MemEngine::new())
-        };
+        let syncer =
+            if synced { LogSyncer::start(engine.clone()) } else { LogSyncer::start(MemEngine::new()) };
         let mut log = LogStore::new(engine, 1, syncer);
         let mut next = 1u64;
         g.throughput(Throughput::Elements(entries));

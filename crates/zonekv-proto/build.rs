@@ -5,11 +5,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "zonekv/kv/v1/kv.proto",
-        "zonekv/raft/v1/raft.proto",
-        "zonekv/admin/v1/admin.proto",
-    ];
+    let files = ["zonekv/kv/v1/kv.proto", "zonekv/raft/v1/raft.proto", "zonekv/admin/v1/admin.proto"];
     // Relative to this package: the build directory is shared between checkouts (see
     // scripts/env.sh), and cargo hashes path packages relative to the workspace, so an absolute
     // path here would make one checkout watch another checkout's files.
@@ -23,8 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
     config.bytes(["."]);
-    tonic_prost_build::configure()
-        .emit_rerun_if_changed(false)
-        .compile_with_config(config, &protos, std::slice::from_ref(&root))?;
+    tonic_prost_build::configure().emit_rerun_if_changed(false).compile_with_config(
+        config,
+        &protos,
+        std::slice::from_ref(&root),
+    )?;
     Ok(())
 }

@@ -48,11 +48,7 @@ fn engine_writes_acknowledged_before_sigkill_survive() {
         let e = reopen(dir.path());
         for n in 0..=last {
             let v = e.get(Cf::Data, format!("key-{n:08}").as_bytes()).unwrap();
-            assert_eq!(
-                v,
-                Some(vec![(n % 251) as u8; 512]),
-                "acknowledged write {n} lost (round {round})"
-            );
+            assert_eq!(v, Some(vec![(n % 251) as u8; 512]), "acknowledged write {n} lost (round {round})");
         }
         let stored_last =
             u64::from_be_bytes(e.get(Cf::RaftMeta, b"last").unwrap().unwrap().try_into().unwrap());
@@ -68,10 +64,7 @@ async fn raft_log_entries_reported_durable_survive_sigkill() {
     let last = run_and_kill("raft-log", dir.path(), 300);
     let engine = reopen(dir.path());
     let mut log = LogStore::new(engine.clone(), GROUP, LogSyncer::start(engine));
-    let entries = log
-        .try_get_log_entries(1..=last)
-        .await
-        .expect("read log after crash");
+    let entries = log.try_get_log_entries(1..=last).await.expect("read log after crash");
     assert_eq!(entries.len() as u64, last, "durable entries lost");
     for (i, e) in entries.iter().enumerate() {
         assert_eq!(e.log_id.index, i as u64 + 1);
@@ -87,10 +80,6 @@ async fn a_vote_reported_saved_survives_sigkill() {
     let engine = reopen(dir.path());
     let mut log = LogStore::new(engine.clone(), GROUP, LogSyncer::start(engine));
     let vote = log.read_vote().await.unwrap().expect("vote survives");
-    assert!(
-        vote.leader_id.term >= last,
-        "vote went back from term {last} to {}",
-        vote.leader_id.term
-    );
+    assert!(vote.leader_id.term >= last, "vote went back from term {last} to {}", vote.leader_id.term);
     assert!(vote.committed);
 }

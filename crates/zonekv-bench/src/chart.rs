@@ -69,7 +69,11 @@ fn panel(
     let max = cells.iter().map(value).fold(0.0, f64::max).max(f64::MIN_POSITIVE) * 1.1;
     let (left, top, right, bottom) = (x0 + M, 40.0, x0 + W - 15.0, H - 30.0);
     let xs = |i: usize| {
-        if clients.len() <= 1 { (left + right) / 2.0 } else { left + (right - left) * i as f64 / (clients.len() - 1) as f64 }
+        if clients.len() <= 1 {
+            (left + right) / 2.0
+        } else {
+            left + (right - left) * i as f64 / (clients.len() - 1) as f64
+        }
     };
     let ys = |v: f64| bottom - (bottom - top) * v / max;
     let _ = write!(
@@ -94,16 +98,27 @@ fn panel(
     for (i, c) in clients.iter().enumerate() {
         let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="middle">{c}</text>"#, xs(i), bottom + 15.0);
     }
-    let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="middle">clients</text>"#, (left + right) / 2.0, bottom + 28.0);
+    let _ = write!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle">clients</text>"#,
+        (left + right) / 2.0,
+        bottom + 28.0
+    );
     for (ti, t) in targets.iter().enumerate() {
         let points: Vec<String> = clients
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| cells.iter().find(|c| &c.target == t && c.clients == *n).map(|c| (i, value(c))))
+            .filter_map(|(i, n)| {
+                cells.iter().find(|c| &c.target == t && c.clients == *n).map(|c| (i, value(c)))
+            })
             .map(|(i, v)| format!("{:.1},{:.1}", xs(i), ys(v)))
             .collect();
         let color = COLORS[ti % COLORS.len()];
-        let _ = write!(svg, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, points.join(" "));
+        let _ = write!(
+            svg,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            points.join(" ")
+        );
         for p in &points {
             let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
             let _ = write!(svg, r#"<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>"#);

@@ -56,6 +56,9 @@ impl Machine {
 
     /// One line for tables.
     pub fn summary(&self) -> String {
-        format!("{} cores ({}), {} GiB, {} kernel {}", self.cores, self.cpu, self.memory_gib, self.os, self.kernel)
+        format!(
+            "{} cores ({}), {} GiB, {} kernel {}",
+            self.cores, self.cpu, self.memory_gib, self.os, self.kernel
+        )
     }
 }

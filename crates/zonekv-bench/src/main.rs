@@ -16,6 +16,9 @@ use zonekv_bench::runner::{self, Measure, RunConfig};
 use zonekv_bench::targets::{self, StartOptions, TargetSpec};
 use zonekv_bench::workload::{KeyDist, Spec, Workload};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmarks ZoneKV against etcd and PostgreSQL on the same machine, in one run.
 #[derive(Parser)]
 #[command(name = "zonekv-bench", version)]
@@ -129,12 +132,17 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Run { target, opts } => (target, None, opts),
         Command::Compare { targets, baseline, opts } => (targets, baseline, opts),
     };
-    let specs: Vec<TargetSpec> = targets.split(',').map(|t| TargetSpec::parse(t.trim())).collect::<Result<_>>()?;
+    let specs: Vec<TargetSpec> =
+        targets.split(',').map(|t| TargetSpec::parse(t.trim())).collect::<Result<_>>()?;
     let names: Vec<&str> = specs.iter().map(TargetSpec::name).collect();
     let baseline = match baseline {
-        Some(b) if !names.contains(&b.as_str()) => bail!("baseline {b:?} is not one of the targets {names:?}"),
+        Some(b) if !names.contains(&b.as_str()) => {
+            bail!("baseline {b:?} is not one of the targets {names:?}")
+        }
         Some(b) => Some(b),
-        None if specs.len() > 1 => Some(if names.contains(&"etcd") { "etcd".into() } else { names[0].to_string() }),
+        None if specs.len() > 1 => {
+            Some(if names.contains(&"etcd") { "etcd".into() } else { names[0].to_string() })
+        }
         None => None,
     };
     let clients: Vec<usize> = opts
@@ -183,7 +191,7 @@ async fn run(cli: Cli) -> Result<()> {
     }
     result?;
     println!("{}", report.render());
-    let stem = format!("{}-{}", report.started_at.replace(':', "").replace('-', ""), spec.workload);
+    let stem = format!("{}-{}", report.started_at.replace([':', '-'], ""), spec.workload);
     let (json, svg) = report.write_files(&opts.out, &stem)?;
     println!("results: {} and {}", json.display(), svg.display());
     Ok(())
@@ -202,8 +210,17 @@ async fn measure_all(
         for &c in clients {
             for (name, t) in running {
                 let conns = opts.conns.unwrap_or(if *name == "postgres" { c } else { c.div_ceil(8).min(64) });
-                let cfg = RunConfig { clients: c, conns, warmup, measure, seed: opts.seed + rep as u64, progress: !opts.quiet };
-                let r = runner::run(t.as_ref(), name, spec, &cfg, rep).await.with_context(|| format!("measuring {name}"))?;
+                let cfg = RunConfig {
+                    clients: c,
+                    conns,
+                    warmup,
+                    measure,
+                    seed: opts.seed + rep as u64,
+                    progress: !opts.quiet,
+                };
+                let r = runner::run(t.as_ref(), name, spec, &cfg, rep)
+                    .await
+                    .with_context(|| format!("measuring {name}"))?;
                 eprintln!(
                     "{name:<16} {} clients={c:<4} conns={:<4} rep={rep}: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors{}",
                     spec.workload,

@@ -113,7 +113,11 @@ impl Report {
             w.key_size,
             w.value_size,
             w.dist,
-            if w.workload == crate::workload::Workload::Scan { format!(", scans of {}", w.scan_len) } else { String::new() }
+            if w.workload == crate::workload::Workload::Scan {
+                format!(", scans of {}", w.scan_len)
+            } else {
+                String::new()
+            }
         );
         let cells = self.cells();
         let mut targets: Vec<String> = Vec::new();
@@ -127,7 +131,16 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{:>8} {:>12} {:>21} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>4}",
-                "clients", "ops/s", "spread (min-max)", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "reps"
+                "clients",
+                "ops/s",
+                "spread (min-max)",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "p99.9 ms",
+                "max ms",
+                "errors",
+                "reps"
             );
             for c in cells.iter().filter(|c| &c.target == t) {
                 let _ = writeln!(
@@ -148,8 +161,12 @@ impl Report {
             }
         }
         if let Some(base) = &self.baseline {
-            let _ = writeln!(out, "\nratios against {base} (throughput: higher is better; latency: lower is better)");
-            let _ = writeln!(out, "{:<16} {:>8} {:>10} {:>9} {:>9}", "target", "clients", "ops/s", "p50", "p99");
+            let _ = writeln!(
+                out,
+                "\nratios against {base} (throughput: higher is better; latency: lower is better)"
+            );
+            let _ =
+                writeln!(out, "{:<16} {:>8} {:>10} {:>9} {:>9}", "target", "clients", "ops/s", "p50", "p99");
             for c in cells.iter().filter(|c| &c.target != base) {
                 if let Some(b) = cells.iter().find(|b| &b.target == base && b.clients == c.clients) {
                     let _ = writeln!(

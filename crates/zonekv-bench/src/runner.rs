@@ -180,7 +180,13 @@ async fn client_task(conn: Arc<dyn Conn>, spec: Spec, seed: u64, shared: Arc<Sha
 }
 
 /// Runs `spec` against `target` and measures it.
-pub async fn run(target: &dyn Target, name: &str, spec: &Spec, cfg: &RunConfig, rep: usize) -> Result<RunResult> {
+pub async fn run(
+    target: &dyn Target,
+    name: &str,
+    spec: &Spec,
+    cfg: &RunConfig,
+    rep: usize,
+) -> Result<RunResult> {
     if cfg.clients == 0 {
         bail!("at least one client is needed");
     }

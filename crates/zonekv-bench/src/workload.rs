@@ -27,7 +27,8 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in the order the smoke test runs them.
-    pub const ALL: [Workload; 5] = [Workload::Write, Workload::Read, Workload::YcsbA, Workload::YcsbB, Workload::Scan];
+    pub const ALL: [Workload; 5] =
+        [Workload::Write, Workload::Read, Workload::YcsbA, Workload::YcsbB, Workload::Scan];
 
     /// Whether the keyspace must be loaded before measuring.
     pub fn needs_load(self) -> bool {
@@ -113,7 +114,14 @@ pub struct Spec {
 
 impl Default for Spec {
     fn default() -> Self {
-        Self { workload: Workload::Write, keys: 100_000, key_size: 16, value_size: 256, dist: KeyDist::Uniform, scan_len: 10 }
+        Self {
+            workload: Workload::Write,
+            keys: 100_000,
+            key_size: 16,
+            value_size: 256,
+            dist: KeyDist::Uniform,
+            scan_len: 10,
+        }
     }
 }
 
@@ -185,7 +193,9 @@ mod tests {
     #[test]
     fn mixes_match_their_definition() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        for (w, reads) in [(Workload::Write, 0.0), (Workload::YcsbA, 0.5), (Workload::YcsbB, 0.95), (Workload::Read, 1.0)] {
+        for (w, reads) in
+            [(Workload::Write, 0.0), (Workload::YcsbA, 0.5), (Workload::YcsbB, 0.95), (Workload::Read, 1.0)]
+        {
             let g = OpGen::new(&Spec { workload: w, ..Spec::default() });
             let n = 20_000;
             let got = (0..n).filter(|_| matches!(g.next(&mut rng), Op::Get(_))).count() as f64 / n as f64;

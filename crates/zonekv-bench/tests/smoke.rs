@@ -22,18 +22,29 @@ async fn every_workload_runs_against_the_embedded_cluster_and_counts_exactly() {
             runner::load(t.as_ref(), &spec, 8).await.unwrap();
             loaded = true;
         }
-        let r = runner::run(t.as_ref(), "zonekv-embedded", &spec, &cfg(8, Measure::Ops(300)), 0).await.unwrap();
+        let r =
+            runner::run(t.as_ref(), "zonekv-embedded", &spec, &cfg(8, Measure::Ops(300)), 0).await.unwrap();
         assert_eq!(r.errors, 0, "{w}: {:?}", r.first_error);
         assert_eq!(r.ops, 300, "{w}: counted {} operations", r.ops);
         assert_eq!(r.misses, 0, "{w}: reads missed loaded keys");
-        assert!(r.latency_us.p50 > 0 && r.latency_us.p50 <= r.latency_us.p99 && r.latency_us.p99 <= r.latency_us.max);
+        assert!(
+            r.latency_us.p50 > 0
+                && r.latency_us.p50 <= r.latency_us.p99
+                && r.latency_us.p99 <= r.latency_us.max
+        );
         assert!((r.throughput - r.ops as f64 / r.seconds).abs() < 1e-6);
     }
     // A timed run: the operation count and the throughput agree with the window.
     let spec = Spec { workload: Workload::YcsbA, keys: 500, ..Spec::default() };
-    let r = runner::run(t.as_ref(), "zonekv-embedded", &spec, &cfg(4, Measure::Duration(Duration::from_secs(1))), 0)
-        .await
-        .unwrap();
+    let r = runner::run(
+        t.as_ref(),
+        "zonekv-embedded",
+        &spec,
+        &cfg(4, Measure::Duration(Duration::from_secs(1))),
+        0,
+    )
+    .await
+    .unwrap();
     assert!(r.ops > 0 && r.errors == 0);
     assert!(r.seconds >= 1.0 && r.seconds < 3.0, "window of {} s", r.seconds);
     t.shutdown().await;

@@ -26,9 +26,7 @@ impl AdminClient {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Ok(Self {
-            router: Arc::new(Router::new(ClientConfig::new(endpoints))?),
-        })
+        Ok(Self { router: Arc::new(Router::new(ClientConfig::new(endpoints))?) })
     }
 
     pub(crate) fn from_router(router: Arc<Router>) -> Self {
@@ -44,10 +42,7 @@ impl AdminClient {
         match tokio::time::timeout(self.router.config().request_timeout, f(client)).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(s)) => Err(ClientError::from_status(&s)),
-            Err(_) => Err(ClientError::Unavailable {
-                message: format!("{addr}: no answer"),
-                attempts: 1,
-            }),
+            Err(_) => Err(ClientError::Unavailable { message: format!("{addr}: no answer"), attempts: 1 }),
         }
     }
 
@@ -55,38 +50,25 @@ impl AdminClient {
     /// which must be one of them.
     pub async fn initialize(&self, addr: &str, members: &[(u64, String)]) -> Result<()> {
         let req = pb::InitializeRequest {
-            members: members
-                .iter()
-                .map(|(id, a)| pb::Member {
-                    node_id: *id,
-                    addr: a.clone(),
-                })
-                .collect(),
+            members: members.iter().map(|(id, a)| pb::Member { node_id: *id, addr: a.clone() }).collect(),
         };
-        self.direct(addr, |mut c| async move { c.initialize(req).await })
-            .await?;
+        self.direct(addr, |mut c| async move { c.initialize(req).await }).await?;
         Ok(())
     }
 
     /// The status of the node at `addr`.
     pub async fn status(&self, addr: &str) -> Result<StatusResponse> {
-        self.direct(addr, |mut c| async move { c.status(pb::StatusRequest {}).await })
-            .await
+        self.direct(addr, |mut c| async move { c.status(pb::StatusRequest {}).await }).await
     }
 
     /// Adds a node (at the leader; redirects are followed). Idempotent, so always retried.
     pub async fn add_node(&self, node_id: u64, addr: &str, learner_only: bool) -> Result<()> {
-        let req = pb::AddNodeRequest {
-            member: Some(pb::Member {
-                node_id,
-                addr: addr.to_string(),
-            }),
-            learner_only,
-        };
+        let req =
+            pb::AddNodeRequest { member: Some(pb::Member { node_id, addr: addr.to_string() }), learner_only };
         self.router
-            .call(Kind::Read, |ch| {
+            .call(Kind::Read, |n| {
                 let req = req.clone();
-                async move { PbAdminClient::new(ch).add_node(req).await }
+                async move { PbAdminClient::new(n.channel).add_node(req).await.map(tonic::Response::into_inner) }
             })
             .await?;
         Ok(())
@@ -96,8 +78,8 @@ impl AdminClient {
     pub async fn remove_node(&self, node_id: u64) -> Result<()> {
         let req = pb::RemoveNodeRequest { node_id };
         self.router
-            .call(Kind::Write, |ch| async move {
-                PbAdminClient::new(ch).remove_node(req).await
+            .call(Kind::Write, |n| async move {
+                PbAdminClient::new(n.channel).remove_node(req).await.map(tonic::Response::into_inner)
             })
             .await?;
         Ok(())
@@ -107,8 +89,8 @@ impl AdminClient {
     pub async fn transfer_leader(&self, range_id: u64, to_node_id: u64) -> Result<()> {
         let req = pb::TransferLeaderRequest { range_id, to_node_id };
         self.router
-            .call(Kind::Write, |ch| async move {
-                PbAdminClient::new(ch).transfer_leader(req).await
+            .call(Kind::Write, |n| async move {
+                PbAdminClient::new(n.channel).transfer_leader(req).await.map(tonic::Response::into_inner)
             })
             .await?;
         Ok(())

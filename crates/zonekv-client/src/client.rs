@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use zonekv_proto::kv::v1 as pb;
-use zonekv_proto::kv::v1::kv_client::KvClient;
+use zonekv_proto::kv::v1::call::Request as Q;
+use zonekv_proto::kv::v1::reply::Response as A;
 
-use crate::Result;
 use crate::retry::{Kind, Router};
+use crate::{ClientError, Result};
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -134,14 +135,8 @@ pub struct Client {
 
 fn bound(b: &Bound<Bytes>) -> Option<pb::Bound> {
     match b {
-        Bound::Included(k) => Some(pb::Bound {
-            key: k.clone(),
-            inclusive: true,
-        }),
-        Bound::Excluded(k) => Some(pb::Bound {
-            key: k.clone(),
-            inclusive: false,
-        }),
+        Bound::Included(k) => Some(pb::Bound { key: k.clone(), inclusive: true }),
+        Bound::Excluded(k) => Some(pb::Bound { key: k.clone(), inclusive: false }),
         Bound::Unbounded => None,
     }
 }
@@ -158,16 +153,28 @@ impl Client {
 
     /// A client with explicit settings.
     pub fn with_config(config: ClientConfig) -> Result<Self> {
-        Ok(Self {
-            router: Arc::new(Router::new(config)?),
-        })
+        Ok(Self { router: Arc::new(Router::new(config)?) })
     }
 
-    fn kv(&self, channel: tonic::transport::Channel) -> KvClient<tonic::transport::Channel> {
-        let limit = self.router.config().max_message_bytes;
-        KvClient::new(channel)
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(usize::MAX)
+    /// Sends `request` through the multiplexed stream of the right node, with routing and
+    /// retries, and unpacks the reply with `unpack`.
+    async fn call<T>(
+        &self,
+        kind: Kind,
+        request: pb::call::Request,
+        unpack: fn(pb::reply::Response) -> Option<T>,
+    ) -> Result<T> {
+        let response = self
+            .router
+            .call(kind, |node| {
+                let request = request.clone();
+                async move { node.mux.call(request).await }
+            })
+            .await?;
+        unpack(response).ok_or_else(|| ClientError::Server {
+            code: tonic::Code::Internal,
+            message: "the server answered a different kind of request".into(),
+        })
     }
 
     /// Reads a key linearizably.
@@ -181,16 +188,11 @@ impl Client {
         key: impl Into<Bytes>,
         consistency: ReadConsistency,
     ) -> Result<Option<Bytes>> {
-        let req = pb::GetRequest {
-            key: key.into(),
-            consistency: consistency.to_pb(),
-        };
+        let req = pb::GetRequest { key: key.into(), consistency: consistency.to_pb() };
         let resp = self
-            .router
-            .call(consistency.kind(), |ch| {
-                let req = req.clone();
-                let mut c = self.kv(ch);
-                async move { c.get(req).await }
+            .call(consistency.kind(), Q::Get(req), |r| match r {
+                A::Get(g) => Some(g),
+                _ => None,
             })
             .await?;
         Ok(resp.value)
@@ -198,32 +200,18 @@ impl Client {
 
     /// Writes a key.
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
-        let req = pb::PutRequest {
-            key: key.into(),
-            value: value.into(),
-        };
-        self.router
-            .call(Kind::Write, |ch| {
-                let req = req.clone();
-                let mut c = self.kv(ch);
-                async move { c.put(req).await }
-            })
-            .await?;
-        Ok(())
+        let req = pb::PutRequest { key: key.into(), value: value.into() };
+        self.call(Kind::Write, Q::Put(req), |r| matches!(r, A::Put(_)).then_some(())).await
     }
 
     /// Removes a key; returns whether it existed.
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<bool> {
         let req = pb::DeleteRequest { key: key.into() };
-        let resp = self
-            .router
-            .call(Kind::Write, |ch| {
-                let req = req.clone();
-                let mut c = self.kv(ch);
-                async move { c.delete(req).await }
-            })
-            .await?;
-        Ok(resp.existed)
+        self.call(Kind::Write, Q::Delete(req), |r| match r {
+            A::Delete(d) => Some(d.existed),
+            _ => None,
+        })
+        .await
     }
 
     /// Sets (`new_value = Some`) or removes (`None`) `key` if it holds `expected` (`None`: if
@@ -234,23 +222,12 @@ impl Client {
         expected: Option<Bytes>,
         new_value: Option<Bytes>,
     ) -> Result<CasOutcome> {
-        let req = pb::CompareAndSwapRequest {
-            key: key.into(),
-            expected,
-            new_value,
-        };
-        let resp = self
-            .router
-            .call(Kind::Write, |ch| {
-                let req = req.clone();
-                let mut c = self.kv(ch);
-                async move { c.compare_and_swap(req).await }
-            })
-            .await?;
-        Ok(CasOutcome {
-            succeeded: resp.succeeded,
-            current: resp.current,
+        let req = pb::CompareAndSwapRequest { key: key.into(), expected, new_value };
+        self.call(Kind::Write, Q::Cas(req), |r| match r {
+            A::Cas(c) => Some(CasOutcome { succeeded: c.succeeded, current: c.current }),
+            _ => None,
         })
+        .await
     }
 
     /// Applies puts and deletes atomically.
@@ -265,14 +242,7 @@ impl Client {
             })
             .collect();
         let req = pb::BatchRequest { mutations };
-        self.router
-            .call(Kind::Write, |ch| {
-                let req = req.clone();
-                let mut c = self.kv(ch);
-                async move { c.batch(req).await }
-            })
-            .await?;
-        Ok(())
+        self.call(Kind::Write, Q::Batch(req), |r| matches!(r, A::Batch(_)).then_some(())).await
     }
 
     /// Reads one page of a range.
@@ -286,17 +256,12 @@ impl Client {
             keys_only: opts.keys_only,
         };
         let resp = self
-            .router
-            .call(opts.consistency.kind(), |ch| {
-                let req = req.clone();
-                let mut c = self.kv(ch);
-                async move { c.scan(req).await }
+            .call(opts.consistency.kind(), Q::Scan(req), |r| match r {
+                A::Scan(s) => Some(s),
+                _ => None,
             })
             .await?;
-        Ok(ScanPage {
-            pairs: resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
-            more: resp.more,
-        })
+        Ok(ScanPage { pairs: resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(), more: resp.more })
     }
 
     /// An admin client sharing this client's connections and retry settings.
@@ -307,8 +272,6 @@ impl Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("endpoints", &self.router.config().endpoints)
-            .finish()
+        f.debug_struct("Client").field("endpoints", &self.router.config().endpoints).finish()
     }
 }

@@ -18,6 +18,7 @@
 mod admin;
 mod client;
 mod error;
+mod mux;
 mod retry;
 
 pub use admin::{AdminClient, RangeStatus, Replica, StatusResponse};

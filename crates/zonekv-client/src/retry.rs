@@ -10,6 +10,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use zonekv_proto::metadata;
 
+use crate::mux::Mux;
 use crate::{ClientConfig, ClientError, Result};
 
 /// What a request is, for retry purposes.
@@ -33,7 +34,15 @@ struct State {
     endpoints: Vec<String>,
     leader: Option<String>,
     next: usize,
-    channels: HashMap<String, Channel>,
+    nodes: HashMap<String, NodeConn>,
+}
+
+/// The ways to reach one node: a gRPC channel for unary calls and a multiplexed stream for
+/// key-value calls, sharing one HTTP/2 connection.
+#[derive(Clone)]
+pub(crate) struct NodeConn {
+    pub(crate) channel: Channel,
+    pub(crate) mux: Mux,
 }
 
 /// Picks nodes, keeps one channel per node, and retries.
@@ -92,16 +101,9 @@ impl Router {
         if config.endpoints.is_empty() {
             return Err(ClientError::Config("no endpoints given".into()));
         }
-        let state = State {
-            endpoints: config.endpoints.clone(),
-            leader: None,
-            next: 0,
-            channels: HashMap::new(),
-        };
-        Ok(Self {
-            config,
-            state: Mutex::new(state),
-        })
+        let state =
+            State { endpoints: config.endpoints.clone(), leader: None, next: 0, nodes: HashMap::new() };
+        Ok(Self { config, state: Mutex::new(state) })
     }
 
     pub(crate) fn config(&self) -> &ClientConfig {
@@ -121,17 +123,22 @@ impl Router {
     }
 
     pub(crate) fn channel(&self, addr: &str) -> Result<Channel> {
+        Ok(self.node(addr)?.channel)
+    }
+
+    pub(crate) fn node(&self, addr: &str) -> Result<NodeConn> {
         let mut st = self.lock();
-        if let Some(c) = st.channels.get(addr) {
+        if let Some(c) = st.nodes.get(addr) {
             return Ok(c.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| ClientError::Config(format!("bad address {addr:?}: {e}")))?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true);
-        let c = endpoint.connect_lazy();
-        st.channels.insert(addr.to_string(), c.clone());
-        Ok(c)
+        let channel = endpoint.connect_lazy();
+        let node = NodeConn { mux: Mux::new(channel.clone(), self.config.max_message_bytes), channel };
+        st.nodes.insert(addr.to_string(), node.clone());
+        Ok(node)
     }
 
     fn set_leader(&self, addr: &str) {
@@ -150,8 +157,8 @@ impl Router {
     /// is spent.
     pub(crate) async fn call<T, F, Fut>(&self, kind: Kind, mut f: F) -> Result<T>
     where
-        F: FnMut(Channel) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+        F: FnMut(NodeConn) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
     {
         let deadline = Instant::now() + self.config.retry_budget;
         let mut backoff = Duration::from_millis(10);
@@ -159,13 +166,13 @@ impl Router {
         loop {
             attempts += 1;
             let addr = self.target(kind);
-            let channel = self.channel(&addr)?;
-            let last = match tokio::time::timeout(self.config.request_timeout, f(channel)).await {
+            let node = self.node(&addr)?;
+            let last = match tokio::time::timeout(self.config.request_timeout, f(node)).await {
                 Ok(Ok(resp)) => {
                     if kind != Kind::StaleRead {
                         self.set_leader(&addr);
                     }
-                    return Ok(resp.into_inner());
+                    return Ok(resp);
                 }
                 Ok(Err(status)) => match classify(&status, kind) {
                     Action::Fail(e) => return Err(e),
@@ -195,10 +202,7 @@ impl Router {
                 }
             };
             if Instant::now() + backoff > deadline {
-                return Err(ClientError::Unavailable {
-                    message: last,
-                    attempts,
-                });
+                return Err(ClientError::Unavailable { message: last, attempts });
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));

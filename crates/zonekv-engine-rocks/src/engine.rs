@@ -25,9 +25,7 @@ pub struct RocksSnapshot<'a> {
 
 impl std::fmt::Debug for RocksEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RocksEngine")
-            .field("path", &self.db.path())
-            .finish()
+        f.debug_struct("RocksEngine").field("path", &self.db.path()).finish()
     }
 }
 
@@ -56,10 +54,7 @@ impl RocksEngine {
             rocksdb::ErrorKind::Corruption => {
                 Error::Corruption(format!("{}: {}", path.display(), e.into_string()))
             }
-            _ => Error::Open {
-                path: path.display().to_string(),
-                reason: e.into_string(),
-            },
+            _ => Error::Open { path: path.display().to_string(), reason: e.into_string() },
         })?;
         tracing::debug!(path = %path.display(), "opened RocksDB engine");
         Ok(Self { db: Arc::new(db) })
@@ -80,8 +75,7 @@ impl RocksEngine {
 }
 
 fn cf_handle(db: &DB, cf: Cf) -> &ColumnFamily {
-    db.cf_handle(cf.name())
-        .expect("column families are created when the engine opens")
+    db.cf_handle(cf.name()).expect("column families are created when the engine opens")
 }
 
 fn map_err(e: rocksdb::Error) -> Error {
@@ -105,11 +99,7 @@ fn read_options(range: &KeyRange) -> ReadOptions {
 }
 
 fn mode(reverse: bool) -> IteratorMode<'static> {
-    if reverse {
-        IteratorMode::End
-    } else {
-        IteratorMode::Start
-    }
+    if reverse { IteratorMode::End } else { IteratorMode::Start }
 }
 
 fn convert<'a, I>(iter: I) -> KvIter<'a>
@@ -128,9 +118,7 @@ impl Reader for RocksEngine {
         if range.is_empty() {
             return Ok(Box::new(std::iter::empty()));
         }
-        let it = self
-            .db
-            .iterator_cf_opt(cf_handle(&self.db, cf), read_options(range), mode(reverse));
+        let it = self.db.iterator_cf_opt(cf_handle(&self.db, cf), read_options(range), mode(reverse));
         Ok(convert(it))
     }
 }
@@ -144,9 +132,7 @@ impl Reader for RocksSnapshot<'_> {
         if range.is_empty() {
             return Ok(Box::new(std::iter::empty()));
         }
-        let it = self
-            .snap
-            .iterator_cf_opt(cf_handle(self.db, cf), read_options(range), mode(reverse));
+        let it = self.snap.iterator_cf_opt(cf_handle(self.db, cf), read_options(range), mode(reverse));
         Ok(convert(it))
     }
 }
@@ -175,9 +161,6 @@ impl Engine for RocksEngine {
     }
 
     fn snapshot(&self) -> RocksSnapshot<'_> {
-        RocksSnapshot {
-            db: &self.db,
-            snap: self.db.snapshot(),
-        }
+        RocksSnapshot { db: &self.db, snap: self.db.snapshot() }
     }
 }

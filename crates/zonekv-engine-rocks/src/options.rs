@@ -14,10 +14,6 @@ pub struct RocksOptions {
 
 impl Default for RocksOptions {
     fn default() -> Self {
-        Self {
-            block_cache_bytes: 64 << 20,
-            write_buffer_bytes: 32 << 20,
-            background_jobs: 2,
-        }
+        Self { block_cache_bytes: 64 << 20, write_buffer_bytes: 32 << 20, background_jobs: 2 }
     }
 }

@@ -34,10 +34,7 @@ fn synced_writes_survive_reopen_in_every_column_family() {
         let n = e.scan(cf, &KeyRange::all(), false).unwrap().count();
         assert_eq!(n, if cf == Cf::Data { 99 } else { 100 }, "{}", cf.name());
     }
-    assert_eq!(
-        e.get(Cf::RaftLog, &3u32.to_be_bytes()).unwrap().unwrap(),
-        b"raft-log"
-    );
+    assert_eq!(e.get(Cf::RaftLog, &3u32.to_be_bytes()).unwrap().unwrap(), b"raft-log");
 }
 
 #[test]
@@ -58,10 +55,7 @@ fn a_damaged_current_file_fails_the_open_with_a_clear_error() {
     }
     std::fs::write(dir.path().join("CURRENT"), b"MANIFEST-999999\n").unwrap();
     let err = RocksEngine::open(dir.path(), &RocksOptions::default()).unwrap_err();
-    assert!(
-        err.to_string().contains(&dir.path().display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
 }
 
 /// Flips bytes in the middle of every SST file. Reading the data back must then either fail

@@ -48,14 +48,8 @@ fn scan(maps: &Maps, cf: Cf, range: &KeyRange, reverse: bool) -> KvIter<'static>
         return Box::new(std::iter::empty());
     }
     let bounds = (as_slice(&range.start), as_slice(&range.end));
-    let iter = maps[cf.index()]
-        .range::<[u8], _>(bounds)
-        .map(|(k, v)| Ok((k.clone(), v.clone())));
-    let items: Vec<_> = if reverse {
-        iter.rev().collect()
-    } else {
-        iter.collect()
-    };
+    let iter = maps[cf.index()].range::<[u8], _>(bounds).map(|(k, v)| Ok((k.clone(), v.clone())));
+    let items: Vec<_> = if reverse { iter.rev().collect() } else { iter.collect() };
     Box::new(items.into_iter())
 }
 

@@ -14,18 +14,12 @@ pub struct KeyRange {
 impl KeyRange {
     /// Every key.
     pub fn all() -> Self {
-        Self {
-            start: Bound::Unbounded,
-            end: Bound::Unbounded,
-        }
+        Self { start: Bound::Unbounded, end: Bound::Unbounded }
     }
 
     /// The half-open range `[start, end)`.
     pub fn half_open(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> Self {
-        Self {
-            start: Bound::Included(start.into()),
-            end: Bound::Excluded(end.into()),
-        }
+        Self { start: Bound::Included(start.into()), end: Bound::Excluded(end.into()) }
     }
 
     /// Every key that starts with `prefix`.
@@ -34,10 +28,7 @@ impl KeyRange {
             Some(e) => Bound::Excluded(e),
             None => Bound::Unbounded,
         };
-        Self {
-            start: Bound::Included(prefix.to_vec()),
-            end,
-        }
+        Self { start: Bound::Included(prefix.to_vec()), end }
     }
 
     /// True if `key` lies inside the range.
@@ -107,10 +98,7 @@ mod tests {
 
     #[test]
     fn half_open_conversion_handles_every_bound_kind() {
-        let r = KeyRange {
-            start: Bound::Excluded(b"a".to_vec()),
-            end: Bound::Included(b"c".to_vec()),
-        };
+        let r = KeyRange { start: Bound::Excluded(b"a".to_vec()), end: Bound::Included(b"c".to_vec()) };
         assert_eq!(r.to_half_open(), (Some(b"a\0".to_vec()), Some(b"c\0".to_vec())));
         assert!(!r.contains(b"a"));
         assert!(r.contains(b"a\0"));

@@ -41,10 +41,7 @@ fn put(e: &impl Engine, cf: Cf, k: &[u8], v: &[u8]) {
 }
 
 fn keys_of(r: &impl Reader, cf: Cf, range: &KeyRange, reverse: bool) -> Vec<Vec<u8>> {
-    r.scan(cf, range, reverse)
-        .expect("scan")
-        .map(|p| p.expect("pair").0)
-        .collect()
+    r.scan(cf, range, reverse).expect("scan").map(|p| p.expect("pair").0).collect()
 }
 
 fn fill(e: &impl Engine, keys: &[&[u8]]) {
@@ -130,10 +127,7 @@ fn range(start: Bound<&[u8]>, end: Bound<&[u8]>) -> KeyRange {
         Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
         Bound::Unbounded => Bound::Unbounded,
     };
-    KeyRange {
-        start: own(start),
-        end: own(end),
-    }
+    KeyRange { start: own(start), end: own(end) }
 }
 
 fn strs(v: Vec<Vec<u8>>) -> Vec<String> {
@@ -146,29 +140,17 @@ pub fn scan_forward_bounds<E: Engine, G>(make: impl Fn() -> (E, G)) {
     fill(&e, &[b"a", b"b", b"c", b"d", b"e"]);
     let cases: Vec<(KeyRange, Vec<&str>)> = vec![
         (KeyRange::all(), vec!["a", "b", "c", "d", "e"]),
-        (
-            range(Bound::Included(b"b"), Bound::Excluded(b"d")),
-            vec!["b", "c"],
-        ),
-        (
-            range(Bound::Excluded(b"b"), Bound::Included(b"d")),
-            vec!["c", "d"],
-        ),
-        (
-            range(Bound::Included(b"bb"), Bound::Unbounded),
-            vec!["c", "d", "e"],
-        ),
+        (range(Bound::Included(b"b"), Bound::Excluded(b"d")), vec!["b", "c"]),
+        (range(Bound::Excluded(b"b"), Bound::Included(b"d")), vec!["c", "d"]),
+        (range(Bound::Included(b"bb"), Bound::Unbounded), vec!["c", "d", "e"]),
         (range(Bound::Unbounded, Bound::Excluded(b"c")), vec!["a", "b"]),
         (KeyRange::prefix(b"c"), vec!["c"]),
     ];
     for (r, want) in cases {
         assert_eq!(strs(keys_of(&e, Cf::Data, &r, false)), want, "range {r:?}");
     }
-    let values: Vec<_> = e
-        .scan(Cf::Data, &KeyRange::prefix(b"d"), false)
-        .unwrap()
-        .map(|p| p.unwrap().1)
-        .collect();
+    let values: Vec<_> =
+        e.scan(Cf::Data, &KeyRange::prefix(b"d"), false).unwrap().map(|p| p.unwrap().1).collect();
     assert_eq!(values, vec![b"v-d".to_vec()]);
 }
 
@@ -178,23 +160,11 @@ pub fn scan_reverse_bounds<E: Engine, G>(make: impl Fn() -> (E, G)) {
     fill(&e, &[b"a", b"b", b"c", b"d", b"e"]);
     let cases: Vec<(KeyRange, Vec<&str>)> = vec![
         (KeyRange::all(), vec!["e", "d", "c", "b", "a"]),
-        (
-            range(Bound::Included(b"b"), Bound::Excluded(b"d")),
-            vec!["c", "b"],
-        ),
-        (
-            range(Bound::Excluded(b"b"), Bound::Included(b"d")),
-            vec!["d", "c"],
-        ),
-        (
-            range(Bound::Unbounded, Bound::Included(b"c")),
-            vec!["c", "b", "a"],
-        ),
+        (range(Bound::Included(b"b"), Bound::Excluded(b"d")), vec!["c", "b"]),
+        (range(Bound::Excluded(b"b"), Bound::Included(b"d")), vec!["d", "c"]),
+        (range(Bound::Unbounded, Bound::Included(b"c")), vec!["c", "b", "a"]),
         (range(Bound::Excluded(b"c"), Bound::Unbounded), vec!["e", "d"]),
-        (
-            range(Bound::Unbounded, Bound::Excluded(b"cc")),
-            vec!["c", "b", "a"],
-        ),
+        (range(Bound::Unbounded, Bound::Excluded(b"cc")), vec!["c", "b", "a"]),
     ];
     for (r, want) in cases {
         assert_eq!(strs(keys_of(&e, Cf::Data, &r, true)), want, "range {r:?}");
@@ -228,14 +198,8 @@ pub fn snapshot_is_isolated<E: Engine, G>(make: impl Fn() -> (E, G)) {
     e.write(&b, false).unwrap();
     assert_eq!(snap.get(Cf::Data, b"a").unwrap().unwrap(), b"v-a");
     assert_eq!(snap.get(Cf::Data, b"c").unwrap(), None);
-    assert_eq!(
-        strs(keys_of(&snap, Cf::Data, &KeyRange::all(), false)),
-        vec!["a", "b"]
-    );
-    assert_eq!(
-        strs(keys_of(&e, Cf::Data, &KeyRange::all(), false)),
-        vec!["a", "c"]
-    );
+    assert_eq!(strs(keys_of(&snap, Cf::Data, &KeyRange::all(), false)), vec!["a", "b"]);
+    assert_eq!(strs(keys_of(&e, Cf::Data, &KeyRange::all(), false)), vec!["a", "c"]);
 }
 
 /// An iterator reads the state as of its creation, whatever is written while it runs.
@@ -274,19 +238,13 @@ pub fn export_import_round_trip<E: Engine, G>(make: impl Fn() -> (E, G)) {
     let (dst, _g2) = make();
     let mut b = WriteBatch::new();
     for i in 0..3000u32 {
-        b.put(
-            Cf::Data,
-            format!("k{i:05}").into_bytes(),
-            vec![(i % 251) as u8; 700],
-        );
+        b.put(Cf::Data, format!("k{i:05}").into_bytes(), vec![(i % 251) as u8; 700]);
     }
     b.put(Cf::RaftMeta, &b"meta"[..], &b"m"[..]);
     b.put(Cf::RaftMeta, &b"other"[..], &b"o"[..]);
     src.write(&b, false).unwrap();
-    let spans = [
-        (Cf::Data, KeyRange::half_open("k00100", "k02100")),
-        (Cf::RaftMeta, KeyRange::prefix(b"meta")),
-    ];
+    let spans =
+        [(Cf::Data, KeyRange::half_open("k00100", "k02100")), (Cf::RaftMeta, KeyRange::prefix(b"meta"))];
     let mut stream = Vec::new();
     let out = export(&src.snapshot(), &spans, &mut stream).unwrap();
     assert_eq!(out.records, 2001);
@@ -317,17 +275,11 @@ pub fn export_detects_corruption<E: Engine, G>(make: impl Fn() -> (E, G)) {
         let mut bad = stream.clone();
         bad[i] ^= 0x40;
         let r = import(&mut bad.as_slice(), &spans, |_, _, _| Ok(()));
-        assert!(
-            r.as_ref().is_err_and(|e| e.is_corruption()),
-            "flip at byte {i}: {r:?}"
-        );
+        assert!(r.as_ref().is_err_and(|e| e.is_corruption()), "flip at byte {i}: {r:?}");
     }
     for cut in 0..stream.len() {
         let r = import(&mut &stream[..cut], &spans, |_, _, _| Ok(()));
-        assert!(
-            r.as_ref().is_err_and(|e| e.is_corruption()),
-            "cut at byte {cut}: {r:?}"
-        );
+        assert!(r.as_ref().is_err_and(|e| e.is_corruption()), "cut at byte {cut}: {r:?}");
     }
     let narrower = [(Cf::Data, KeyRange::half_open("a", "b"))];
     assert!(import(&mut stream.as_slice(), &narrower, |_, _, _| Ok(())).is_err());
@@ -363,11 +315,7 @@ fn bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
 /// Random batches of puts, deletes and range deletes, checked after every batch against a
 /// `BTreeMap` model with point gets and random forward and reverse scans.
 pub fn model_check<E: Engine, G>(make: impl Fn() -> (E, G)) {
-    let config = ProptestConfig {
-        cases: 48,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
+    let config = ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() };
     let strategy = (
         prop::collection::vec(prop::collection::vec(op(), 1..6), 1..12),
         prop::collection::vec((bound(), bound(), any::<bool>()), 4),

@@ -62,10 +62,7 @@ pub fn log_span_from(group: u64, from: u64) -> KeyRange {
         Some(next) => std::ops::Bound::Excluded(next.to_be_bytes().to_vec()),
         None => std::ops::Bound::Unbounded,
     };
-    KeyRange {
-        start: std::ops::Bound::Included(log_key(group, from).to_vec()),
-        end,
-    }
+    KeyRange { start: std::ops::Bound::Included(log_key(group, from).to_vec()), end }
 }
 
 /// The key of a metadata record of `group`.
@@ -103,22 +100,9 @@ mod tests {
 
     #[test]
     fn log_keys_sort_by_group_then_index() {
-        let mut keys = vec![
-            log_key(2, 1),
-            log_key(1, 256),
-            log_key(1, 2),
-            log_key(1, u64::MAX),
-        ];
+        let mut keys = vec![log_key(2, 1), log_key(1, 256), log_key(1, 2), log_key(1, u64::MAX)];
         keys.sort();
-        assert_eq!(
-            keys,
-            vec![
-                log_key(1, 2),
-                log_key(1, 256),
-                log_key(1, u64::MAX),
-                log_key(2, 1)
-            ]
-        );
+        assert_eq!(keys, vec![log_key(1, 2), log_key(1, 256), log_key(1, u64::MAX), log_key(2, 1)]);
         assert_eq!(log_index(1, &log_key(1, 77)), Some(77));
         assert_eq!(log_index(2, &log_key(1, 77)), None);
     }

@@ -16,6 +16,7 @@
 
 pub mod codec;
 mod command;
+mod entry_cache;
 mod error;
 pub mod keys;
 mod log_store;

@@ -3,11 +3,13 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use zonekv_engine::{Cf, Engine, KeyRange, WriteBatch};
 
 use crate::codec::{self, decode_entry, decode_log_id, decode_vote, encode_entry};
+use crate::entry_cache::EntryCache;
 use crate::keys::{MetaKey, log_index, log_key, log_span_from, meta_key};
 use crate::{Entry, Error, LogId, LogSyncer, Result, TypeConfig, Vote};
 
@@ -25,15 +27,21 @@ pub struct LogStore<E: Engine> {
 pub struct LogReader<E: Engine> {
     engine: E,
     group: u64,
+    cache: Arc<Mutex<EntryCache>>,
 }
+
+/// Entries of the log tail kept decoded in memory (see `entry_cache`).
+const CACHED_ENTRIES: usize = 1024;
 
 impl<E: Engine> LogStore<E> {
     /// The log of `group` in `engine`, made durable by `syncer` (one per engine).
     pub fn new(engine: E, group: u64, syncer: LogSyncer) -> Self {
-        Self {
-            reader: LogReader { engine, group },
-            syncer,
-        }
+        let cache = Arc::new(Mutex::new(EntryCache::new(CACHED_ENTRIES)));
+        Self { reader: LogReader { engine, group, cache }, syncer }
+    }
+
+    fn cache(&self) -> MutexGuard<'_, EntryCache> {
+        self.reader.cache()
     }
 
     /// The group this log belongs to.
@@ -59,10 +67,8 @@ impl<E: Engine> LogStore<E> {
         match it.next() {
             Some(pair) => {
                 let (k, v) = pair?;
-                let index = log_index(g, &k).ok_or_else(|| Error::Corruption {
-                    group: g,
-                    what: format!("bad log key {k:?}"),
-                })?;
+                let index = log_index(g, &k)
+                    .ok_or_else(|| Error::Corruption { group: g, what: format!("bad log key {k:?}") })?;
                 Ok(Some(decode_entry(g, index, &v)?.log_id))
             }
             None => Ok(None),
@@ -71,9 +77,22 @@ impl<E: Engine> LogStore<E> {
 }
 
 impl<E: Engine> LogReader<E> {
-    /// Reads entries with indexes in `[start, end)` (`end = None`: to the last entry), checking
-    /// every checksum and that the indexes are contiguous.
+    fn cache(&self) -> MutexGuard<'_, EntryCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads entries with indexes in `[start, end)` (`end = None`: to the last entry), from the
+    /// in-memory tail when it holds them, else from the engine, checking every checksum and
+    /// that the indexes are contiguous.
     pub fn read_range(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>> {
+        if let Some(hit) = self.cache().get(start, end) {
+            return Ok(hit);
+        }
+        self.read_stored(start, end)
+    }
+
+    /// Reads entries from the engine only (no cache).
+    pub fn read_stored(&self, start: u64, end: Option<u64>) -> Result<Vec<Entry>> {
         let g = self.group;
         let range = match end {
             Some(end) if end <= start => return Ok(Vec::new()),
@@ -83,10 +102,8 @@ impl<E: Engine> LogReader<E> {
         let mut out: Vec<Entry> = Vec::new();
         for pair in self.engine.scan(Cf::RaftLog, &range, false)? {
             let (k, v) = pair?;
-            let index = log_index(g, &k).ok_or_else(|| Error::Corruption {
-                group: g,
-                what: format!("bad log key {k:?}"),
-            })?;
+            let index = log_index(g, &k)
+                .ok_or_else(|| Error::Corruption { group: g, what: format!("bad log key {k:?}") })?;
             if let Some(prev) = out.last()
                 && index != prev.log_id.index + 1
             {
@@ -101,10 +118,7 @@ impl<E: Engine> LogReader<E> {
     }
 
     fn vote(&self) -> Result<Option<Vote>> {
-        match self
-            .engine
-            .get(Cf::RaftMeta, &meta_key(self.group, MetaKey::Vote))?
-        {
+        match self.engine.get(Cf::RaftMeta, &meta_key(self.group, MetaKey::Vote))? {
             Some(v) => Ok(Some(decode_vote(self.group, &v)?)),
             None => Ok(None),
         }
@@ -162,14 +176,9 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
 
     async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
         let g = self.group();
-        let purged = self
-            .read_log_id(MetaKey::Purged, "last purged log id")
-            .map_err(|e| log_error(g, e))?;
+        let purged = self.read_log_id(MetaKey::Purged, "last purged log id").map_err(|e| log_error(g, e))?;
         let last = self.last_entry_id().map_err(|e| log_error(g, e))?;
-        Ok(LogState {
-            last_log_id: last.or(purged),
-            last_purged_log_id: purged,
-        })
+        Ok(LogState { last_log_id: last.or(purged), last_purged_log_id: purged })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -178,14 +187,8 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
 
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let mut b = WriteBatch::new();
-        b.put(
-            Cf::RaftMeta,
-            meta_key(self.group(), MetaKey::Vote),
-            codec::encode_vote(vote),
-        );
-        self.engine()
-            .write(&b, true)
-            .map_err(|e| log_error(self.group(), e.into()))
+        b.put(Cf::RaftMeta, meta_key(self.group(), MetaKey::Vote), codec::encode_vote(vote));
+        self.engine().write(&b, true).map_err(|e| log_error(self.group(), e.into()))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
@@ -195,14 +198,11 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
             Some(id) => b.put(Cf::RaftMeta, key, codec::encode_log_id(&id)),
             None => b.delete(Cf::RaftMeta, key),
         }
-        self.engine()
-            .write(&b, false)
-            .map_err(|e| log_error(self.group(), e.into()))
+        self.engine().write(&b, false).map_err(|e| log_error(self.group(), e.into()))
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        self.read_log_id(MetaKey::Committed, "committed log id")
-            .map_err(|e| log_error(self.group(), e))
+        self.read_log_id(MetaKey::Committed, "committed log id").map_err(|e| log_error(self.group(), e))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
@@ -211,15 +211,17 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         I::IntoIter: Send,
     {
         let g = self.group();
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let mut b = WriteBatch::new();
-        for entry in entries {
-            b.put(Cf::RaftLog, log_key(g, entry.log_id.index), encode_entry(&entry));
+        for entry in &entries {
+            b.put(Cf::RaftLog, log_key(g, entry.log_id.index), encode_entry(entry));
         }
         if let Err(e) = self.engine().write(&b, false) {
             let msg = e.to_string();
             callback.io_completed(Err(io::Error::other(msg)));
             return Err(log_error(g, e.into()));
         }
+        self.cache().append(&entries);
         self.syncer.submit(callback);
         Ok(())
     }
@@ -227,6 +229,7 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
     async fn truncate_after(&mut self, last: Option<LogId>) -> io::Result<()> {
         let g = self.group();
         let from = last.map_or(0, |id| id.index + 1);
+        self.cache().truncate_after(last.map(|id| id.index));
         let mut b = WriteBatch::new();
         b.delete_range(Cf::RaftLog, log_key(g, from), log_span_end(g));
         self.engine().write(&b, false).map_err(|e| log_error(g, e.into()))
@@ -234,12 +237,9 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
 
     async fn purge(&mut self, upto: LogId) -> io::Result<()> {
         let g = self.group();
+        self.cache().purge(upto.index);
         let mut b = WriteBatch::new();
-        b.put(
-            Cf::RaftMeta,
-            meta_key(g, MetaKey::Purged),
-            codec::encode_log_id(&upto),
-        );
+        b.put(Cf::RaftMeta, meta_key(g, MetaKey::Purged), codec::encode_log_id(&upto));
         match upto.index.checked_add(1) {
             Some(end) => b.delete_range(Cf::RaftLog, log_key(g, 0), log_key(g, end)),
             None => b.delete_range(Cf::RaftLog, log_key(g, 0), log_span_end(g)),

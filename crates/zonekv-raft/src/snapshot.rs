@@ -34,16 +34,8 @@ impl<E: Engine> SnapshotBuilder<E> {
         let applied = read_applied(&snap, self.group)?;
         let mut data = Vec::new();
         let stats = export::export(&snap, &[(Cf::Data, self.span.clone())], &mut data)?;
-        tracing::debug!(
-            group = self.group,
-            records = stats.records,
-            bytes = stats.bytes,
-            "built snapshot"
-        );
-        let meta = SnapshotMeta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.membership,
-        };
+        tracing::debug!(group = self.group, records = stats.records, bytes = stats.bytes, "built snapshot");
+        let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership };
         Ok(openraft::Snapshot { meta, snapshot: data })
     }
 }
@@ -71,9 +63,7 @@ pub(crate) fn install<E: Engine>(
     let mut batch = WriteBatch::new();
     // Group spans lie under the data prefix, so they are always bounded on both sides.
     let (Some(start), Some(end)) = span.to_half_open() else {
-        return Err(Error::Malformed(format!(
-            "group {group} has an unbounded span {span:?}"
-        )));
+        return Err(Error::Malformed(format!("group {group} has an unbounded span {span:?}")));
     };
     batch.delete_range(Cf::Data, start, end);
     let mut input = data;
@@ -85,11 +75,7 @@ pub(crate) fn install<E: Engine>(
         zonekv_engine::Error::Corruption(what) => Error::Corruption { group, what },
         other => other.into(),
     })?;
-    batch.put(
-        Cf::RaftMeta,
-        meta_key(group, MetaKey::Applied),
-        encode_applied(applied),
-    );
+    batch.put(Cf::RaftMeta, meta_key(group, MetaKey::Applied), encode_applied(applied));
     engine.write(&batch, true)?;
     Ok(())
 }

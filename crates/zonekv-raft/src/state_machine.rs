@@ -57,10 +57,9 @@ impl Pending {
 /// Reads a user key from the data column family, verifying the stored value's checksum.
 pub fn read_user_value<R: Reader + ?Sized>(reader: &R, group: u64, key: &[u8]) -> Result<Option<Bytes>> {
     match reader.get(Cf::Data, &data_key(key))? {
-        Some(stored) => value::decode(&stored).map(Some).map_err(|why| Error::Corruption {
-            group,
-            what: format!("value of key {key:?}: {why}"),
-        }),
+        Some(stored) => value::decode(&stored)
+            .map(Some)
+            .map_err(|why| Error::Corruption { group, what: format!("value of key {key:?}: {why}") }),
         None => Ok(None),
     }
 }
@@ -76,12 +75,7 @@ impl<E: Engine> StateMachine<E> {
     /// Opens the state machine of `group`, owning the data-column-family keys in `span`.
     pub fn open(engine: E, group: u64, span: KeyRange) -> Result<Self> {
         let applied = read_applied(&engine, group)?;
-        Ok(Self {
-            engine,
-            group,
-            span,
-            applied,
-        })
+        Ok(Self { engine, group, span, applied })
     }
 
     fn apply_command(&self, cmd: &Command, pending: &mut Pending) -> Result<CommandResponse> {
@@ -98,11 +92,7 @@ impl<E: Engine> StateMachine<E> {
                     pending.set(key, None);
                     OpResult::Deleted { existed }
                 }
-                Op::CompareAndSwap {
-                    key,
-                    expected,
-                    new_value,
-                } => {
+                Op::CompareAndSwap { key, expected, new_value } => {
                     let current = pending.get(engine, group, key)?;
                     let succeeded = current == *expected;
                     if succeeded {
@@ -146,10 +136,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
     where
         Strm: futures::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
-        let mut pending = Pending {
-            batch: WriteBatch::new(),
-            overlay: HashMap::new(),
-        };
+        let mut pending = Pending { batch: WriteBatch::new(), overlay: HashMap::new() };
         let mut applied = self.applied.clone();
         let mut replies = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
@@ -171,14 +158,8 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         if applied == self.applied {
             return Ok(());
         }
-        pending.batch.put(
-            Cf::RaftMeta,
-            meta_key(self.group, MetaKey::Applied),
-            encode_applied(&applied),
-        );
-        self.engine
-            .write(&pending.batch, false)
-            .map_err(|e| self.fail(e.into()))?;
+        pending.batch.put(Cf::RaftMeta, meta_key(self.group, MetaKey::Applied), encode_applied(&applied));
+        self.engine.write(&pending.batch, false).map_err(|e| self.fail(e.into()))?;
         self.applied = applied;
         for (r, response) in replies {
             r.send(response);
@@ -191,10 +172,8 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotData) -> io::Result<()> {
-        let applied = AppliedState {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-        };
+        let applied =
+            AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         snapshot::install(&self.engine, self.group, &self.span, &applied, &data).map_err(|e| self.fail(e))?;
         tracing::info!(group = self.group, last_log_id = ?meta.last_log_id, bytes = data.len(), "installed snapshot");
         self.applied = applied;

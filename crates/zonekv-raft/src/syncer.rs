@@ -71,13 +71,7 @@ impl LogSyncer {
             .name("zonekv-log-sync".into())
             .spawn(move || run(engine, rx, &thread_stats))
             .expect("spawning the log sync thread");
-        Self {
-            inner: Arc::new(Inner {
-                tx,
-                stats,
-                thread: Mutex::new(Some(thread)),
-            }),
-        }
+        Self { inner: Arc::new(Inner { tx, stats, thread: Mutex::new(Some(thread)) }) }
     }
 
     /// Queues `callback`, to be completed once everything written so far is durable.

@@ -25,10 +25,7 @@ pub fn encode(value: &[u8]) -> Vec<u8> {
 /// Decodes a stored value, verifying its checksum. The error names what is wrong.
 pub fn decode(stored: &[u8]) -> Result<Bytes, String> {
     if stored.len() < HEADER {
-        return Err(format!(
-            "stored value is {} bytes, shorter than its header",
-            stored.len()
-        ));
+        return Err(format!("stored value is {} bytes, shorter than its header", stored.len()));
     }
     if stored[0] != FORMAT_PLAIN {
         return Err(format!("stored value has unknown format {}", stored[0]));
@@ -53,10 +50,7 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = stored.clone();
                 bad[byte] ^= 1 << bit;
-                assert!(
-                    decode(&bad).is_err(),
-                    "flip of bit {bit} in byte {byte} went unnoticed"
-                );
+                assert!(decode(&bad).is_err(), "flip of bit {bit} in byte {byte} went unnoticed");
             }
         }
         assert!(decode(&stored[..3]).is_err());

@@ -15,13 +15,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (bytes(), bytes()).prop_map(|(key, value)| Op::Put { key, value }),
         bytes().prop_map(|key| Op::Delete { key }),
-        (bytes(), prop::option::of(bytes()), prop::option::of(bytes())).prop_map(
-            |(key, expected, new_value)| Op::CompareAndSwap {
-                key,
-                expected,
-                new_value
-            }
-        ),
+        (bytes(), prop::option::of(bytes()), prop::option::of(bytes()))
+            .prop_map(|(key, expected, new_value)| Op::CompareAndSwap { key, expected, new_value }),
         prop::collection::vec(
             prop_oneof![
                 (bytes(), bytes()).prop_map(|(key, value)| Mutation::Put { key, value }),

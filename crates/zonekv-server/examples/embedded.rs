@@ -10,21 +10,14 @@ use zonekv_server::{LocalCluster, Node, NodeConfig, ReadConsistency};
 async fn main() -> anyhow::Result<()> {
     // One node, listening on a free loopback port, data in a temporary directory.
     let dir = tempfile::tempdir()?;
-    let config = NodeConfig {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().into(),
-        ..NodeConfig::default()
-    };
+    let config =
+        NodeConfig { listen: "127.0.0.1:0".parse()?, data_dir: dir.path().into(), ..NodeConfig::default() };
     let node = Node::start(config).await?;
     node.initialize(&[(node.id(), node.addr().to_string())]).await?;
     node.wait_for_leader(Duration::from_secs(10)).await?;
     node.put("user/1", "alice").await?;
     let (value, index) = node.get(b"user/1", ReadConsistency::Linearizable).await?;
-    println!(
-        "single node at {}: user/1 = {:?} (log index {index})",
-        node.addr(),
-        value
-    );
+    println!("single node at {}: user/1 = {:?} (log index {index})", node.addr(), value);
     node.shutdown().await;
 
     // Three replicas in this process; any of them can be reached over gRPC as well.

@@ -75,11 +75,7 @@ fn range_status(r: &Replica, m: &RaftMetrics<TypeConfig>) -> RangeStatus {
         .map(|(id, n)| Member {
             node_id: *id,
             addr: n.addr.clone(),
-            role: if voters.contains(id) {
-                Role::Voter
-            } else {
-                Role::Learner
-            },
+            role: if voters.contains(id) { Role::Voter } else { Role::Learner },
         })
         .collect();
     members.sort_by_key(|m| (m.role == Role::Learner, m.node_id));
@@ -87,9 +83,7 @@ fn range_status(r: &Replica, m: &RaftMetrics<TypeConfig>) -> RangeStatus {
         range_id: r.range,
         state: Replica::state_name(m).to_string(),
         term: m.current_term,
-        leader: m
-            .current_leader
-            .map(|id| (id, membership.get_node(&id).map(|n| n.addr.clone()))),
+        leader: m.current_leader.map(|id| (id, membership.get_node(&id).map(|n| n.addr.clone()))),
         last_log_index: m.last_log_index.unwrap_or(0),
         committed_index: m.local_committed.as_ref().map_or(0, |c| c.index),
         applied_index: m.last_applied.as_ref().map_or(0, |c| c.index),
@@ -101,15 +95,11 @@ fn range_status(r: &Replica, m: &RaftMetrics<TypeConfig>) -> RangeStatus {
 
 fn write_error(r: &Replica, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Error::NotLeader {
-            range: r.range,
-            leader: r.leader_hint().filter(|h| h.node_id != r.node_id),
-        },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            Error::NotLeader { range: r.range, leader: r.leader_hint().filter(|h| h.node_id != r.node_id) }
+        }
         RaftError::APIError(other) => Error::FailedPrecondition(other.to_string()),
-        RaftError::Fatal(f) => Error::ReplicaStopped {
-            range: r.range,
-            reason: f.to_string(),
-        },
+        RaftError::Fatal(f) => Error::ReplicaStopped { range: r.range, reason: f.to_string() },
     }
 }
 
@@ -145,10 +135,9 @@ impl NodeHandle {
                 format!("node {} already belongs to an initialized cluster", self.id()),
             )),
             Err(RaftError::APIError(e)) => Err(Error::InvalidArgument(e.to_string())),
-            Err(RaftError::Fatal(f)) => Err(Error::ReplicaStopped {
-                range: self.inner.replica.range,
-                reason: f.to_string(),
-            }),
+            Err(RaftError::Fatal(f)) => {
+                Err(Error::ReplicaStopped { range: self.inner.replica.range, reason: f.to_string() })
+            }
         }
     }
 
@@ -172,10 +161,7 @@ impl NodeHandle {
                 return Ok(());
             }
         } else {
-            r.raft
-                .add_learner(node_id, NodeInfo::new(addr), true)
-                .await
-                .map_err(|e| write_error(r, e))?;
+            r.raft.add_learner(node_id, NodeInfo::new(addr), true).await.map_err(|e| write_error(r, e))?;
         }
         if !learner_only {
             r.raft
@@ -193,20 +179,14 @@ impl NodeHandle {
         let m = r.metrics();
         let membership = m.membership_config.membership();
         if membership.get_node(&node_id).is_none() {
-            return Err(Error::NotFound(format!(
-                "node {node_id} is not a member of range {}",
-                r.range
-            )));
+            return Err(Error::NotFound(format!("node {node_id} is not a member of range {}", r.range)));
         }
         let change = if membership.voter_ids().any(|v| v == node_id) {
             ChangeMembers::RemoveVoters(BTreeSet::from([node_id]))
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
         };
-        r.raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| write_error(r, e))?;
+        r.raft.change_membership(change, false).await.map_err(|e| write_error(r, e))?;
         tracing::info!(node_id, "node removed");
         Ok(())
     }
@@ -215,31 +195,20 @@ impl NodeHandle {
     pub async fn transfer_leader(&self, range_id: u64, to: NodeId) -> Result<()> {
         let r = &self.inner.replica;
         if range_id != r.range {
-            return Err(Error::NotFound(format!(
-                "range {range_id} has no replica on node {}",
-                self.id()
-            )));
+            return Err(Error::NotFound(format!("range {range_id} has no replica on node {}", self.id())));
         }
         let m = r.metrics();
         if !m.membership_config.membership().voter_ids().any(|v| v == to) {
-            return Err(Error::InvalidArgument(format!(
-                "node {to} is not a voter of range {range_id}"
-            )));
+            return Err(Error::InvalidArgument(format!("node {to} is not a voter of range {range_id}")));
         }
         if m.current_leader != Some(self.id()) {
-            return Err(Error::NotLeader {
-                range: r.range,
-                leader: r.leader_hint(),
-            });
+            return Err(Error::NotLeader { range: r.range, leader: r.leader_hint() });
         }
         r.raft
             .trigger()
             .transfer_leader(to)
             .await
-            .map_err(|f| Error::ReplicaStopped {
-                range: r.range,
-                reason: f.to_string(),
-            })
+            .map_err(|f| Error::ReplicaStopped { range: r.range, reason: f.to_string() })
     }
 
     /// This node's view of itself and its ranges.

@@ -33,15 +33,12 @@ impl LocalCluster {
         let (temp, base) = match data_dir {
             Some(d) => (None, d.to_path_buf()),
             None => {
-                let t = tempfile::Builder::new()
-                    .prefix("zonekv-cluster-")
-                    .tempdir()
-                    .map_err(|e| {
-                        Error::Storage(zonekv_engine::Error::Open {
-                            path: "temporary directory".into(),
-                            reason: e.to_string(),
-                        })
-                    })?;
+                let t = tempfile::Builder::new().prefix("zonekv-cluster-").tempdir().map_err(|e| {
+                    Error::Storage(zonekv_engine::Error::Open {
+                        path: "temporary directory".into(),
+                        reason: e.to_string(),
+                    })
+                })?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
             }
@@ -58,18 +55,11 @@ impl LocalCluster {
             };
             let node = Node::start(config.clone()).await?;
             // Restarts reuse the port the node got.
-            let bound = NodeConfig {
-                listen: node.listen_addr().unwrap_or(config.listen),
-                ..config
-            };
+            let bound = NodeConfig { listen: node.listen_addr().unwrap_or(config.listen), ..config };
             configs.push(bound);
             nodes.push(Some(node));
         }
-        let cluster = Self {
-            nodes,
-            configs,
-            _temp: temp,
-        };
+        let cluster = Self { nodes, configs, _temp: temp };
         let first = cluster.node(1).expect("node 1 was just started");
         if !first.is_initialized().await {
             first.initialize(&cluster.members()).await?;
@@ -79,10 +69,7 @@ impl LocalCluster {
 
     /// (id, address) of every node, running or not.
     pub fn members(&self) -> Vec<(NodeId, String)> {
-        self.configs
-            .iter()
-            .map(|c| (c.node_id, c.listen.to_string()))
-            .collect()
+        self.configs.iter().map(|c| (c.node_id, c.listen.to_string())).collect()
     }
 
     /// Addresses of every node.
@@ -107,17 +94,13 @@ impl LocalCluster {
             for n in self.running() {
                 let s = n.status().await;
                 if s.ranges.iter().any(|r| r.state == "leader")
-                    && n.get(b"\0probe", crate::ReadConsistency::Linearizable)
-                        .await
-                        .is_ok()
+                    && n.get(b"\0probe", crate::ReadConsistency::Linearizable).await.is_ok()
                 {
                     return Ok(n.id());
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Unavailable(format!(
-                    "no leader with a quorum within {timeout:?}"
-                )));
+                return Err(Error::Unavailable(format!("no leader with a quorum within {timeout:?}")));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -134,10 +117,7 @@ impl LocalCluster {
 
     /// Restarts a stopped node on its old address and data.
     pub async fn restart_node(&mut self, id: NodeId) -> Result<()> {
-        let i = id
-            .checked_sub(1)
-            .map(|i| i as usize)
-            .filter(|i| *i < self.nodes.len());
+        let i = id.checked_sub(1).map(|i| i as usize).filter(|i| *i < self.nodes.len());
         let i = i.ok_or_else(|| Error::NotFound(format!("no node {id} in this cluster")))?;
         if self.nodes[i].is_none() {
             self.nodes[i] = Some(Node::start(self.configs[i].clone()).await?);

@@ -58,6 +58,14 @@ pub struct RaftConfig {
     pub max_entries_per_append: u64,
     /// Deadline for sending a whole snapshot to a follower, in milliseconds. Default: 60000.
     pub snapshot_timeout_ms: u64,
+    /// Most client writes batched into one log entry. Default: 1024.
+    pub max_ops_per_entry: usize,
+    /// A batch stops growing once its keys and values reach this size, in bytes. Default:
+    /// 1 MiB (1048576).
+    pub max_bytes_per_entry: usize,
+    /// Log entries proposed and not yet applied at once; while they are in flight, new writes
+    /// gather into the next batch. Default: 8.
+    pub max_proposals_in_flight: usize,
 }
 
 /// Limits on client requests. Requests over a limit fail with `INVALID_ARGUMENT` and change
@@ -115,6 +123,9 @@ impl Default for RaftConfig {
             keep_entries_after_snapshot: 1000,
             max_entries_per_append: 64,
             snapshot_timeout_ms: 60_000,
+            max_ops_per_entry: 1024,
+            max_bytes_per_entry: 1 << 20,
+            max_proposals_in_flight: 8,
         }
     }
 }
@@ -135,10 +146,7 @@ impl Default for Limits {
 impl Default for StorageConfig {
     fn default() -> Self {
         let d = zonekv_engine_rocks::RocksOptions::default();
-        Self {
-            block_cache_bytes: d.block_cache_bytes,
-            write_buffer_bytes: d.write_buffer_bytes,
-        }
+        Self { block_cache_bytes: d.block_cache_bytes, write_buffer_bytes: d.write_buffer_bytes }
     }
 }
 
@@ -168,6 +176,12 @@ impl NodeConfig {
         }
         if r.max_entries_per_append == 0 || r.snapshot_after_entries == 0 {
             return fail("raft.max-entries-per-append and raft.snapshot-after-entries must not be 0".into());
+        }
+        if r.max_ops_per_entry == 0 || r.max_bytes_per_entry == 0 || r.max_proposals_in_flight == 0 {
+            return fail(
+                "raft.max-ops-per-entry, max-bytes-per-entry and max-proposals-in-flight must not be 0"
+                    .into(),
+            );
         }
         let l = &self.limits;
         if l.max_value_bytes == 0 || l.max_batch_ops == 0 || l.max_batch_bytes == 0 {
@@ -228,10 +242,7 @@ mod tests {
     #[test]
     fn unknown_keys_and_impossible_values_are_refused() {
         assert!(toml::from_str::<NodeConfig>("node_id = 3\n").is_err());
-        let mut c = NodeConfig {
-            node_id: 0,
-            ..Default::default()
-        };
+        let mut c = NodeConfig { node_id: 0, ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().contains("node-id"));
         c.node_id = 1;
         c.raft.election_timeout_min_ms = 50;

@@ -44,17 +44,11 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
         println!("      node {id} at {addr}");
     }
     let old_leader = cluster.wait_for_leader(Duration::from_secs(20)).await?;
-    step(
-        2,
-        format!("cluster initialised; node {old_leader} was elected leader"),
-    );
+    step(2, format!("cluster initialised; node {old_leader} was elected leader"));
 
     let client = Client::new(cluster.addrs()).map_err(client_error)?;
     for i in 0..100u32 {
-        client
-            .put(format!("user/{i:03}"), format!("name-{i}"))
-            .await
-            .map_err(client_error)?;
+        client.put(format!("user/{i:03}"), format!("name-{i}")).await.map_err(client_error)?;
     }
     let v = client.get("user/042").await.map_err(client_error)?;
     step(
@@ -90,10 +84,7 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
         ),
     );
 
-    step(
-        5,
-        "starting a writer that puts demo/ack/<n> continuously and records every acknowledgement",
-    );
+    step(5, "starting a writer that puts demo/ack/<n> continuously and records every acknowledgement");
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(write_until(client.clone(), stop.clone()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -102,21 +93,11 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
     cluster.stop_node(old_leader).await;
     let stopped_at = Instant::now();
     let new_leader = cluster.wait_for_leader(Duration::from_secs(30)).await?;
-    step(
-        7,
-        format!(
-            "node {new_leader} is the new leader after {:.1?}",
-            stopped_at.elapsed()
-        ),
-    );
+    step(7, format!("node {new_leader} is the new leader after {:.1?}", stopped_at.elapsed()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::SeqCst);
-    let log = writer
-        .await
-        .map_err(|e| Error::Unavailable(format!("writer task: {e}")))?;
-    let failover = log
-        .first_ack_after(stopped_at)
-        .map_or(Duration::ZERO, |t| t - stopped_at);
+    let log = writer.await.map_err(|e| Error::Unavailable(format!("writer task: {e}")))?;
+    let failover = log.first_ack_after(stopped_at).map_or(Duration::ZERO, |t| t - stopped_at);
     step(
         8,
         format!(
@@ -127,32 +108,21 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
             failover,
             log.unknown.len(),
             log.failed,
-            log.last_error
-                .as_ref()
-                .map_or(String::new(), |e| format!(" (last: {e})")),
+            log.last_error.as_ref().map_or(String::new(), |e| format!(" (last: {e})")),
         ),
     );
 
     let mut read_back = 0;
     let mut missing = Vec::new();
     for (i, _) in &log.acked {
-        match client
-            .get(format!("demo/ack/{i:06}"))
-            .await
-            .map_err(client_error)?
-        {
+        match client.get(format!("demo/ack/{i:06}")).await.map_err(client_error)? {
             Some(v) if v == format!("{i}") => read_back += 1,
             _ => missing.push(*i),
         }
     }
     let mut unknown_applied = 0;
     for i in &log.unknown {
-        if client
-            .get(format!("demo/ack/{i:06}"))
-            .await
-            .map_err(client_error)?
-            .is_some()
-        {
+        if client.get(format!("demo/ack/{i:06}")).await.map_err(client_error)?.is_some() {
             unknown_applied += 1;
         }
     }
@@ -175,17 +145,10 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let last = log.acked.last().map(|(i, _)| *i).unwrap_or(0);
-    let (stale, _) = restarted
-        .get(
-            format!("demo/ack/{last:06}").as_bytes(),
-            crate::ReadConsistency::Stale,
-        )
-        .await?;
+    let (stale, _) =
+        restarted.get(format!("demo/ack/{last:06}").as_bytes(), crate::ReadConsistency::Stale).await?;
     let stale_client = Client::new([restarted.addr().to_string()]).map_err(client_error)?;
-    let via_stale = stale_client
-        .get_with("user/042", ReadConsistency::Stale)
-        .await
-        .map_err(client_error)?;
+    let via_stale = stale_client.get_with("user/042", ReadConsistency::Stale).await.map_err(client_error)?;
     step(
         10,
         format!(
@@ -213,17 +176,9 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
         failover,
     };
     if !missing.is_empty() {
-        return Err(Error::Unavailable(format!(
-            "acknowledged writes lost: {missing:?}"
-        )));
+        return Err(Error::Unavailable(format!("acknowledged writes lost: {missing:?}")));
     }
-    step(
-        11,
-        format!(
-            "done in {:.1?}: no acknowledged write was lost",
-            started.elapsed()
-        ),
-    );
+    step(11, format!("done in {:.1?}: no acknowledged write was lost", started.elapsed()));
     Ok(report)
 }
 
@@ -242,12 +197,7 @@ impl WriteLog {
 }
 
 async fn write_until(client: Client, stop: Arc<AtomicBool>) -> WriteLog {
-    let mut log = WriteLog {
-        acked: Vec::new(),
-        unknown: Vec::new(),
-        failed: 0,
-        last_error: None,
-    };
+    let mut log = WriteLog { acked: Vec::new(), unknown: Vec::new(), failed: 0, last_error: None };
     let mut i = 0u64;
     while !stop.load(Ordering::SeqCst) {
         match client.put(format!("demo/ack/{i:06}"), format!("{i}")).await {

@@ -79,12 +79,31 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The same error for another caller of a shared operation (one Raft entry carries many
+    /// clients' writes). Keeps the kind and message; wrapped lower-level errors become
+    /// [`Error::ReplicaStopped`] with their message, which is how they reach a client anyway.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Config(m) => Error::Config(m.clone()),
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+            Error::NotLeader { range, leader } => Error::NotLeader { range: *range, leader: leader.clone() },
+            Error::NotInitialized(id) => Error::NotInitialized(*id),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
+            Error::NotFound(m) => Error::NotFound(m.clone()),
+            Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            Error::OutcomeUnknown(m) => Error::OutcomeUnknown(m.clone()),
+            Error::ReplicaStopped { range, reason } => {
+                Error::ReplicaStopped { range: *range, reason: reason.clone() }
+            }
+            other => Error::ReplicaStopped { range: 0, reason: other.to_string() },
+        }
+    }
+}
+
 fn not_leader_message(range: u64, leader: &Option<LeaderHint>) -> String {
     match leader {
-        Some(LeaderHint {
-            node_id,
-            addr: Some(addr),
-        }) => {
+        Some(LeaderHint { node_id, addr: Some(addr) }) => {
             format!("not leader of range {range}; the leader is node {node_id} at {addr}")
         }
         Some(LeaderHint { node_id, addr: None }) => {

@@ -9,16 +9,11 @@ use crate::{Error, NodeHandle, Result};
 /// Asks the cluster at `addr` to add this node, then waits until this node has received the
 /// membership. Fails with a clear error if nothing answers at `addr`.
 pub(crate) async fn join(node: &NodeHandle, addr: &str) -> Result<()> {
-    let fail = |reason: String| Error::Join {
-        addr: addr.to_string(),
-        reason,
-    };
+    let fail = |reason: String| Error::Join { addr: addr.to_string(), reason };
     let mut config = ClientConfig::new([addr]);
     config.retry_budget = Duration::from_secs(10);
     config.request_timeout = Duration::from_secs(30);
-    let admin = zonekv_client::Client::with_config(config)
-        .map_err(|e| fail(e.to_string()))?
-        .admin();
+    let admin = zonekv_client::Client::with_config(config).map_err(|e| fail(e.to_string()))?.admin();
     tracing::info!(node_id = node.id(), join = addr, "joining cluster");
     match admin.add_node(node.id(), node.addr(), false).await {
         Ok(()) => {}
@@ -27,9 +22,7 @@ pub(crate) async fn join(node: &NodeHandle, addr: &str) -> Result<()> {
         }
         Err(e) => return Err(fail(e.to_string())),
     }
-    node.wait_for_leader(Duration::from_secs(10))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    node.wait_for_leader(Duration::from_secs(10)).await.map_err(|e| fail(e.to_string()))?;
     tracing::info!(node_id = node.id(), "joined cluster");
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 use zonekv_engine::{Cf, KeyRange, Reader};
 use zonekv_raft::keys::{self, DATA_PREFIX};
-use zonekv_raft::{Command, Mutation, Op, OpResult};
+use zonekv_raft::{Mutation, Op, OpResult};
 
 use crate::replica::ReadConsistency;
 use crate::{Error, NodeHandle, Result, validate};
@@ -70,13 +70,6 @@ fn data_bound(b: &Bound<Bytes>, unbounded: Bound<Vec<u8>>) -> Bound<Vec<u8>> {
     }
 }
 
-fn single(results: Vec<OpResult>) -> Result<OpResult> {
-    results
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Unavailable("command produced no result".into()))
-}
-
 impl NodeHandle {
     /// Reads a key. Returns the value (if any) and the log index the read reflects.
     pub async fn get(&self, key: &[u8], consistency: ReadConsistency) -> Result<(Option<Bytes>, u64)> {
@@ -91,11 +84,7 @@ impl NodeHandle {
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<u64> {
         let (key, value) = (key.into(), value.into());
         validate::put(&self.inner.config.limits, &key, &value)?;
-        let (_, index) = self
-            .inner
-            .replica
-            .propose(Command::single(Op::Put { key, value }))
-            .await?;
+        let (_, index) = self.inner.proposer.propose(Op::Put { key, value }).await?;
         Ok(index)
     }
 
@@ -103,12 +92,8 @@ impl NodeHandle {
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<(bool, u64)> {
         let key = key.into();
         validate::key(&key)?;
-        let (results, index) = self
-            .inner
-            .replica
-            .propose(Command::single(Op::Delete { key }))
-            .await?;
-        match single(results)? {
+        let (result, index) = self.inner.proposer.propose(Op::Delete { key }).await?;
+        match result {
             OpResult::Deleted { existed } => Ok((existed, index)),
             other => Err(Error::Unavailable(format!("unexpected delete result {other:?}"))),
         }
@@ -128,32 +113,18 @@ impl NodeHandle {
         for v in expected.iter().chain(new_value.iter()) {
             validate::value(limits, v)?;
         }
-        let op = Op::CompareAndSwap {
-            key,
-            expected,
-            new_value,
-        };
-        let (results, index) = self.inner.replica.propose(Command::single(op)).await?;
-        match single(results)? {
-            OpResult::CompareAndSwap { succeeded, current } => Ok(CasOutcome {
-                succeeded,
-                current,
-                index,
-            }),
-            other => Err(Error::Unavailable(format!(
-                "unexpected compare-and-swap result {other:?}"
-            ))),
+        let op = Op::CompareAndSwap { key, expected, new_value };
+        let (result, index) = self.inner.proposer.propose(op).await?;
+        match result {
+            OpResult::CompareAndSwap { succeeded, current } => Ok(CasOutcome { succeeded, current, index }),
+            other => Err(Error::Unavailable(format!("unexpected compare-and-swap result {other:?}"))),
         }
     }
 
     /// Applies puts and deletes atomically. Returns the log index.
     pub async fn batch(&self, mutations: Vec<Mutation>) -> Result<u64> {
         validate::batch(&self.inner.config.limits, &mutations)?;
-        let (_, index) = self
-            .inner
-            .replica
-            .propose(Command::single(Op::Batch(mutations)))
-            .await?;
+        let (_, index) = self.inner.proposer.propose(Op::Batch(mutations)).await?;
         Ok(index)
     }
 
@@ -175,10 +146,7 @@ impl NodeHandle {
             start: data_bound(&scan.start, Bound::Included(vec![DATA_PREFIX])),
             end: data_bound(&scan.end, Bound::Excluded(vec![DATA_PREFIX + 1])),
         };
-        let mut page = ScanPage {
-            index,
-            ..ScanPage::default()
-        };
+        let mut page = ScanPage { index, ..ScanPage::default() };
         let mut bytes = 0usize;
         for pair in r.engine.scan(Cf::Data, &range, scan.reverse)? {
             let (k, stored) = pair?;

@@ -17,6 +17,7 @@ mod join;
 mod kv;
 mod network;
 mod node;
+mod proposer;
 mod replica;
 mod service;
 mod status;

@@ -5,11 +5,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use openraft::RPCTypes;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::SnapshotOf;
@@ -31,10 +33,7 @@ pub struct Channels {
 impl Channels {
     /// A pool whose clients accept messages up to `max_message_bytes`.
     pub fn new(max_message_bytes: usize) -> Self {
-        Self {
-            channels: Arc::default(),
-            max_message_bytes,
-        }
+        Self { channels: Arc::default(), max_message_bytes }
     }
 
     fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, String> {
@@ -46,7 +45,10 @@ impl Channels {
                     .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
                     .tcp_nodelay(true)
                     .connect_timeout(Duration::from_secs(2))
-                    .http2_keep_alive_interval(Duration::from_secs(10));
+                    // Replication streams are long-lived: notice a silent peer within seconds.
+                    .http2_keep_alive_interval(Duration::from_secs(1))
+                    .keep_alive_timeout(Duration::from_secs(3))
+                    .keep_alive_while_idle(true);
                 let c = endpoint.connect_lazy();
                 map.insert(addr.to_string(), c.clone());
                 c
@@ -69,11 +71,7 @@ pub struct NetworkFactory {
 impl NetworkFactory {
     /// The network of `group` on node `node_id`.
     pub fn new(node_id: NodeId, group: u64, channels: Channels) -> Self {
-        Self {
-            node_id,
-            group,
-            channels,
-        }
+        Self { node_id, group, channels }
     }
 }
 
@@ -89,11 +87,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerNetwork {
         PeerNetwork {
-            header: pb::RaftHeader {
-                group_id: self.group,
-                from_node: self.node_id,
-                to_node: target,
-            },
+            header: pb::RaftHeader { group_id: self.group, from_node: self.node_id, to_node: target },
             addr: node.addr.clone(),
             channels: self.channels.clone(),
         }
@@ -113,9 +107,7 @@ fn malformed(e: zonekv_raft::Error) -> RPCError<TypeConfig> {
 
 impl PeerNetwork {
     fn client(&self) -> Result<RaftTransportClient<Channel>, RPCError<TypeConfig>> {
-        self.channels
-            .client(&self.addr)
-            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+        self.channels.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
     async fn call<T, F>(&self, action: RPCTypes, ttl: Duration, f: F) -> Result<T, RPCError<TypeConfig>>
@@ -147,11 +139,9 @@ impl PeerNetwork {
         req.header = Some(self.header);
         let mut client = self.client()?;
         let resp = if pre {
-            self.call(RPCTypes::Vote, option.hard_ttl(), client.pre_vote(req))
-                .await?
+            self.call(RPCTypes::Vote, option.hard_ttl(), client.pre_vote(req)).await?
         } else {
-            self.call(RPCTypes::Vote, option.hard_ttl(), client.vote(req))
-                .await?
+            self.call(RPCTypes::Vote, option.hard_ttl(), client.vote(req)).await?
         };
         codec::vote_response_from_pb(resp).map_err(malformed)
     }
@@ -159,6 +149,40 @@ impl PeerNetwork {
 
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     type SnapshotData = SnapshotData;
+
+    /// Pipelined replication over one gRPC bidirectional stream: requests go out as openraft
+    /// produces them, replies come back in order. gRPC keeps the order on both directions.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let header = self.header;
+            let requests = input.map(move |r| {
+                let mut req = codec::append_request_to_pb(&r);
+                req.header = Some(header);
+                req
+            });
+            let mut client = self.client()?;
+            let responses =
+                self.call(RPCTypes::AppendEntries, option.soft_ttl(), client.stream_append(requests)).await?;
+            let out = responses.map(|item| match item {
+                Ok(resp) => codec::stream_append_result_from_pb(resp).map_err(malformed),
+                Err(status) => Err(status_to_rpc(status)),
+            });
+            Ok(Box::pin(out) as BoxStream<'s, _>)
+        })
+    }
 
     async fn append_entries(
         &mut self,
@@ -168,13 +192,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut req = codec::append_request_to_pb(&rpc);
         req.header = Some(self.header);
         let mut client = self.client()?;
-        let resp = self
-            .call(
-                RPCTypes::AppendEntries,
-                option.hard_ttl(),
-                client.append_entries(req),
-            )
-            .await?;
+        let resp = self.call(RPCTypes::AppendEntries, option.hard_ttl(), client.append_entries(req)).await?;
         codec::append_response_from_pb(resp).map_err(malformed)
     }
 
@@ -202,13 +220,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         let mut req = codec::transfer_request_to_pb(&rpc);
         req.header = Some(self.header);
         let mut client = self.client()?;
-        let resp = self
-            .call(
-                RPCTypes::TransferLeader,
-                option.soft_ttl(),
-                client.transfer_leader(req),
-            )
-            .await?;
+        let resp =
+            self.call(RPCTypes::TransferLeader, option.soft_ttl(), client.transfer_leader(req)).await?;
         codec::transfer_response_from_pb(resp).map_err(malformed)
     }
 
@@ -256,10 +269,7 @@ pub fn snapshot_chunks(
         })
         .collect();
     if chunks.is_empty() {
-        chunks.push(pb::SnapshotChunk {
-            crc32: crc32fast::hash(&[]),
-            ..Default::default()
-        });
+        chunks.push(pb::SnapshotChunk { crc32: crc32fast::hash(&[]), ..Default::default() });
     }
     chunks[0].header = Some(header);
     chunks[0].vote = Some(codec::vote_to_pb(vote));

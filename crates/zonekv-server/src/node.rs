@@ -13,6 +13,7 @@ use zonekv_raft::keys::{self, MetaKey, NODE_GROUP};
 use zonekv_raft::{LogStore, LogSyncer, NodeId, StateMachine, codec};
 
 use crate::network::{Channels, NetworkFactory};
+use crate::proposer::{BatchLimits, Proposer};
 use crate::replica::Replica;
 use crate::{Error, NodeConfig, Result, service};
 
@@ -67,6 +68,7 @@ pub(crate) struct NodeInner {
     pub(crate) addr: String,
     pub(crate) syncer: LogSyncer,
     pub(crate) replica: Replica,
+    pub(crate) proposer: Proposer,
 }
 
 impl Node {
@@ -92,14 +94,10 @@ impl Node {
 
         let listener = TcpListener::bind(config.listen)
             .await
-            .map_err(|source| Error::Listen {
-                addr: config.listen.to_string(),
-                source,
-            })?;
-        let bound = listener.local_addr().map_err(|source| Error::Listen {
-            addr: config.listen.to_string(),
-            source,
-        })?;
+            .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
         let addr = config.advertise_addr.clone().unwrap_or_else(|| bound.to_string());
 
         let sm = StateMachine::open(engine.clone(), FIRST_RANGE, keys::all_user_data())?;
@@ -112,30 +110,30 @@ impl Node {
             Err(e) => {
                 // Release the storage before reporting, so the directory can be reopened.
                 syncer.close();
-                return Err(Error::ReplicaStopped {
-                    range: FIRST_RANGE,
-                    reason: e.to_string(),
-                });
+                return Err(Error::ReplicaStopped { range: FIRST_RANGE, reason: e.to_string() });
             }
         };
         let apply_wait = Duration::from_millis(2 * config.raft.election_timeout_max_ms);
-        let replica = Replica {
-            range: FIRST_RANGE,
-            node_id: config.node_id,
-            raft,
-            engine,
-            apply_wait,
-        };
-        let inner = Arc::new(NodeInner {
-            config,
-            addr,
-            syncer,
-            replica,
-        });
+        let replica = Replica { range: FIRST_RANGE, node_id: config.node_id, raft, engine, apply_wait };
+        let proposer = Proposer::start(
+            replica.clone(),
+            BatchLimits {
+                max_ops: config.raft.max_ops_per_entry,
+                max_bytes: config.raft.max_bytes_per_entry,
+                max_in_flight: config.raft.max_proposals_in_flight,
+            },
+        );
+        let inner = Arc::new(NodeInner { config, addr, syncer, replica, proposer });
 
         let (tx, rx) = oneshot::channel();
         let router = service::router(NodeHandle { inner: inner.clone() });
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // We bind the listener ourselves (clear startup errors, port 0), so tonic's
+        // `tcp_nodelay` does not apply: without TCP_NODELAY, Nagle plus delayed ACKs stall small
+        // replies for 40 ms.
+        let incoming =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
+                s.and_then(|s| s.set_nodelay(true).map(|()| s))
+            });
         let task = tokio::spawn(async move {
             if let Err(e) = router
                 .serve_with_incoming_shutdown(incoming, async {
@@ -146,10 +144,7 @@ impl Node {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         });
-        let mut node = Node {
-            handle: NodeHandle { inner },
-            server: Some((tx, task)),
-        };
+        let mut node = Node { handle: NodeHandle { inner }, server: Some((tx, task)) };
         tracing::info!(node_id = node.id(), addr = %node.addr(), bound = %bound, "node started");
 
         if let Some(join) = node.inner.config.join.clone()
@@ -178,17 +173,12 @@ impl Node {
         if let Err(e) = self.inner.replica.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        self.inner.proposer.close().await;
         if let Some((tx, mut task)) = self.server.take() {
             let _ = tx.send(());
             // Graceful: connections drain and their tasks drop their handles to the node.
-            if tokio::time::timeout(Duration::from_secs(5), &mut task)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    node_id = self.id(),
-                    "gRPC server did not drain within 5 s; aborting it"
-                );
+            if tokio::time::timeout(Duration::from_secs(5), &mut task).await.is_err() {
+                tracing::warn!(node_id = self.id(), "gRPC server did not drain within 5 s; aborting it");
                 task.abort();
                 let _ = task.await;
             }
@@ -260,9 +250,8 @@ impl Drop for Node {
 
 /// Raft messages carry whole log entries, each up to a full batch; `max-entries-per-append`
 /// of them must fit.
-fn raft_message_limit(config: &NodeConfig) -> usize {
-    config
-        .max_message_bytes()
+pub(crate) fn raft_message_limit(config: &NodeConfig) -> usize {
+    (config.max_message_bytes() + config.raft.max_bytes_per_entry)
         .saturating_mul(config.raft.max_entries_per_append as usize)
         .max(64 << 20)
 }

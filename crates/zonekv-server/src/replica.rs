@@ -39,11 +39,7 @@ impl Replica {
     pub(crate) fn leader_hint(&self) -> Option<LeaderHint> {
         let m = self.metrics();
         let id = m.current_leader?;
-        let addr = m
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| n.addr.clone());
+        let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone());
         Some(LeaderHint { node_id: id, addr })
     }
 
@@ -55,10 +51,7 @@ impl Replica {
     fn stopped(&self) -> Option<Error> {
         match &self.metrics().running_state {
             Ok(()) => None,
-            Err(fatal) => Some(Error::ReplicaStopped {
-                range: self.range,
-                reason: fatal.to_string(),
-            }),
+            Err(fatal) => Some(Error::ReplicaStopped { range: self.range, reason: fatal.to_string() }),
         }
     }
 
@@ -67,27 +60,16 @@ impl Replica {
             return Error::NotInitialized(self.node_id);
         }
         let leader = match f {
-            Some(ForwardToLeader {
-                leader_id: Some(id),
-                leader_node,
-                ..
-            }) => Some(LeaderHint {
-                node_id: *id,
-                addr: leader_node.as_ref().map(|n| n.addr.clone()),
-            }),
+            Some(ForwardToLeader { leader_id: Some(id), leader_node, .. }) => {
+                Some(LeaderHint { node_id: *id, addr: leader_node.as_ref().map(|n| n.addr.clone()) })
+            }
             _ => self.leader_hint().filter(|h| h.node_id != self.node_id),
         };
-        Error::NotLeader {
-            range: self.range,
-            leader,
-        }
+        Error::NotLeader { range: self.range, leader }
     }
 
     fn fatal(&self, f: impl std::fmt::Display) -> Error {
-        self.stopped().unwrap_or_else(|| Error::ReplicaStopped {
-            range: self.range,
-            reason: f.to_string(),
-        })
+        self.stopped().unwrap_or_else(|| Error::ReplicaStopped { range: self.range, reason: f.to_string() })
     }
 
     /// Proposes `cmd` and waits until it is applied. Returns one result per op and the log
@@ -98,12 +80,9 @@ impl Replica {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(self.not_leader(Some(&f)).await)
             }
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
-                Err(Error::OutcomeUnknown(format!(
-                    "leadership moved (now {:?}) before the write was applied",
-                    f.leader_id
-                )))
-            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => Err(Error::OutcomeUnknown(
+                format!("leadership moved (now {:?}) before the write was applied", f.leader_id),
+            )),
             Err(RaftError::APIError(other)) => Err(Error::FailedPrecondition(other.to_string())),
             // The entry may already be in the log and be committed by the next leader.
             Err(RaftError::Fatal(f)) => Err(Error::OutcomeUnknown(format!(
@@ -148,10 +127,7 @@ impl Replica {
         };
         let index = linearizer.read_log_id().index();
         // The read index is known; wait (boundedly) until this replica has applied it.
-        match linearizer
-            .try_await_ready(&self.raft, Some(self.apply_wait))
-            .await
-        {
+        match linearizer.try_await_ready(&self.raft, Some(self.apply_wait)).await {
             Ok(Ok(_)) => Ok(index),
             Ok(Err(state)) => Err(Error::Unavailable(format!(
                 "range {}: not applied up to the read index {index} within {:?} (applied: {:?})",

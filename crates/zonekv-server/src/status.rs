@@ -1,54 +1,74 @@
-//! Mapping of [`Error`] to gRPC statuses: the only place the node's errors meet tonic.
+//! Mapping of [`Error`] to gRPC statuses (unary calls) and to in-band stream errors: the only
+//! place the node's errors meet the wire.
 
 use tonic::{Code, Status};
+use zonekv_proto::kv::v1 as pb;
+use zonekv_proto::metadata::{LEADER_ADDR, LEADER_ID, NOT_APPLIED};
 
 use crate::Error;
 
-use zonekv_proto::metadata::{
-    LEADER_ADDR as LEADER_ADDR_HEADER, LEADER_ID as LEADER_ID_HEADER, NOT_APPLIED as NOT_APPLIED_HEADER,
-};
+/// The gRPC code of an error.
+fn code(e: &Error) -> Code {
+    match e {
+        Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
+        Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,
+        Error::NotInitialized(_) | Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::NotFound(_) => Code::NotFound,
+        Error::OutcomeUnknown(_) => Code::Unknown,
+        Error::Storage(s) if s.is_corruption() => Code::DataLoss,
+        Error::Raft(r) if r.is_corruption() => Code::DataLoss,
+        Error::ReplicaStopped { .. } | Error::Storage(_) | Error::Raft(_) => Code::Internal,
+        Error::Listen { .. } | Error::Join { .. } => Code::Internal,
+    }
+}
+
+/// True if the request surely had no effect (nothing was proposed).
+fn not_applied(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::NotLeader { .. }
+            | Error::NotInitialized(_)
+            | Error::InvalidArgument(_)
+            | Error::Unavailable(_)
+            | Error::NotFound(_)
+            | Error::FailedPrecondition(_)
+    )
+}
+
+fn leader(e: &Error) -> Option<(u64, Option<&str>)> {
+    match e {
+        Error::NotLeader { leader: Some(h), .. } => Some((h.node_id, h.addr.as_deref())),
+        _ => None,
+    }
+}
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        let code = match &e {
-            Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
-            Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,
-            Error::NotInitialized(_) | Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::NotFound(_) => Code::NotFound,
-            Error::OutcomeUnknown(_) => Code::Unknown,
-            Error::Storage(s) if s.is_corruption() => Code::DataLoss,
-            Error::Raft(r) if r.is_corruption() => Code::DataLoss,
-            Error::ReplicaStopped { .. } | Error::Storage(_) | Error::Raft(_) => Code::Internal,
-            Error::Listen { .. } | Error::Join { .. } => Code::Internal,
-        };
-        let mut status = Status::new(code, e.to_string());
+        let mut status = Status::new(code(&e), e.to_string());
         let md = status.metadata_mut();
-        if let Error::NotLeader {
-            leader: Some(hint), ..
-        } = &e
-        {
-            md.insert(
-                LEADER_ID_HEADER,
-                hint.node_id
-                    .to_string()
-                    .parse()
-                    .expect("digits are valid metadata"),
-            );
-            if let Some(addr) = hint.addr.as_ref().and_then(|a| a.parse().ok()) {
-                md.insert(LEADER_ADDR_HEADER, addr);
+        if let Some((id, addr)) = leader(&e) {
+            md.insert(LEADER_ID, id.to_string().parse().expect("digits are valid metadata"));
+            if let Some(addr) = addr.and_then(|a| a.parse().ok()) {
+                md.insert(LEADER_ADDR, addr);
             }
         }
-        if matches!(
-            e,
-            Error::NotLeader { .. }
-                | Error::NotInitialized(_)
-                | Error::InvalidArgument(_)
-                | Error::Unavailable(_)
-                | Error::NotFound(_)
-                | Error::FailedPrecondition(_)
-        ) {
-            md.insert(NOT_APPLIED_HEADER, "true".parse().expect("valid metadata"));
+        if not_applied(&e) {
+            md.insert(NOT_APPLIED, "true".parse().expect("valid metadata"));
         }
         status
+    }
+}
+
+impl From<Error> for pb::Error {
+    fn from(e: Error) -> Self {
+        let (leader_id, leader_addr) =
+            leader(&e).map_or((0, String::new()), |(id, a)| (id, a.unwrap_or("").into()));
+        pb::Error {
+            code: code(&e) as i32,
+            message: e.to_string(),
+            leader_id,
+            leader_addr,
+            not_applied: not_applied(&e),
+        }
     }
 }

@@ -98,43 +98,18 @@ mod tests {
 
     #[test]
     fn keys_values_and_batches_over_the_limits_are_named_in_the_error() {
-        let limits = Limits {
-            max_value_bytes: 10,
-            max_batch_ops: 2,
-            max_batch_bytes: 12,
-            ..Limits::default()
-        };
+        let limits =
+            Limits { max_value_bytes: 10, max_batch_ops: 2, max_batch_bytes: 12, ..Limits::default() };
         assert!(key(b"").unwrap_err().to_string().contains("empty"));
         assert!(key(&[1; 4097]).unwrap_err().to_string().contains("4097 bytes"));
         key(&[1; 4096]).unwrap();
-        assert!(
-            value(&limits, &[0; 11])
-                .unwrap_err()
-                .to_string()
-                .contains("max-value-bytes")
-        );
-        assert!(
-            batch(&limits, &[])
-                .unwrap_err()
-                .to_string()
-                .contains("no mutations")
-        );
-        let put = |k: &[u8], v: &[u8]| Mutation::Put {
-            key: b(k),
-            value: b(v),
-        };
+        assert!(value(&limits, &[0; 11]).unwrap_err().to_string().contains("max-value-bytes"));
+        assert!(batch(&limits, &[]).unwrap_err().to_string().contains("no mutations"));
+        let put = |k: &[u8], v: &[u8]| Mutation::Put { key: b(k), value: b(v) };
         let three = [put(b"a", b""), put(b"b", b""), put(b"c", b"")];
-        assert!(
-            batch(&limits, &three)
-                .unwrap_err()
-                .to_string()
-                .contains("max-batch-ops")
-        );
+        assert!(batch(&limits, &three).unwrap_err().to_string().contains("max-batch-ops"));
         let err = batch(&limits, &[put(b"a", b"1"), Mutation::Delete { key: b(b"") }]).unwrap_err();
-        assert!(
-            err.to_string().starts_with("mutation 1: key must not be empty"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("mutation 1: key must not be empty"), "{err}");
         let err = batch(&limits, &[put(b"aa", b"0123456789"), put(b"b", b"")]).unwrap_err();
         assert!(err.to_string().contains("max-batch-bytes"), "{err}");
         batch(&limits, &[put(b"a", b"0123456789")]).unwrap();

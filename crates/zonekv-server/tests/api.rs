@@ -12,9 +12,7 @@ use zonekv_server::{LocalCluster, NodeConfig};
 
 async fn cluster(n: usize) -> LocalCluster {
     let c = LocalCluster::start(n, None).await.expect("cluster starts");
-    c.wait_for_leader(Duration::from_secs(20))
-        .await
-        .expect("leader elected");
+    c.wait_for_leader(Duration::from_secs(20)).await.expect("leader elected");
     c
 }
 
@@ -23,10 +21,7 @@ fn b(s: &str) -> Bytes {
 }
 
 async fn raw(addr: &str) -> KvClient<tonic::transport::Channel> {
-    KvClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
-        .max_encoding_message_size(usize::MAX)
+    KvClient::connect(format!("http://{addr}")).await.expect("connect").max_encoding_message_size(usize::MAX)
 }
 
 async fn leader_and_follower(c: &LocalCluster) -> (String, String) {
@@ -72,11 +67,7 @@ async fn kv_operations_follow_their_contract() {
     assert!(!all.more);
 
     let page = client
-        .scan(&ScanOptions {
-            start: Bound::Excluded(b("b")),
-            limit: 1,
-            ..Default::default()
-        })
+        .scan(&ScanOptions { start: Bound::Excluded(b("b")), limit: 1, ..Default::default() })
         .await
         .unwrap();
     assert_eq!(page.pairs, vec![(b("k1"), b("v1"))]);
@@ -99,27 +90,10 @@ async fn followers_redirect_to_the_leader_and_serve_stale_reads() {
     let c = cluster(3).await;
     let (leader, follower) = leader_and_follower(&c).await;
     let mut kv = raw(&follower).await;
-    let err = kv
-        .put(pb::PutRequest {
-            key: b("k"),
-            value: b("v"),
-        })
-        .await
-        .unwrap_err();
+    let err = kv.put(pb::PutRequest { key: b("k"), value: b("v") }).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(
-        err.message().contains("not leader") && err.message().contains(&leader),
-        "{}",
-        err.message()
-    );
-    assert_eq!(
-        err.metadata()
-            .get("zonekv-leader-addr")
-            .unwrap()
-            .to_str()
-            .unwrap(),
-        leader
-    );
+    assert!(err.message().contains("not leader") && err.message().contains(&leader), "{}", err.message());
+    assert_eq!(err.metadata().get("zonekv-leader-addr").unwrap().to_str().unwrap(), leader);
 
     // A client that only knows the follower follows the redirect.
     let client = Client::new([follower.clone()]).unwrap();
@@ -148,10 +122,7 @@ async fn bad_input_is_refused_with_a_named_problem_and_changes_nothing() {
         max_batch_bytes: 2048,
         ..Default::default()
     };
-    let template = NodeConfig {
-        limits,
-        ..NodeConfig::default()
-    };
+    let template = NodeConfig { limits, ..NodeConfig::default() };
     let c = LocalCluster::start_with(1, None, template).await.unwrap();
     c.wait_for_leader(Duration::from_secs(20)).await.unwrap();
     let addr = c.addrs()[0].clone();
@@ -159,89 +130,42 @@ async fn bad_input_is_refused_with_a_named_problem_and_changes_nothing() {
     let expect = |r: Result<tonic::Response<pb::PutResponse>, tonic::Status>, code: Code, text: &str| {
         let e = r.unwrap_err();
         assert_eq!(e.code(), code, "{}", e.message());
-        assert!(
-            e.message().contains(text),
-            "{:?} does not mention {text:?}",
-            e.message()
-        );
+        assert!(e.message().contains(text), "{:?} does not mention {text:?}", e.message());
     };
+    expect(kv.put(pb::PutRequest { key: b(""), value: b("v") }).await, Code::InvalidArgument, "empty");
     expect(
-        kv.put(pb::PutRequest {
-            key: b(""),
-            value: b("v"),
-        })
-        .await,
-        Code::InvalidArgument,
-        "empty",
-    );
-    expect(
-        kv.put(pb::PutRequest {
-            key: vec![7u8; 4097].into(),
-            value: b("v"),
-        })
-        .await,
+        kv.put(pb::PutRequest { key: vec![7u8; 4097].into(), value: b("v") }).await,
         Code::InvalidArgument,
         "4097 bytes",
     );
     expect(
-        kv.put(pb::PutRequest {
-            key: b("k"),
-            value: vec![0u8; 1025].into(),
-        })
-        .await,
+        kv.put(pb::PutRequest { key: b("k"), value: vec![0u8; 1025].into() }).await,
         Code::InvalidArgument,
         "max-value-bytes",
     );
 
     let put = |k: &str, n: usize| pb::Mutation {
-        op: Some(pb::mutation::Op::Put(pb::mutation::Put {
-            key: b(k),
-            value: vec![1u8; n].into(),
-        })),
+        op: Some(pb::mutation::Op::Put(pb::mutation::Put { key: b(k), value: vec![1u8; n].into() })),
     };
     let batch_err = |r: Result<tonic::Response<pb::BatchResponse>, tonic::Status>| r.unwrap_err();
     let e = batch_err(kv.batch(pb::BatchRequest { mutations: vec![] }).await);
     assert!(e.code() == Code::InvalidArgument && e.message().contains("no mutations"));
     let five: Vec<_> = (0..5).map(|i| put(&format!("b{i}"), 1)).collect();
     let e = batch_err(kv.batch(pb::BatchRequest { mutations: five }).await);
-    assert!(
-        e.code() == Code::InvalidArgument && e.message().contains("max-batch-ops"),
-        "{}",
-        e.message()
-    );
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("max-batch-ops"), "{}", e.message());
     let big: Vec<_> = (0..3).map(|i| put(&format!("b{i}"), 1000)).collect();
     let e = batch_err(kv.batch(pb::BatchRequest { mutations: big }).await);
-    assert!(
-        e.code() == Code::InvalidArgument && e.message().contains("max-batch-bytes"),
-        "{}",
-        e.message()
-    );
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("max-batch-bytes"), "{}", e.message());
     let e = batch_err(
-        kv.batch(pb::BatchRequest {
-            mutations: vec![put("ok", 1), pb::Mutation { op: None }],
-        })
-        .await,
+        kv.batch(pb::BatchRequest { mutations: vec![put("ok", 1), pb::Mutation { op: None }] }).await,
     );
-    assert!(
-        e.code() == Code::InvalidArgument && e.message().contains("mutation 1"),
-        "{}",
-        e.message()
-    );
+    assert!(e.code() == Code::InvalidArgument && e.message().contains("mutation 1"), "{}", e.message());
 
-    let e = kv
-        .get(pb::GetRequest {
-            key: b("k"),
-            consistency: 9,
-        })
-        .await
-        .unwrap_err();
+    let e = kv.get(pb::GetRequest { key: b("k"), consistency: 9 }).await.unwrap_err();
     assert!(e.code() == Code::InvalidArgument && e.message().contains("read consistency 9"));
     let e = kv
         .scan(pb::ScanRequest {
-            start: Some(pb::Bound {
-                key: vec![1u8; 5000].into(),
-                inclusive: true,
-            }),
+            start: Some(pb::Bound { key: vec![1u8; 5000].into(), inclusive: true }),
             ..Default::default()
         })
         .await
@@ -272,35 +196,17 @@ async fn admin_rejects_unknown_node_ids_and_double_initialization() {
     let (leader, _) = leader_and_follower(&c).await;
     let admin = Client::new([leader.clone()]).unwrap().admin();
     let err = admin.remove_node(99).await.unwrap_err();
-    assert!(
-        matches!(&err, ClientError::NotFound(m) if m.contains("node 99")),
-        "{err}"
-    );
+    assert!(matches!(&err, ClientError::NotFound(m) if m.contains("node 99")), "{err}");
     let err = admin.transfer_leader(1, 99).await.unwrap_err();
-    assert!(
-        matches!(&err, ClientError::InvalidArgument(m) if m.contains("node 99")),
-        "{err}"
-    );
+    assert!(matches!(&err, ClientError::InvalidArgument(m) if m.contains("node 99")), "{err}");
     let err = admin.transfer_leader(5, 1).await.unwrap_err();
-    assert!(
-        matches!(&err, ClientError::NotFound(m) if m.contains("range 5")),
-        "{err}"
-    );
+    assert!(matches!(&err, ClientError::NotFound(m) if m.contains("range 5")), "{err}");
     let err = admin.add_node(0, "127.0.0.1:1", false).await.unwrap_err();
-    assert!(
-        matches!(&err, ClientError::InvalidArgument(m) if m.contains("reserved")),
-        "{err}"
-    );
+    assert!(matches!(&err, ClientError::InvalidArgument(m) if m.contains("reserved")), "{err}");
     let err = admin.add_node(2, "127.0.0.9:1", false).await.unwrap_err();
-    assert!(
-        matches!(&err, ClientError::FailedPrecondition(m) if m.contains("already a member")),
-        "{err}"
-    );
+    assert!(matches!(&err, ClientError::FailedPrecondition(m) if m.contains("already a member")), "{err}");
     let err = admin.initialize(&leader, &c.members()).await.unwrap_err();
-    assert!(
-        matches!(&err, ClientError::FailedPrecondition(m) if m.contains("already")),
-        "{err}"
-    );
+    assert!(matches!(&err, ClientError::FailedPrecondition(m) if m.contains("already")), "{err}");
     let status = admin.status(&leader).await.unwrap();
     assert_eq!(status.ranges[0].replicas.len(), 3);
     assert_eq!(status.ranges[0].state, "leader");
@@ -317,13 +223,7 @@ async fn uninitialized_nodes_say_so() {
     };
     let node = zonekv_server::Node::start(config).await.unwrap();
     let mut kv = raw(node.addr()).await;
-    let e = kv
-        .put(pb::PutRequest {
-            key: b("k"),
-            value: b("v"),
-        })
-        .await
-        .unwrap_err();
+    let e = kv.put(pb::PutRequest { key: b("k"), value: b("v") }).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("zonekv init"), "{}", e.message());
     let e = node.initialize(&[(2, "127.0.0.1:9".into())]).await.unwrap_err();

@@ -13,19 +13,13 @@ use zonekv_engine_rocks::{RocksEngine, RocksOptions};
 use zonekv_server::{Error, Node, NodeConfig, ReadConsistency};
 
 fn config(dir: &std::path::Path) -> NodeConfig {
-    NodeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.into(),
-        ..NodeConfig::default()
-    }
+    NodeConfig { listen: "127.0.0.1:0".parse().unwrap(), data_dir: dir.into(), ..NodeConfig::default() }
 }
 
 async fn single_node(dir: &std::path::Path) -> Node {
     let node = Node::start(config(dir)).await.expect("start");
     if !node.is_initialized().await {
-        node.initialize(&[(node.id(), node.addr().to_string())])
-            .await
-            .unwrap();
+        node.initialize(&[(node.id(), node.addr().to_string())]).await.unwrap();
     }
     node.wait_for_leader(Duration::from_secs(10)).await.unwrap();
     node
@@ -58,14 +52,7 @@ async fn a_damaged_value_is_reported_as_data_loss_not_served() {
     assert_eq!(damage(dir.path(), Cf::Data, |k| k.ends_with(b"bad")), 1);
 
     let node = single_node(dir.path()).await;
-    assert_eq!(
-        node.get(b"good", ReadConsistency::Linearizable)
-            .await
-            .unwrap()
-            .0
-            .unwrap(),
-        "fine"
-    );
+    assert_eq!(node.get(b"good", ReadConsistency::Linearizable).await.unwrap().0.unwrap(), "fine");
     let err = node.get(b"bad", ReadConsistency::Linearizable).await.unwrap_err();
     assert!(err.to_string().contains("CRC32"), "{err}");
     let status: tonic::Status = err.into();
@@ -142,29 +129,18 @@ impl Decoder for RawCodec {
 async fn malformed_protobuf_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let node = single_node(dir.path()).await;
-    let channel = Channel::from_shared(format!("http://{}", node.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", node.addr())).unwrap().connect().await.unwrap();
     let cases: [(&str, Vec<u8>); 4] = [
         ("/zonekv.kv.v1.Kv/Put", vec![0x0a, 0xff, 0xff, 0xff, 0x0f, 1, 2]), // length past the end
         ("/zonekv.kv.v1.Kv/Batch", vec![0x0a, 0x03, 0x0a, 0x05, 0x00]),     // nested length overflow
-        (
-            "/zonekv.raft.v1.RaftTransport/AppendEntries",
-            vec![0x12, 0x02, 0x08],
-        ),
+        ("/zonekv.raft.v1.RaftTransport/AppendEntries", vec![0x12, 0x02, 0x08]),
         ("/zonekv.admin.v1.Admin/AddNode", vec![0x07]), // invalid tag
     ];
     for (path, body) in cases {
         let mut grpc = tonic::client::Grpc::new(channel.clone());
         grpc.ready().await.unwrap();
         let err = grpc
-            .unary(
-                tonic::Request::new(body),
-                PathAndQuery::from_static(path),
-                RawCodec,
-            )
+            .unary(tonic::Request::new(body), PathAndQuery::from_static(path), RawCodec)
             .await
             .expect_err(path);
         assert!(

@@ -8,11 +8,7 @@ use zonekv_server::{LocalCluster, Node, NodeConfig, RaftConfig, ReadConsistency}
 async fn stale_value(node: &Node, key: &str, want: &str, timeout: Duration) -> Option<String> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let v = node
-            .get(key.as_bytes(), ReadConsistency::Stale)
-            .await
-            .ok()
-            .and_then(|(v, _)| v);
+        let v = node.get(key.as_bytes(), ReadConsistency::Stale).await.ok().and_then(|(v, _)| v);
         let v = v.map(|b| String::from_utf8_lossy(&b).into_owned());
         if v.as_deref() == Some(want) || tokio::time::Instant::now() >= deadline {
             return v;
@@ -39,12 +35,7 @@ async fn a_new_node_joins_a_running_cluster_and_receives_its_data() {
     };
     let joined = Node::start(config).await.expect("join succeeds");
     assert!(joined.is_initialized().await);
-    assert_eq!(
-        stale_value(&joined, "k49", "v49", Duration::from_secs(10))
-            .await
-            .as_deref(),
-        Some("v49")
-    );
+    assert_eq!(stale_value(&joined, "k49", "v49", Duration::from_secs(10)).await.as_deref(), Some("v49"));
     let status = l.status().await;
     let voters: Vec<u64> = status.ranges[0]
         .members
@@ -64,15 +55,9 @@ async fn a_new_node_joins_a_running_cluster_and_receives_its_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
-    let raft = RaftConfig {
-        snapshot_after_entries: 40,
-        keep_entries_after_snapshot: 5,
-        ..RaftConfig::default()
-    };
-    let template = NodeConfig {
-        raft,
-        ..NodeConfig::default()
-    };
+    let raft =
+        RaftConfig { snapshot_after_entries: 40, keep_entries_after_snapshot: 5, ..RaftConfig::default() };
+    let template = NodeConfig { raft, ..NodeConfig::default() };
     let mut cluster = LocalCluster::start_with(3, None, template).await.unwrap();
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
     let lagging = (1..=3).find(|id| *id != leader).unwrap();
@@ -87,31 +72,21 @@ async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
     // can only catch up from a snapshot.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while l.status().await.ranges[0].purged_index < 100 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "leader never purged its log"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "leader never purged its log");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     cluster.restart_node(lagging).await.unwrap();
     let node = cluster.node(lagging).unwrap();
     assert_eq!(
-        stale_value(node, "key-0299", "value-299", Duration::from_secs(20))
-            .await
-            .as_deref(),
+        stale_value(node, "key-0299", "value-299", Duration::from_secs(20)).await.as_deref(),
         Some("value-299")
     );
     assert_eq!(
-        stale_value(node, "key-0150", "value-150", Duration::from_secs(1))
-            .await
-            .as_deref(),
+        stale_value(node, "key-0150", "value-150", Duration::from_secs(1)).await.as_deref(),
         Some("value-150")
     );
-    assert_eq!(
-        node.get(b"key-0000", ReadConsistency::Stale).await.unwrap().0,
-        None
-    );
+    assert_eq!(node.get(b"key-0000", ReadConsistency::Stale).await.unwrap().0, None);
     let page = node
         .scan(&zonekv_server::Scan {
             consistency: ReadConsistency::Stale,

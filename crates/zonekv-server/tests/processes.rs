@@ -13,11 +13,7 @@ use zonekv_client::{AdminClient, Client, ClientConfig, ClientError};
 const ZONEKV: &str = env!("CARGO_BIN_EXE_zonekv");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Proc {
@@ -41,20 +37,10 @@ fn spawn(id: u64, addr: &str, dir: &Path, extra: &[&str]) -> Child {
 /// test fails.
 fn spawn_logged(id: u64, addr: &str, dir: &Path, extra: &[&str], stderr: Stdio) -> Child {
     Command::new(ZONEKV)
-        .args([
-            "start",
-            "--node-id",
-            &id.to_string(),
-            "--listen",
-            addr,
-            "--data-dir",
-        ])
+        .args(["start", "--node-id", &id.to_string(), "--listen", addr, "--data-dir"])
         .arg(dir.join(format!("node-{id}")))
         .args(extra)
-        .env(
-            "RUST_LOG",
-            std::env::var("ZONEKV_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .env("RUST_LOG", std::env::var("ZONEKV_TEST_LOG").unwrap_or_else(|_| "info".into()))
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
@@ -73,11 +59,7 @@ fn wait_serving(child: &mut Child) {
 fn cli(args: &[&str]) -> String {
     let out = Command::new(ZONEKV).args(args).output().expect("run zonekv");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "zonekv {args:?}: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "zonekv {args:?}: {}{stdout}", String::from_utf8_lossy(&out.stderr));
     stdout
 }
 
@@ -124,31 +106,12 @@ async fn a_thousand_writes_survive_sigkill_of_the_leader() {
     let out = cli(&["init", "--nodes", &spec.join(",")]);
     assert!(out.contains("initialized a cluster of 3 nodes"), "{out}");
     let endpoints = members.iter().map(|m| m.1.clone()).collect::<Vec<_>>().join(",");
-    assert_eq!(
-        cli(&["kv", "--endpoints", &endpoints, "put", "cli-key", "cli value"]).trim(),
-        "OK"
-    );
-    assert_eq!(
-        cli(&["kv", "--endpoints", &endpoints, "get", "cli-key"]).trim(),
-        "cli value"
-    );
-    let out = cli(&[
-        "kv",
-        "--endpoints",
-        &endpoints,
-        "cas",
-        "cli-key",
-        "--expected",
-        "nope",
-        "--new",
-        "x",
-    ]);
+    assert_eq!(cli(&["kv", "--endpoints", &endpoints, "put", "cli-key", "cli value"]).trim(), "OK");
+    assert_eq!(cli(&["kv", "--endpoints", &endpoints, "get", "cli-key"]).trim(), "cli value");
+    let out = cli(&["kv", "--endpoints", &endpoints, "cas", "cli-key", "--expected", "nope", "--new", "x"]);
     assert!(out.contains("not swapped (value was cli value)"), "{out}");
     let status = cli(&["status", "--addr", &members[1].1]);
-    assert!(
-        status.contains("range 1:") && status.contains("member node 3"),
-        "{status}"
-    );
+    assert!(status.contains("range 1:") && status.contains("member node 3"), "{status}");
 
     let mut config = ClientConfig::new(members.iter().map(|m| m.1.clone()));
     config.request_timeout = Duration::from_secs(5);
@@ -186,10 +149,7 @@ async fn a_thousand_writes_survive_sigkill_of_the_leader() {
 
     let leader_addr = procs.iter().find(|p| p.id == new_leader).unwrap().addr.clone();
     let reader = Client::new([leader_addr]).unwrap();
-    assert_eq!(
-        reader.get("cli-key").await.unwrap().as_deref(),
-        Some(&b"cli value"[..])
-    );
+    assert_eq!(reader.get("cli-key").await.unwrap().as_deref(), Some(&b"cli value"[..]));
     for (k, v) in &acked {
         let got = reader
             .get(k.clone())
@@ -210,10 +170,7 @@ fn joining_nothing_fails_with_a_clear_error() {
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(!status.success());
-    assert!(
-        err.contains(&format!("cannot join the cluster at {dead}")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("cannot join the cluster at {dead}")), "{err}");
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 

@@ -36,11 +36,7 @@ async fn main() -> Result<()> {
         "engine" => {
             for n in 0u64.. {
                 let mut b = WriteBatch::new();
-                b.put(
-                    Cf::Data,
-                    format!("key-{n:08}").into_bytes(),
-                    vec![(n % 251) as u8; 512],
-                );
+                b.put(Cf::Data, format!("key-{n:08}").into_bytes(), vec![(n % 251) as u8; 512]);
                 b.put(Cf::RaftMeta, b"last".to_vec(), n.to_be_bytes().to_vec());
                 engine.write(&b, true)?;
                 ack(n)?;
@@ -49,17 +45,12 @@ async fn main() -> Result<()> {
         "raft-log" => {
             let mut log = LogStore::new(engine.clone(), GROUP, LogSyncer::start(engine.clone()));
             for n in 1u64.. {
-                let op = Op::Put {
-                    key: Bytes::from(format!("k{n}")),
-                    value: Bytes::from(vec![7u8; 256]),
-                };
+                let op = Op::Put { key: Bytes::from(format!("k{n}")), value: Bytes::from(vec![7u8; 256]) };
                 let entry = Entry {
                     log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, n),
                     payload: EntryPayload::Normal(Command::single(op)),
                 };
-                log.blocking_append([entry])
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                log.blocking_append([entry]).await.map_err(|e| anyhow::anyhow!("{e}"))?;
                 ack(n)?;
             }
         }

@@ -49,11 +49,13 @@ impl Etcd {
                 .args(["--quota-backend-bytes", "8589934592", "--log-level", "warn", "--logger", "zap"]);
             procs.push(Proc::spawn(&format!("etcd {name}"), cmd, &dir.path().join(format!("{name}.log")))?);
         }
-        let endpoints: Vec<String> = members.iter().map(|(_, c, _)| format!("http://127.0.0.1:{c}")).collect();
+        let endpoints: Vec<String> =
+            members.iter().map(|(_, c, _)| format!("http://127.0.0.1:{c}")).collect();
         for (_, c, _) in &members {
             wait_for_port(&format!("127.0.0.1:{c}"), &mut procs, Duration::from_secs(30)).await?;
         }
-        let leader = find_leader(&endpoints).await.with_context(|| format!("logs in {}", dir.path().display()))?;
+        let leader =
+            find_leader(&endpoints).await.with_context(|| format!("logs in {}", dir.path().display()))?;
         Ok(Self { leader, version, _procs: procs, _dir: Some(dir) })
     }
 
@@ -69,12 +71,11 @@ async fn find_leader(endpoints: &[String]) -> Result<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         for ep in endpoints {
-            if let Ok(mut c) = Client::connect([ep.as_str()], None).await {
-                if let Ok(s) = c.status().await {
-                    let me = s.header().map(|h| h.member_id()).unwrap_or(0);
-                    if s.leader() != 0 && s.leader() == me {
-                        return Ok(ep.clone());
-                    }
+            let Ok(mut c) = Client::connect([ep.as_str()], None).await else { continue };
+            if let Ok(s) = c.status().await {
+                let me = s.header().map(|h| h.member_id()).unwrap_or(0);
+                if s.leader() != 0 && s.leader() == me {
+                    return Ok(ep.clone());
                 }
             }
         }

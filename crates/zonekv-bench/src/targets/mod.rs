@@ -59,7 +59,9 @@ impl TargetSpec {
             ("zonekv", e) => TargetSpec::Zonekv(e.map(list)),
             ("etcd", e) => TargetSpec::Etcd(e.map(list)),
             ("postgres", e) => TargetSpec::Postgres(e.map(str::to_string)),
-            _ => bail!("unknown target {s:?}: zonekv-embedded, zonekv[=ADDR,...], etcd[=URL,...], postgres[=CONNSTR]"),
+            _ => bail!(
+                "unknown target {s:?}: zonekv-embedded, zonekv[=ADDR,...], etcd[=URL,...], postgres[=CONNSTR]"
+            ),
         })
     }
 
@@ -97,11 +99,15 @@ pub async fn start(spec: &TargetSpec, opts: &StartOptions) -> Result<Box<dyn Tar
             std::fs::create_dir_all(&d)?;
             WorkDir::Kept(d)
         }
-        None => WorkDir::Temp(tempfile::Builder::new().prefix(&format!("zonekv-bench-{}-", spec.name())).tempdir()?),
+        None => WorkDir::Temp(
+            tempfile::Builder::new().prefix(&format!("zonekv-bench-{}-", spec.name())).tempdir()?,
+        ),
     };
     Ok(match spec {
         TargetSpec::ZonekvEmbedded => Box::new(zonekv::Embedded::start(dir).await?),
-        TargetSpec::Zonekv(None) => Box::new(zonekv::Processes::start(dir, opts.zonekv_bin.as_deref()).await?),
+        TargetSpec::Zonekv(None) => {
+            Box::new(zonekv::Processes::start(dir, opts.zonekv_bin.as_deref()).await?)
+        }
         TargetSpec::Zonekv(Some(eps)) => Box::new(zonekv::Processes::connect(eps.clone())),
         TargetSpec::Etcd(None) => Box::new(etcd::Etcd::start(dir).await?),
         TargetSpec::Etcd(Some(eps)) => Box::new(etcd::Etcd::connect(eps.clone()).await?),

@@ -88,7 +88,12 @@ impl Postgres {
             "shared_buffers=256MB",
         ]);
         let mut server = Proc::spawn("postgres", cmd, &dir.path().join("postgres.log"))?;
-        wait_for_port(&format!("127.0.0.1:{port}"), std::slice::from_mut(&mut server), Duration::from_secs(30)).await?;
+        wait_for_port(
+            &format!("127.0.0.1:{port}"),
+            std::slice::from_mut(&mut server),
+            Duration::from_secs(30),
+        )
+        .await?;
         let url = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
         prepare_schema(&url).await?;
         Ok(Self { url, version, server: Some(server), _dir: Some(dir) })
@@ -102,7 +107,8 @@ impl Postgres {
 }
 
 async fn open(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.with_context(|| format!("connecting to {url}"))?;
+    let (client, connection) =
+        tokio_postgres::connect(url, NoTls).await.with_context(|| format!("connecting to {url}"))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "postgres connection closed");
@@ -115,7 +121,10 @@ async fn prepare_schema(url: &str) -> Result<()> {
     let client = open(url).await?;
     // Retry while the server finishes starting up.
     for attempt in 0.. {
-        match client.batch_execute("CREATE TABLE IF NOT EXISTS kv (key bytea PRIMARY KEY, value bytea NOT NULL)").await {
+        match client
+            .batch_execute("CREATE TABLE IF NOT EXISTS kv (key bytea PRIMARY KEY, value bytea NOT NULL)")
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(e) if attempt < 50 => {
                 tracing::debug!(error = %e, "postgres not ready yet");

@@ -126,7 +126,10 @@ impl Processes {
     /// Starts three nodes, bootstraps them and waits for a leader.
     pub async fn start(dir: WorkDir, bin: Option<&Path>) -> Result<Self> {
         let bin = find_binary("zonekv", bin, &[], "cargo build --release -p zonekv-server")?;
-        let version = Command::new(&bin).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
+        let version = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
         let mut procs = Vec::new();
         let mut members = Vec::new();
         for id in 1..=3u64 {
@@ -135,7 +138,11 @@ impl Processes {
             cmd.args(["start", "--node-id", &id.to_string(), "--listen", &addr, "--data-dir"])
                 .arg(dir.path().join(format!("node-{id}")))
                 .env("RUST_LOG", "warn");
-            procs.push(Proc::spawn(&format!("zonekv node {id}"), cmd, &dir.path().join(format!("node-{id}.log")))?);
+            procs.push(Proc::spawn(
+                &format!("zonekv node {id}"),
+                cmd,
+                &dir.path().join(format!("node-{id}.log")),
+            )?);
             members.push((id, addr));
         }
         for (_, addr) in &members {

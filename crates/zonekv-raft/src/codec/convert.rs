@@ -23,22 +23,12 @@ fn malformed(what: impl Into<String>) -> Error {
 
 /// LogId → protobuf.
 pub fn log_id_to_pb(id: &LogId) -> pb::LogId {
-    pb::LogId {
-        term: id.leader_id.term,
-        node_id: id.leader_id.node_id,
-        index: id.index,
-    }
+    pb::LogId { term: id.leader_id.term, node_id: id.leader_id.node_id, index: id.index }
 }
 
 /// Protobuf → LogId.
 pub fn log_id_from_pb(id: &pb::LogId) -> LogId {
-    LogId::new(
-        LeaderId {
-            term: id.term,
-            node_id: id.node_id,
-        },
-        id.index,
-    )
+    LogId::new(LeaderId { term: id.term, node_id: id.node_id }, id.index)
 }
 
 fn opt_log_id(id: &Option<pb::LogId>) -> Option<LogId> {
@@ -47,28 +37,16 @@ fn opt_log_id(id: &Option<pb::LogId>) -> Option<LogId> {
 
 /// Vote → protobuf.
 pub fn vote_to_pb(v: &Vote) -> pb::Vote {
-    pb::Vote {
-        term: v.leader_id.term,
-        node_id: v.leader_id.node_id,
-        committed: v.committed,
-    }
+    pb::Vote { term: v.leader_id.term, node_id: v.leader_id.node_id, committed: v.committed }
 }
 
 /// Protobuf → Vote.
 pub fn vote_from_pb(v: &pb::Vote) -> Vote {
-    Vote {
-        leader_id: LeaderId {
-            term: v.term,
-            node_id: v.node_id,
-        },
-        committed: v.committed,
-    }
+    Vote { leader_id: LeaderId { term: v.term, node_id: v.node_id }, committed: v.committed }
 }
 
 fn required_vote(v: &Option<pb::Vote>) -> Result<Vote> {
-    v.as_ref()
-        .map(vote_from_pb)
-        .ok_or_else(|| malformed("missing vote"))
+    v.as_ref().map(vote_from_pb).ok_or_else(|| malformed("missing vote"))
 }
 
 /// Membership → protobuf.
@@ -77,29 +55,18 @@ pub fn membership_to_pb(m: &Membership) -> pb::Membership {
         configs: m
             .get_joint_config()
             .iter()
-            .map(|set| pb::NodeIdSet {
-                ids: set.iter().copied().collect(),
-            })
+            .map(|set| pb::NodeIdSet { ids: set.iter().copied().collect() })
             .collect(),
-        nodes: m
-            .nodes()
-            .map(|(id, n)| (*id, pb::Node { addr: n.addr.clone() }))
-            .collect(),
+        nodes: m.nodes().map(|(id, n)| (*id, pb::Node { addr: n.addr.clone() })).collect(),
     }
 }
 
 /// Protobuf → Membership; fails if a voter has no node entry or a configuration is empty.
 pub fn membership_from_pb(m: pb::Membership) -> Result<Membership> {
-    let configs: Vec<BTreeSet<u64>> = m
-        .configs
-        .into_iter()
-        .map(|set| set.ids.into_iter().collect())
-        .collect();
-    let nodes: BTreeMap<u64, NodeInfo> = m
-        .nodes
-        .into_iter()
-        .map(|(id, n)| (id, NodeInfo::new(n.addr)))
-        .collect();
+    let configs: Vec<BTreeSet<u64>> =
+        m.configs.into_iter().map(|set| set.ids.into_iter().collect()).collect();
+    let nodes: BTreeMap<u64, NodeInfo> =
+        m.nodes.into_iter().map(|(id, n)| (id, NodeInfo::new(n.addr))).collect();
     Membership::new(configs, nodes).map_err(|e| malformed(format!("invalid membership: {e}")))
 }
 
@@ -134,10 +101,7 @@ pub fn snapshot_meta_from_pb(m: pb::SnapshotMeta) -> Result<SnapshotMeta> {
 }
 
 fn put_pb(key: &bytes::Bytes, value: &bytes::Bytes) -> pb::op::Op {
-    pb::op::Op::Put(pb::op::Put {
-        key: key.clone(),
-        value: value.clone(),
-    })
+    pb::op::Op::Put(pb::op::Put { key: key.clone(), value: value.clone() })
 }
 
 fn delete_pb(key: &bytes::Bytes) -> pb::op::Op {
@@ -150,11 +114,7 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
         op: Some(match o {
             Op::Put { key, value } => put_pb(key, value),
             Op::Delete { key } => delete_pb(key),
-            Op::CompareAndSwap {
-                key,
-                expected,
-                new_value,
-            } => pb::op::Op::Cas(pb::op::CompareAndSwap {
+            Op::CompareAndSwap { key, expected, new_value } => pb::op::Op::Cas(pb::op::CompareAndSwap {
                 key: key.clone(),
                 expected: expected.clone(),
                 new_value: new_value.clone(),
@@ -172,43 +132,31 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
             }),
         }),
     };
-    pb::Command {
-        ops: c.ops.iter().map(op).collect(),
-    }
+    pb::Command { ops: c.ops.iter().map(op).collect() }
 }
 
 /// Protobuf → Command.
 pub fn command_from_pb(c: pb::Command) -> Result<Command> {
     let mut ops = Vec::with_capacity(c.ops.len());
     for o in c.ops {
-        ops.push(
-            match o.op.ok_or_else(|| malformed("command op without a kind"))? {
-                pb::op::Op::Put(p) => Op::Put {
-                    key: p.key,
-                    value: p.value,
-                },
-                pb::op::Op::Delete(d) => Op::Delete { key: d.key },
-                pb::op::Op::Cas(c) => Op::CompareAndSwap {
-                    key: c.key,
-                    expected: c.expected,
-                    new_value: c.new_value,
-                },
-                pb::op::Op::Batch(b) => {
-                    let mut muts = Vec::with_capacity(b.ops.len());
-                    for m in b.ops {
-                        muts.push(match m.op {
-                            Some(pb::op::Op::Put(p)) => Mutation::Put {
-                                key: p.key,
-                                value: p.value,
-                            },
-                            Some(pb::op::Op::Delete(d)) => Mutation::Delete { key: d.key },
-                            _ => return Err(malformed("a batch may only hold puts and deletes")),
-                        });
-                    }
-                    Op::Batch(muts)
+        ops.push(match o.op.ok_or_else(|| malformed("command op without a kind"))? {
+            pb::op::Op::Put(p) => Op::Put { key: p.key, value: p.value },
+            pb::op::Op::Delete(d) => Op::Delete { key: d.key },
+            pb::op::Op::Cas(c) => {
+                Op::CompareAndSwap { key: c.key, expected: c.expected, new_value: c.new_value }
+            }
+            pb::op::Op::Batch(b) => {
+                let mut muts = Vec::with_capacity(b.ops.len());
+                for m in b.ops {
+                    muts.push(match m.op {
+                        Some(pb::op::Op::Put(p)) => Mutation::Put { key: p.key, value: p.value },
+                        Some(pb::op::Op::Delete(d)) => Mutation::Delete { key: d.key },
+                        _ => return Err(malformed("a batch may only hold puts and deletes")),
+                    });
                 }
-            },
-        );
+                Op::Batch(muts)
+            }
+        });
     }
     Ok(Command { ops })
 }
@@ -220,19 +168,12 @@ pub fn entry_to_pb(e: &Entry) -> pb::Entry {
         EntryPayload::Normal(c) => pb::entry::Payload::Normal(command_to_pb(c)),
         EntryPayload::Membership(m) => pb::entry::Payload::Membership(membership_to_pb(m)),
     };
-    pb::Entry {
-        log_id: Some(log_id_to_pb(&e.log_id)),
-        payload: Some(payload),
-    }
+    pb::Entry { log_id: Some(log_id_to_pb(&e.log_id)), payload: Some(payload) }
 }
 
 /// Protobuf → Entry.
 pub fn entry_from_pb(e: pb::Entry) -> Result<Entry> {
-    let log_id = e
-        .log_id
-        .as_ref()
-        .map(log_id_from_pb)
-        .ok_or_else(|| malformed("entry without a log id"))?;
+    let log_id = e.log_id.as_ref().map(log_id_from_pb).ok_or_else(|| malformed("entry without a log id"))?;
     let payload = match e.payload.ok_or_else(|| malformed("entry without a payload"))? {
         pb::entry::Payload::Blank(_) => EntryPayload::Blank,
         pb::entry::Payload::Normal(c) => EntryPayload::Normal(command_from_pb(c)?),
@@ -267,9 +208,9 @@ pub fn append_response_to_pb(r: &AppendEntriesResponse<TypeConfig>) -> pb::Appen
     use pb::append_entries_response::{PartialSuccess, Result as R};
     let result = match r {
         AppendEntriesResponse::Success => R::Success(pb::Empty {}),
-        AppendEntriesResponse::PartialSuccess(m) => R::PartialSuccess(PartialSuccess {
-            matching: m.as_ref().map(log_id_to_pb),
-        }),
+        AppendEntriesResponse::PartialSuccess(m) => {
+            R::PartialSuccess(PartialSuccess { matching: m.as_ref().map(log_id_to_pb) })
+        }
         AppendEntriesResponse::Conflict => R::Conflict(pb::Empty {}),
         AppendEntriesResponse::HigherVote(v) => R::HigherVote(vote_to_pb(v)),
     };
@@ -279,17 +220,12 @@ pub fn append_response_to_pb(r: &AppendEntriesResponse<TypeConfig>) -> pb::Appen
 /// Protobuf → AppendEntries response.
 pub fn append_response_from_pb(r: pb::AppendEntriesResponse) -> Result<AppendEntriesResponse<TypeConfig>> {
     use pb::append_entries_response::Result as R;
-    Ok(
-        match r
-            .result
-            .ok_or_else(|| malformed("append-entries response without a result"))?
-        {
-            R::Success(_) => AppendEntriesResponse::Success,
-            R::PartialSuccess(p) => AppendEntriesResponse::PartialSuccess(opt_log_id(&p.matching)),
-            R::Conflict(_) => AppendEntriesResponse::Conflict,
-            R::HigherVote(v) => AppendEntriesResponse::HigherVote(vote_from_pb(&v)),
-        },
-    )
+    Ok(match r.result.ok_or_else(|| malformed("append-entries response without a result"))? {
+        R::Success(_) => AppendEntriesResponse::Success,
+        R::PartialSuccess(p) => AppendEntriesResponse::PartialSuccess(opt_log_id(&p.matching)),
+        R::Conflict(_) => AppendEntriesResponse::Conflict,
+        R::HigherVote(v) => AppendEntriesResponse::HigherVote(vote_from_pb(&v)),
+    })
 }
 
 /// Vote request → protobuf (without the transport header).
@@ -341,11 +277,7 @@ pub fn transfer_request_to_pb(r: &TransferLeaderRequest<TypeConfig>) -> pb::Tran
 
 /// Protobuf → transfer-leader request.
 pub fn transfer_request_from_pb(r: pb::TransferLeaderRequest) -> Result<TransferLeaderRequest<TypeConfig>> {
-    Ok(TransferLeaderRequest::new(
-        required_vote(&r.from_leader)?,
-        r.to_node_id,
-        opt_log_id(&r.last_log_id),
-    ))
+    Ok(TransferLeaderRequest::new(required_vote(&r.from_leader)?, r.to_node_id, opt_log_id(&r.last_log_id)))
 }
 
 /// Transfer-leader response → protobuf.
@@ -370,20 +302,42 @@ pub fn transfer_response_from_pb(
     r: pb::TransferLeaderResponse,
 ) -> Result<TransferLeaderResponse<TypeConfig>> {
     use pb::transfer_leader_response::Result as R;
-    Ok(
-        match r
-            .result
-            .ok_or_else(|| malformed("transfer-leader response without a result"))?
-        {
-            R::Ok(_) => Ok(()),
-            R::VoteChanged(v) => Err(TransferLeaderError::VoteChanged {
-                expected: required_vote(&v.expected)?,
-                actual: required_vote(&v.actual)?,
-            }),
-            R::LogNotFlushed(l) => Err(TransferLeaderError::LogNotFlushed {
-                expected: opt_log_id(&l.expected),
-                actual: opt_log_id(&l.actual),
-            }),
-        },
-    )
+    Ok(match r.result.ok_or_else(|| malformed("transfer-leader response without a result"))? {
+        R::Ok(_) => Ok(()),
+        R::VoteChanged(v) => Err(TransferLeaderError::VoteChanged {
+            expected: required_vote(&v.expected)?,
+            actual: required_vote(&v.actual)?,
+        }),
+        R::LogNotFlushed(l) => Err(TransferLeaderError::LogNotFlushed {
+            expected: opt_log_id(&l.expected),
+            actual: opt_log_id(&l.actual),
+        }),
+    })
+}
+
+/// Stream-append result → protobuf.
+pub fn stream_append_result_to_pb(
+    r: &openraft::raft::StreamAppendResult<TypeConfig>,
+) -> pb::StreamAppendResponse {
+    use openraft::raft::StreamAppendError;
+    use pb::stream_append_response::{Matching, Result as R};
+    let result = match r {
+        Ok(m) => R::Success(Matching { log_id: m.as_ref().map(log_id_to_pb) }),
+        Err(StreamAppendError::Conflict(id)) => R::Conflict(log_id_to_pb(id)),
+        Err(StreamAppendError::HigherVote(v)) => R::HigherVote(vote_to_pb(v)),
+    };
+    pb::StreamAppendResponse { result: Some(result) }
+}
+
+/// Protobuf → stream-append result.
+pub fn stream_append_result_from_pb(
+    r: pb::StreamAppendResponse,
+) -> Result<openraft::raft::StreamAppendResult<TypeConfig>> {
+    use openraft::raft::StreamAppendError;
+    use pb::stream_append_response::Result as R;
+    Ok(match r.result.ok_or_else(|| malformed("stream-append response without a result"))? {
+        R::Success(m) => Ok(opt_log_id(&m.log_id)),
+        R::Conflict(id) => Err(StreamAppendError::Conflict(log_id_from_pb(&id))),
+        R::HigherVote(v) => Err(StreamAppendError::HigherVote(vote_from_pb(&v))),
+    })
 }

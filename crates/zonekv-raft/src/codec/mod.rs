@@ -22,10 +22,7 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 
 /// Checks a CRC32 frame and returns its payload. `what` names the record in the error.
 pub fn unframe<'a>(group: u64, what: &dyn Fn() -> String, stored: &'a [u8]) -> Result<&'a [u8]> {
-    let corrupt = |why: &str| Error::Corruption {
-        group,
-        what: format!("{}: {why}", what()),
-    };
+    let corrupt = |why: &str| Error::Corruption { group, what: format!("{}: {why}", what()) };
     if stored.len() < 4 {
         return Err(corrupt("record shorter than its checksum"));
     }
@@ -38,18 +35,12 @@ pub fn unframe<'a>(group: u64, what: &dyn Fn() -> String, stored: &'a [u8]) -> R
 
 fn decode_msg<M: Message + Default>(group: u64, what: &dyn Fn() -> String, stored: &[u8]) -> Result<M> {
     let payload = unframe(group, what, stored)?;
-    M::decode(payload).map_err(|e| Error::Corruption {
-        group,
-        what: format!("{}: {e}", what()),
-    })
+    M::decode(payload).map_err(|e| Error::Corruption { group, what: format!("{}: {e}", what()) })
 }
 
 fn corrupt(group: u64, what: &dyn Fn() -> String, e: Error) -> Error {
     match e {
-        Error::Malformed(m) => Error::Corruption {
-            group,
-            what: format!("{}: {m}", what()),
-        },
+        Error::Malformed(m) => Error::Corruption { group, what: format!("{}: {m}", what()) },
         other => other,
     }
 }
@@ -67,10 +58,7 @@ pub fn decode_entry(group: u64, index: u64, stored: &[u8]) -> Result<Entry> {
     if entry.log_id.index != index {
         return Err(Error::Corruption {
             group,
-            what: format!(
-                "log entry stored at index {index} claims index {}",
-                entry.log_id.index
-            ),
+            what: format!("log entry stored at index {index} claims index {}", entry.log_id.index),
         });
     }
     Ok(entry)

@@ -17,12 +17,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::InitializeRequest>,
     ) -> Result<Response<pb::InitializeResponse>, Status> {
-        let members: Vec<_> = req
-            .into_inner()
-            .members
-            .into_iter()
-            .map(|m| (m.node_id, m.addr))
-            .collect();
+        let members: Vec<_> = req.into_inner().members.into_iter().map(|m| (m.node_id, m.addr)).collect();
         self.node.initialize(&members).await?;
         Ok(Response::new(pb::InitializeResponse {}))
     }
@@ -32,9 +27,8 @@ impl Admin for AdminService {
         req: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::AddNodeResponse>, Status> {
         let req = req.into_inner();
-        let m = req
-            .member
-            .ok_or_else(|| Error::InvalidArgument("add-node request without a member".into()))?;
+        let m =
+            req.member.ok_or_else(|| Error::InvalidArgument("add-node request without a member".into()))?;
         self.node.add_node(m.node_id, &m.addr, req.learner_only).await?;
         Ok(Response::new(pb::AddNodeResponse {}))
     }

@@ -1,36 +1,32 @@
-//! `zonekv.kv.v1.Kv`.
+//! `zonekv.kv.v1.Kv`: unary calls and the multiplexed stream, both on the same handlers.
 
 use std::ops::Bound;
 
-use tonic::{Request, Response, Status};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
 use zonekv_proto::kv::v1 as pb;
 use zonekv_proto::kv::v1::kv_server::Kv;
 use zonekv_raft::Mutation;
 
-use crate::NodeHandle;
 use crate::kv::Scan;
 use crate::node::FIRST_RANGE;
-use crate::{Error, ReadConsistency};
+use crate::{Error, NodeHandle, ReadConsistency, Result};
 
+/// Replies sent in one stream message, at most.
+const MAX_REPLIES_PER_MESSAGE: usize = 1024;
+
+#[derive(Clone)]
 pub(crate) struct KvService {
     pub(crate) node: NodeHandle,
 }
 
-impl KvService {
-    fn header(&self, index: u64) -> Option<pb::ResponseHeader> {
-        Some(pb::ResponseHeader {
-            node_id: self.node.id(),
-            range_id: FIRST_RANGE,
-            index,
-        })
-    }
-}
-
-fn consistency(c: i32) -> Result<ReadConsistency, Status> {
+fn consistency(c: i32) -> Result<ReadConsistency> {
     match pb::ReadConsistency::try_from(c) {
         Ok(pb::ReadConsistency::Linearizable) => Ok(ReadConsistency::Linearizable),
         Ok(pb::ReadConsistency::Stale) => Ok(ReadConsistency::Stale),
-        Err(_) => Err(Error::InvalidArgument(format!("unknown read consistency {c}")).into()),
+        Err(_) => Err(Error::InvalidArgument(format!("unknown read consistency {c}"))),
     }
 }
 
@@ -38,42 +34,32 @@ fn bound(b: Option<pb::Bound>) -> Bound<bytes::Bytes> {
     match b {
         None => Bound::Unbounded,
         Some(pb::Bound { key, inclusive: true }) => Bound::Included(key),
-        Some(pb::Bound {
-            key,
-            inclusive: false,
-        }) => Bound::Excluded(key),
+        Some(pb::Bound { key, inclusive: false }) => Bound::Excluded(key),
     }
 }
 
-#[tonic::async_trait]
-impl Kv for KvService {
-    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let req = req.into_inner();
+/// The handlers, independent of how the request arrived.
+impl KvService {
+    fn header(&self, index: u64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader { node_id: self.node.id(), range_id: FIRST_RANGE, index })
+    }
+
+    async fn do_get(&self, req: pb::GetRequest) -> Result<pb::GetResponse> {
         let (value, index) = self.node.get(&req.key, consistency(req.consistency)?).await?;
-        Ok(Response::new(pb::GetResponse {
-            header: self.header(index),
-            value,
-        }))
+        Ok(pb::GetResponse { header: self.header(index), value })
     }
 
-    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let req = req.into_inner();
+    async fn do_put(&self, req: pb::PutRequest) -> Result<pb::PutResponse> {
         let index = self.node.put(req.key, req.value).await?;
-        Ok(Response::new(pb::PutResponse {
-            header: self.header(index),
-        }))
+        Ok(pb::PutResponse { header: self.header(index) })
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        let (existed, index) = self.node.delete(req.into_inner().key).await?;
-        Ok(Response::new(pb::DeleteResponse {
-            header: self.header(index),
-            existed,
-        }))
+    async fn do_delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse> {
+        let (existed, index) = self.node.delete(req.key).await?;
+        Ok(pb::DeleteResponse { header: self.header(index), existed })
     }
 
-    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        let req = req.into_inner();
+    async fn do_scan(&self, req: pb::ScanRequest) -> Result<pb::ScanResponse> {
         let scan = Scan {
             start: bound(req.start),
             end: bound(req.end),
@@ -83,48 +69,115 @@ impl Kv for KvService {
             consistency: consistency(req.consistency)?,
         };
         let page = self.node.scan(&scan).await?;
-        Ok(Response::new(pb::ScanResponse {
+        Ok(pb::ScanResponse {
             header: self.header(page.index),
-            kvs: page
-                .pairs
-                .into_iter()
-                .map(|(key, value)| pb::KeyValue { key, value })
-                .collect(),
+            kvs: page.pairs.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
             more: page.more,
-        }))
+        })
+    }
+
+    async fn do_cas(&self, req: pb::CompareAndSwapRequest) -> Result<pb::CompareAndSwapResponse> {
+        let out = self.node.compare_and_swap(req.key, req.expected, req.new_value).await?;
+        Ok(pb::CompareAndSwapResponse {
+            header: self.header(out.index),
+            succeeded: out.succeeded,
+            current: out.current,
+        })
+    }
+
+    async fn do_batch(&self, req: pb::BatchRequest) -> Result<pb::BatchResponse> {
+        let mut mutations = Vec::with_capacity(req.mutations.len());
+        for (i, m) in req.mutations.into_iter().enumerate() {
+            mutations.push(match m.op {
+                Some(pb::mutation::Op::Put(p)) => Mutation::Put { key: p.key, value: p.value },
+                Some(pb::mutation::Op::Delete(d)) => Mutation::Delete { key: d.key },
+                None => return Err(Error::InvalidArgument(format!("mutation {i} has no operation"))),
+            });
+        }
+        let index = self.node.batch(mutations).await?;
+        Ok(pb::BatchResponse { header: self.header(index) })
+    }
+
+    /// Runs one call of a stream; errors become in-band replies.
+    async fn do_call(&self, call: pb::Call) -> pb::Reply {
+        use pb::call::Request as Q;
+        use pb::reply::Response as A;
+        let response = match call.request {
+            Some(Q::Get(r)) => self.do_get(r).await.map(A::Get),
+            Some(Q::Put(r)) => self.do_put(r).await.map(A::Put),
+            Some(Q::Delete(r)) => self.do_delete(r).await.map(A::Delete),
+            Some(Q::Scan(r)) => self.do_scan(r).await.map(A::Scan),
+            Some(Q::Cas(r)) => self.do_cas(r).await.map(A::Cas),
+            Some(Q::Batch(r)) => self.do_batch(r).await.map(A::Batch),
+            None => Err(Error::InvalidArgument(format!("call {} has no request", call.id))),
+        };
+        pb::Reply { id: call.id, response: Some(response.unwrap_or_else(|e| A::Error(e.into()))) }
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        Ok(Response::new(self.do_get(req.into_inner()).await?))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        Ok(Response::new(self.do_put(req.into_inner()).await?))
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        Ok(Response::new(self.do_delete(req.into_inner()).await?))
+    }
+
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        Ok(Response::new(self.do_scan(req.into_inner()).await?))
     }
 
     async fn compare_and_swap(
         &self,
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        let req = req.into_inner();
-        let out = self
-            .node
-            .compare_and_swap(req.key, req.expected, req.new_value)
-            .await?;
-        Ok(Response::new(pb::CompareAndSwapResponse {
-            header: self.header(out.index),
-            succeeded: out.succeeded,
-            current: out.current,
-        }))
+        Ok(Response::new(self.do_cas(req.into_inner()).await?))
     }
 
     async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
-        let mut mutations = Vec::new();
-        for (i, m) in req.into_inner().mutations.into_iter().enumerate() {
-            mutations.push(match m.op {
-                Some(pb::mutation::Op::Put(p)) => Mutation::Put {
-                    key: p.key,
-                    value: p.value,
-                },
-                Some(pb::mutation::Op::Delete(d)) => Mutation::Delete { key: d.key },
-                None => return Err(Error::InvalidArgument(format!("mutation {i} has no operation")).into()),
-            });
-        }
-        let index = self.node.batch(mutations).await?;
-        Ok(Response::new(pb::BatchResponse {
-            header: self.header(index),
-        }))
+        Ok(Response::new(self.do_batch(req.into_inner()).await?))
+    }
+
+    type StreamStream = BoxStream<'static, Result<pb::StreamResponse, Status>>;
+
+    /// Every call runs as its own task; replies are gathered into as few messages as the
+    /// completion rate allows. The stream ends when the client closes its side and every call
+    /// has been answered.
+    async fn stream(
+        &self,
+        req: Request<Streaming<pb::StreamRequest>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut incoming = req.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel::<pb::Reply>();
+        let service = self.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = incoming.next().await {
+                let Ok(msg) = msg else { break };
+                for call in msg.calls {
+                    let (service, tx) = (service.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let _ = tx.send(service.do_call(call).await);
+                    });
+                }
+            }
+        });
+        let out = futures::stream::unfold(rx, |mut rx| async move {
+            let first = rx.recv().await?;
+            let mut replies = vec![first];
+            while replies.len() < MAX_REPLIES_PER_MESSAGE {
+                match rx.try_recv() {
+                    Ok(r) => replies.push(r),
+                    Err(_) => break,
+                }
+            }
+            Some((Ok(pb::StreamResponse { replies }), rx))
+        });
+        Ok(Response::new(Box::pin(out)))
     }
 }

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use openraft::errors::RaftError;
-use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use zonekv_proto::raft::v1 as pb;
 use zonekv_proto::raft::v1::raft_transport_server::RaftTransport;
@@ -24,11 +25,7 @@ fn malformed(e: zonekv_raft::Error) -> Status {
 fn raft_error<E: std::fmt::Display>(range: u64, e: RaftError<zonekv_raft::TypeConfig, E>) -> Status {
     let stopped = matches!(e, RaftError::Fatal(_));
     let msg = format!("range {range}: {e}");
-    if stopped {
-        Status::unavailable(msg)
-    } else {
-        Status::failed_precondition(msg)
-    }
+    if stopped { Status::unavailable(msg) } else { Status::failed_precondition(msg) }
 }
 
 impl RaftService {
@@ -60,12 +57,49 @@ impl RaftTransport for RaftService {
         let req = req.into_inner();
         let r = self.replica(req.header.as_ref())?;
         let rpc = codec::append_request_from_pb(req).map_err(malformed)?;
-        let resp = r
-            .raft
-            .append_entries(rpc)
-            .await
-            .map_err(|e| raft_error(r.range, e))?;
+        let resp = r.raft.append_entries(rpc).await.map_err(|e| raft_error(r.range, e))?;
         Ok(Response::new(codec::append_response_to_pb(&resp)))
+    }
+
+    type StreamAppendStream = BoxStream<'static, Result<pb::StreamAppendResponse, Status>>;
+
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<pb::AppendEntriesRequest>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let mut incoming = req.into_inner();
+        // The first request names the group; every later one must name the same.
+        let first =
+            incoming.next().await.ok_or_else(|| Status::invalid_argument("empty append stream"))??;
+        let r = self.replica(first.header.as_ref())?.clone();
+        let header = first.header;
+        let all = futures::stream::once(async move { Ok(first) }).chain(incoming);
+        let requests = tokio_stream::StreamExt::map_while(all, move |item| {
+            let req = match item {
+                Ok(req) if req.header == header => req,
+                Ok(_) => {
+                    tracing::warn!("append stream changed its header; closing it");
+                    return None;
+                }
+                Err(status) => {
+                    tracing::debug!(%status, "append stream from the leader ended");
+                    return None;
+                }
+            };
+            match codec::append_request_from_pb(req) {
+                Ok(rpc) => Some(rpc),
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed append request; closing the stream");
+                    None
+                }
+            }
+        });
+        let range = r.range;
+        let out = r.raft.stream_append(requests).map(move |res| match res {
+            Ok(result) => Ok(codec::stream_append_result_to_pb(&result)),
+            Err(fatal) => Err(Status::unavailable(format!("range {range}: {fatal}"))),
+        });
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn vote(&self, req: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
@@ -89,10 +123,8 @@ impl RaftTransport for RaftService {
         req: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let mut stream = req.into_inner();
-        let first = stream
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let first =
+            stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let r = self.replica(first.header.as_ref())?;
         let vote = first
             .vote
@@ -105,29 +137,20 @@ impl RaftTransport for RaftService {
         let mut n = 0usize;
         while let Some(c) = chunk {
             if crc32fast::hash(&c.data) != c.crc32 {
-                return Err(Status::data_loss(format!(
-                    "snapshot chunk {n} failed its CRC32 check"
-                )));
+                return Err(Status::data_loss(format!("snapshot chunk {n} failed its CRC32 check")));
             }
             data.extend_from_slice(&c.data);
             n += 1;
             chunk = stream.next().await.transpose()?;
         }
-        tracing::info!(
-            range = r.range,
-            bytes = data.len(),
-            chunks = n,
-            "received snapshot"
-        );
+        tracing::info!(range = r.range, bytes = data.len(), chunks = n, "received snapshot");
         let snapshot = openraft::Snapshot { meta, snapshot: data };
         let resp = r
             .raft
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(|f| Status::unavailable(format!("range {}: {f}", r.range)))?;
-        Ok(Response::new(pb::SnapshotResponse {
-            vote: Some(codec::vote_to_pb(&resp.vote)),
-        }))
+        Ok(Response::new(pb::SnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) }))
     }
 
     async fn transfer_leader(

@@ -9,11 +9,7 @@ use zonekv_client::{Client, ReadConsistency, ScanOptions};
 use crate::cli::{KvArgs, KvCommand};
 
 fn consistency(stale: bool) -> ReadConsistency {
-    if stale {
-        ReadConsistency::Stale
-    } else {
-        ReadConsistency::Linearizable
-    }
+    if stale { ReadConsistency::Stale } else { ReadConsistency::Linearizable }
 }
 
 fn show(b: &[u8]) -> String {
@@ -38,13 +34,7 @@ pub async fn run(args: KvArgs) -> Result<()> {
             let existed = client.delete(key).await?;
             println!("{}", if existed { "deleted" } else { "not found" });
         }
-        KvCommand::Scan {
-            start,
-            end,
-            limit,
-            reverse,
-            stale,
-        } => {
+        KvCommand::Scan { start, end, limit, reverse, stale } => {
             let opts = ScanOptions {
                 start: start.map_or(Bound::Unbounded, |s| Bound::Included(Bytes::from(s))),
                 end: end.map_or(Bound::Unbounded, |e| Bound::Excluded(Bytes::from(e))),
@@ -62,14 +52,9 @@ pub async fn run(args: KvArgs) -> Result<()> {
             }
         }
         KvCommand::Cas { key, expected, new } => {
-            let out = client
-                .compare_and_swap(key, expected.map(Bytes::from), new.map(Bytes::from))
-                .await?;
+            let out = client.compare_and_swap(key, expected.map(Bytes::from), new.map(Bytes::from)).await?;
             let current = out.current.as_deref().map_or("<absent>".to_string(), show);
-            println!(
-                "{} (value was {current})",
-                if out.succeeded { "swapped" } else { "not swapped" }
-            );
+            println!("{} (value was {current})", if out.succeeded { "swapped" } else { "not swapped" });
         }
     }
     Ok(())

@@ -1,0 +1,168 @@
+//! Proposal batching: the writes of many concurrent clients become one Raft entry.
+//!
+//! Every write request hands its op to the replica's proposer. The proposer task takes whatever
+//! is waiting (up to `max-ops-per-entry` ops or `max-bytes-per-entry` bytes), proposes it as one
+//! [`Command`], and hands each caller its own result. Up to `max-proposals-in-flight` entries
+//! are in flight at once; while they are, new requests queue up and form the next, larger
+//! batch. One client alone still gets one entry per write, with one extra channel hop.
+//!
+//! Ops in an entry apply in order, so the log order is the linearization order, also for
+//! compare-and-swap. A failed proposal fails every op in it with the same error.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+use zonekv_raft::{Command, Op, OpResult};
+
+use crate::replica::Replica;
+use crate::{Error, Result};
+
+/// Batching limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits {
+    pub(crate) max_ops: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) max_in_flight: usize,
+}
+
+struct Pending {
+    op: Op,
+    bytes: usize,
+    reply: oneshot::Sender<Result<(OpResult, u64)>>,
+}
+
+/// The proposal queue of one replica.
+#[derive(Clone)]
+pub(crate) struct Proposer {
+    tx: mpsc::UnboundedSender<Pending>,
+    close: Arc<Notify>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+fn op_bytes(op: &Op) -> usize {
+    match op {
+        Op::Put { key, value } => key.len() + value.len(),
+        Op::Delete { key } => key.len(),
+        Op::CompareAndSwap { key, expected, new_value } => {
+            key.len() + expected.as_ref().map_or(0, |v| v.len()) + new_value.as_ref().map_or(0, |v| v.len())
+        }
+        Op::Batch(muts) => muts
+            .iter()
+            .map(|m| match m {
+                zonekv_raft::Mutation::Put { key, value } => key.len() + value.len(),
+                zonekv_raft::Mutation::Delete { key } => key.len(),
+            })
+            .sum(),
+    }
+}
+
+impl Proposer {
+    /// Starts the proposer task of `replica`. It ends on [`Proposer::close`] or when every
+    /// handle is dropped.
+    pub(crate) fn start(replica: Replica, limits: BatchLimits) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let close = Arc::new(Notify::new());
+        let task = tokio::spawn(run(replica, limits, rx, close.clone()));
+        Self { tx, close, task: Arc::new(Mutex::new(Some(task))) }
+    }
+
+    /// Proposes `op` (batched with others) and waits until it is applied. Returns its result
+    /// and the log index of the entry that carried it.
+    pub(crate) async fn propose(&self, op: Op) -> Result<(OpResult, u64)> {
+        let (reply, rx) = oneshot::channel();
+        let bytes = op_bytes(&op);
+        self.tx
+            .send(Pending { op, bytes, reply })
+            .map_err(|_| Error::Unavailable("the replica is shutting down".into()))?;
+        rx.await
+            .map_err(|_| Error::OutcomeUnknown("the replica stopped while the write was in flight".into()))?
+    }
+
+    /// Stops taking writes and waits until every proposal in flight has finished, so nothing
+    /// holds the replica afterwards. Queued writes that were never proposed fail as
+    /// `Unavailable` (not applied).
+    pub(crate) async fn close(&self) {
+        self.close.notify_one();
+        let task = self.task.lock().expect("proposer task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run(
+    replica: Replica,
+    limits: BatchLimits,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    close: Arc<Notify>,
+) {
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
+    let mut proposals = JoinSet::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = close.notified() => break,
+            p = rx.recv() => match p {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        while proposals.try_join_next().is_some() {}
+        // Wait for a slot first: requests arriving meanwhile join this batch.
+        let permit = tokio::select! {
+            biased;
+            _ = close.notified() => {
+                refuse(first);
+                break;
+            }
+            permit = in_flight.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < limits.max_ops && bytes < limits.max_bytes {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.bytes;
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        proposals.spawn(propose_batch(replica.clone(), batch, permit));
+    }
+    rx.close();
+    while let Ok(p) = rx.try_recv() {
+        refuse(p);
+    }
+    while proposals.join_next().await.is_some() {}
+}
+
+fn refuse(p: Pending) {
+    let _ = p.reply.send(Err(Error::Unavailable("the replica is shutting down".into())));
+}
+
+async fn propose_batch(replica: Replica, batch: Vec<Pending>, permit: OwnedSemaphorePermit) {
+    let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+    let n = ops.len();
+    let outcome = replica.propose(Command { ops }).await;
+    drop(permit);
+    match outcome {
+        Ok((results, index)) if results.len() == n => {
+            for (reply, r) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok((r, index)));
+            }
+        }
+        Ok((results, _)) => {
+            let e = format!("the entry produced {} results for {n} ops", results.len());
+            for reply in replies {
+                let _ = reply.send(Err(Error::OutcomeUnknown(e.clone())));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.duplicate()));
+            }
+        }
+    }
+}
