@@ -3,19 +3,35 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// A free loopback TCP port (bound and released; good enough for a benchmark on one machine).
+/// A loopback TCP port that is free now, for a server about to be started.
+///
+/// Chosen below Linux's ephemeral range (32768+): a port the kernel hands out for `:0` may be
+/// taken by some outgoing connection's local end before the server binds it, which made
+/// etcd members fail to start now and then. Each call in a process returns a different port.
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free TCP port on 127.0.0.1 between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// A child process killed (SIGKILL) and reaped when dropped.
 pub struct Proc {
     name: String,
     child: Child,
+    log: PathBuf,
 }
 
 impl Proc {
@@ -29,7 +45,7 @@ impl Proc {
             .stderr(Stdio::from(err))
             .spawn()
             .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
-        Ok(Self { name: name.to_string(), child })
+        Ok(Self { name: name.to_string(), child, log: log.to_path_buf() })
     }
 
     /// Sends `signal` (e.g. `"INT"`) and waits up to `timeout` for the process to exit; kills
@@ -49,7 +65,15 @@ impl Proc {
     /// Fails if the process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited early with {status}", self.name);
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "{} exited early with {status}; last lines of {}:\n{}",
+                self.name,
+                self.log.display(),
+                tail.join("\n")
+            );
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,8 +13,15 @@ use zonekv_client::{AdminClient, Client, ClientConfig, ClientError};
 
 const ZONEKV: &str = env!("CARGO_BIN_EXE_zonekv");
 
+/// A free port below the ephemeral range (32768+), so an outgoing connection cannot take it
+/// between this check and the server's bind. Distinct per call.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % 10_000) as u16;
+    (0..10_000)
+        .map(|_| 21_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port between 21000 and 31000")
 }
 
 struct Proc {
