@@ -167,8 +167,15 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
         Box::pin(async move {
+            // Take the first request before connecting: openraft applies its backoff while
+            // producing requests, so a peer that refuses connections is retried every backoff
+            // interval instead of in a tight loop.
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
+            };
             let header = self.header;
-            let requests = input.map(move |r| {
+            let requests = futures::stream::once(std::future::ready(first)).chain(input).map(move |r| {
                 let mut req = codec::append_request_to_pb(&r);
                 req.header = Some(header);
                 req

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
 use zonekv_engine_rocks::{RocksEngine, RocksOptions};
@@ -69,6 +69,19 @@ pub(crate) struct NodeInner {
     pub(crate) syncer: LogSyncer,
     pub(crate) replica: Replica,
     pub(crate) proposer: Proposer,
+    /// Set when shutdown begins; long-lived server streams (replication, client streams) end
+    /// on it, so the gRPC server can drain.
+    pub(crate) stopping: watch::Sender<bool>,
+}
+
+impl NodeInner {
+    /// Completes once the node starts shutting down.
+    pub(crate) fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        }
+    }
 }
 
 impl Node {
@@ -123,7 +136,8 @@ impl Node {
                 max_in_flight: config.raft.max_proposals_in_flight,
             },
         );
-        let inner = Arc::new(NodeInner { config, addr, syncer, replica, proposer });
+        let stopping = watch::Sender::new(false);
+        let inner = Arc::new(NodeInner { config, addr, syncer, replica, proposer, stopping });
 
         let (tx, rx) = oneshot::channel();
         let router = service::router(NodeHandle { inner: inner.clone() });
@@ -174,6 +188,7 @@ impl Node {
             tracing::warn!(error = %e, "raft shutdown");
         }
         self.inner.proposer.close().await;
+        self.inner.stopping.send_replace(true);
         if let Some((tx, mut task)) = self.server.take() {
             let _ = tx.send(());
             // Graceful: connections drain and their tasks drop their handles to the node.

@@ -153,7 +153,8 @@ impl Kv for KvService {
         &self,
         req: Request<Streaming<pb::StreamRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let mut incoming = req.into_inner();
+        let stopped = futures::FutureExt::shared(self.node.inner.stopped());
+        let mut incoming = req.into_inner().take_until(stopped.clone());
         let (tx, rx) = mpsc::unbounded_channel::<pb::Reply>();
         let service = self.clone();
         tokio::spawn(async move {
@@ -177,7 +178,8 @@ impl Kv for KvService {
                 }
             }
             Some((Ok(pb::StreamResponse { replies }), rx))
-        });
+        })
+        .take_until(stopped);
         Ok(Response::new(Box::pin(out)))
     }
 }

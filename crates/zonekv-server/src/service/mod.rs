@@ -17,7 +17,7 @@ use crate::NodeHandle;
 pub(crate) fn router(handle: NodeHandle) -> Router {
     let inner = handle.inner.clone();
     let limit = inner.config.max_message_bytes();
-    let raft_limit = limit.saturating_mul(inner.config.raft.max_entries_per_append as usize).max(64 << 20);
+    let raft_limit = crate::node::raft_message_limit(&inner.config);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(KvServer::new(kv::KvService { node: handle.clone() }).max_decoding_message_size(limit))
