@@ -30,6 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs one target.
+    #[command(args_override_self = true)]
     Run {
         /// zonekv-embedded, zonekv[=ADDR,...], etcd[=URL,...] or postgres[=CONNSTR].
         #[arg(long, default_value = "zonekv-embedded")]
@@ -38,6 +39,8 @@ enum Command {
         opts: Opts,
     },
     /// Runs several targets interleaved (A B A B ...) and prints ratios against a baseline.
+    /// A flag given twice takes its last value.
+    #[command(args_override_self = true)]
     Compare {
         /// Comma-separated targets (see `run --target`).
         #[arg(long, default_value = "zonekv,etcd,postgres")]
@@ -98,6 +101,10 @@ struct Opts {
     /// The zonekv binary for the `zonekv` target (default: next to this program, then PATH).
     #[arg(long)]
     zonekv_bin: Option<PathBuf>,
+    /// A node config file (TOML, see etc/zonekv.toml) for the nodes of the `zonekv` target;
+    /// id, address and data directory are set by the harness.
+    #[arg(long)]
+    zonekv_config: Option<PathBuf>,
     /// Seed of the key and operation choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -163,7 +170,11 @@ async fn run(cli: Cli) -> Result<()> {
         None => Measure::Duration(parse_duration(&opts.duration)?),
     };
     let warmup = parse_duration(&opts.warmup)?;
-    let start_opts = StartOptions { work_dir: opts.work_dir.clone(), zonekv_bin: opts.zonekv_bin.clone() };
+    let start_opts = StartOptions {
+        work_dir: opts.work_dir.clone(),
+        zonekv_bin: opts.zonekv_bin.clone(),
+        zonekv_config: opts.zonekv_config.clone(),
+    };
 
     let mut report = Report {
         started_at: now_rfc3339(),
@@ -266,4 +277,30 @@ fn now_rfc3339() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    /// scripts/bench.sh passes defaults first and the caller's flags after them.
+    #[test]
+    fn a_repeated_flag_takes_its_last_value() {
+        let cli = Cli::try_parse_from([
+            "zonekv-bench",
+            "compare",
+            "--workload",
+            "write",
+            "--reps",
+            "3",
+            "--workload",
+            "read",
+        ])
+        .expect("repeated flags parse");
+        let Command::Compare { opts, .. } = cli.command else { panic!("not compare") };
+        assert_eq!(opts.workload.to_string(), "read");
+        assert_eq!(opts.reps, 3);
+    }
 }

@@ -56,9 +56,11 @@ pub struct Cell {
     pub reps: usize,
 }
 
-fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+/// The median; with an even count, the mean of the two middle values.
+fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    v[v.len() / 2]
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 impl Report {
@@ -76,7 +78,9 @@ impl Report {
                 let runs: Vec<&RunResult> =
                     self.runs.iter().filter(|r| r.target == target && r.clients == clients).collect();
                 let tps: Vec<f64> = runs.iter().map(|r| r.throughput).collect();
-                let lat = |f: fn(&RunResult) -> u64| median(runs.iter().map(|r| f(r)).collect());
+                let lat = |f: fn(&RunResult) -> u64| {
+                    median(runs.iter().map(|r| f(r) as f64).collect()).round() as u64
+                };
                 Cell {
                     target,
                     clients,
@@ -197,4 +201,16 @@ impl Report {
 
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![7.0]), 7.0);
+    }
 }

@@ -6,7 +6,7 @@
 pub struct RocksOptions {
     /// Size of the block cache shared by all column families. Default: 64 MiB.
     pub block_cache_bytes: usize,
-    /// Size of one memtable (per column family). Default: 32 MiB.
+    /// Size of one memtable (per column family). Default: 8 MiB.
     pub write_buffer_bytes: usize,
     /// Background flush and compaction threads. Default: 2.
     pub background_jobs: i32,
@@ -14,6 +14,6 @@ pub struct RocksOptions {
 
 impl Default for RocksOptions {
     fn default() -> Self {
-        Self { block_cache_bytes: 64 << 20, write_buffer_bytes: 32 << 20, background_jobs: 2 }
+        Self { block_cache_bytes: 64 << 20, write_buffer_bytes: 8 << 20, background_jobs: 2 }
     }
 }

@@ -89,6 +89,8 @@ pub struct StartOptions {
     pub work_dir: Option<PathBuf>,
     /// The `zonekv` binary (default: next to `zonekv-bench`, then `PATH`).
     pub zonekv_bin: Option<PathBuf>,
+    /// A node config file for the `zonekv` target's processes.
+    pub zonekv_config: Option<PathBuf>,
 }
 
 /// Starts (or connects to) a target.
@@ -105,9 +107,9 @@ pub async fn start(spec: &TargetSpec, opts: &StartOptions) -> Result<Box<dyn Tar
     };
     Ok(match spec {
         TargetSpec::ZonekvEmbedded => Box::new(zonekv::Embedded::start(dir).await?),
-        TargetSpec::Zonekv(None) => {
-            Box::new(zonekv::Processes::start(dir, opts.zonekv_bin.as_deref()).await?)
-        }
+        TargetSpec::Zonekv(None) => Box::new(
+            zonekv::Processes::start(dir, opts.zonekv_bin.as_deref(), opts.zonekv_config.as_deref()).await?,
+        ),
         TargetSpec::Zonekv(Some(eps)) => Box::new(zonekv::Processes::connect(eps.clone())),
         TargetSpec::Etcd(None) => Box::new(etcd::Etcd::start(dir).await?),
         TargetSpec::Etcd(Some(eps)) => Box::new(etcd::Etcd::connect(eps.clone()).await?),

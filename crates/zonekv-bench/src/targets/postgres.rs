@@ -118,22 +118,26 @@ async fn open(url: &str) -> Result<tokio_postgres::Client> {
 }
 
 async fn prepare_schema(url: &str) -> Result<()> {
-    let client = open(url).await?;
-    // Retry while the server finishes starting up.
-    for attempt in 0.. {
-        match client
-            .batch_execute("CREATE TABLE IF NOT EXISTS kv (key bytea PRIMARY KEY, value bytea NOT NULL)")
-            .await
-        {
+    // A server that just opened its port may still refuse sessions ("the database system is
+    // starting up"): retry connection and statement for a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let client = open(url).await?;
+            client
+                .batch_execute("CREATE TABLE IF NOT EXISTS kv (key bytea PRIMARY KEY, value bytea NOT NULL)")
+                .await
+                .context("creating the kv table")
+        };
+        match attempt.await {
             Ok(()) => return Ok(()),
-            Err(e) if attempt < 50 => {
-                tracing::debug!(error = %e, "postgres not ready yet");
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %format!("{e:#}"), "postgres not ready yet");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e.context("postgres did not accept sessions within 30 s")),
         }
     }
-    Ok(())
 }
 
 struct PgConn {

@@ -124,7 +124,8 @@ pub struct Processes {
 
 impl Processes {
     /// Starts three nodes, bootstraps them and waits for a leader.
-    pub async fn start(dir: WorkDir, bin: Option<&Path>) -> Result<Self> {
+    /// `config`: a node config file for every node (`zonekv start --config`).
+    pub async fn start(dir: WorkDir, bin: Option<&Path>, config: Option<&Path>) -> Result<Self> {
         let bin = find_binary("zonekv", bin, &[], "cargo build --release -p zonekv-server")?;
         let version = Command::new(&bin)
             .arg("--version")
@@ -138,6 +139,9 @@ impl Processes {
             cmd.args(["start", "--node-id", &id.to_string(), "--listen", &addr, "--data-dir"])
                 .arg(dir.path().join(format!("node-{id}")))
                 .env("RUST_LOG", "warn");
+            if let Some(config) = config {
+                cmd.arg("--config").arg(config);
+            }
             procs.push(Proc::spawn(
                 &format!("zonekv node {id}"),
                 cmd,
