@@ -38,16 +38,27 @@ impl<E: Engine> SnapshotBuilder<E> {
         let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership };
         Ok(openraft::Snapshot { meta, snapshot: data })
     }
+
+    /// [`Self::build`] on a blocking-task thread: an export reads the whole span, and doing that
+    /// on a runtime worker would stall every task queued behind it.
+    pub async fn build_off_runtime(&self) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
+        let builder = Self::new(self.engine.clone(), self.group, self.span.clone());
+        let group = self.group;
+        let built = tokio::task::spawn_blocking(move || builder.build())
+            .await
+            .map_err(|e| io::Error::other(format!("group {group}: the snapshot build task failed: {e}")))?;
+        built.map_err(|e| {
+            tracing::error!(group, error = %e, "building a snapshot failed");
+            e.into()
+        })
+    }
 }
 
 impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<E> {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
-        self.build().map_err(|e| {
-            tracing::error!(group = self.group, error = %e, "building a snapshot failed");
-            e.into()
-        })
+        self.build_off_runtime().await
     }
 }
 

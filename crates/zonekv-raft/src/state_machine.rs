@@ -187,6 +187,6 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
             return Ok(None);
         }
         let builder = SnapshotBuilder::new(self.engine.clone(), self.group, self.span.clone());
-        builder.build().map(Some).map_err(|e| self.fail(e))
+        builder.build_off_runtime().await.map(Some)
     }
 }
