@@ -90,6 +90,8 @@ impl Mux {
         let conn = Arc::new(Conn { tx, pending: Mutex::default(), dead: AtomicBool::new(false) });
         let outgoing = futures::stream::unfold(rx, |mut rx| async move {
             let first = rx.recv().await?;
+            // Let calls made at the same moment queue up, so they share one message.
+            tokio::task::yield_now().await;
             let mut calls = vec![first];
             while calls.len() < MAX_CALLS_PER_MESSAGE {
                 match rx.try_recv() {
