@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
-use tonic::metadata::MetadataMap;
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 use zonekv_proto::kv::v1 as pb;
 use zonekv_proto::kv::v1::kv_client::KvClient;
 use zonekv_proto::metadata;
@@ -143,25 +142,9 @@ impl Mux {
             return Err(s);
         }
         match rx.await {
-            Ok(Ok(pb::reply::Response::Error(e))) => Err(error_status(e)),
+            Ok(Ok(pb::reply::Response::Error(e))) => Err(e.into()),
             Ok(other) => other,
             Err(_) => Err(Status::unavailable("request stream closed")),
         }
     }
-}
-
-fn error_status(e: pb::Error) -> Status {
-    let mut md = MetadataMap::new();
-    if e.leader_id != 0 {
-        md.insert(metadata::LEADER_ID, e.leader_id.to_string().parse().expect("digits are valid metadata"));
-    }
-    if !e.leader_addr.is_empty()
-        && let Ok(addr) = e.leader_addr.parse()
-    {
-        md.insert(metadata::LEADER_ADDR, addr);
-    }
-    if e.not_applied {
-        md.insert(metadata::NOT_APPLIED, "true".parse().expect("valid metadata"));
-    }
-    Status::with_metadata(Code::from(e.code), e.message, md)
 }

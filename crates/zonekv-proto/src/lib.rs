@@ -45,3 +45,27 @@ pub mod metadata {
     /// effect and may be retried anywhere, even if it is not idempotent.
     pub const NOT_APPLIED: &str = "zonekv-not-applied";
 }
+
+/// The status a unary call returns for an error that a stream carries in-band: same code,
+/// message and metadata. The node builds its statuses through this too, so both paths agree.
+impl From<kv::v1::Error> for tonic::Status {
+    fn from(e: kv::v1::Error) -> Self {
+        let mut status = tonic::Status::new(tonic::Code::from(e.code), e.message);
+        let md = status.metadata_mut();
+        if e.leader_id != 0 {
+            md.insert(
+                metadata::LEADER_ID,
+                e.leader_id.to_string().parse().expect("digits are valid metadata"),
+            );
+        }
+        if !e.leader_addr.is_empty()
+            && let Ok(addr) = e.leader_addr.parse()
+        {
+            md.insert(metadata::LEADER_ADDR, addr);
+        }
+        if e.not_applied {
+            md.insert(metadata::NOT_APPLIED, "true".parse().expect("valid metadata"));
+        }
+        status
+    }
+}

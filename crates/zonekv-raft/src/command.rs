@@ -49,6 +49,29 @@ pub enum Mutation {
     },
 }
 
+impl Mutation {
+    /// Bytes of keys and values it carries.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Mutation::Put { key, value } => key.len() + value.len(),
+            Mutation::Delete { key } => key.len(),
+        }
+    }
+}
+
+impl Op {
+    /// Bytes of keys and values it carries (what the batching and request limits count).
+    pub fn bytes(&self) -> usize {
+        let opt = |v: &Option<Bytes>| v.as_ref().map_or(0, Bytes::len);
+        match self {
+            Op::Put { key, value } => key.len() + value.len(),
+            Op::Delete { key } => key.len(),
+            Op::CompareAndSwap { key, expected, new_value } => key.len() + opt(expected) + opt(new_value),
+            Op::Batch(muts) => muts.iter().map(Mutation::bytes).sum(),
+        }
+    }
+}
+
 /// The payload of a normal log entry: writes applied in order, each with its own result.
 ///
 /// One entry may carry the writes of several clients, so a burst of writes costs one Raft

@@ -60,9 +60,6 @@ impl EntryCache {
     /// The entries `[start, end)` if the cache holds all of them. `end = None` means to the
     /// end of the log, which the cache can answer only if it holds the start.
     pub(crate) fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
-        if self.capacity == 0 {
-            return None;
-        }
         let first = self.first_index()?;
         if start < first {
             return None;

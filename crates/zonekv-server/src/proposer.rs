@@ -33,45 +33,27 @@ struct Pending {
 }
 
 /// The proposal queue of one replica.
-#[derive(Clone)]
 pub(crate) struct Proposer {
     tx: mpsc::UnboundedSender<Pending>,
     close: Arc<Notify>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
-}
-
-fn op_bytes(op: &Op) -> usize {
-    match op {
-        Op::Put { key, value } => key.len() + value.len(),
-        Op::Delete { key } => key.len(),
-        Op::CompareAndSwap { key, expected, new_value } => {
-            key.len() + expected.as_ref().map_or(0, |v| v.len()) + new_value.as_ref().map_or(0, |v| v.len())
-        }
-        Op::Batch(muts) => muts
-            .iter()
-            .map(|m| match m {
-                zonekv_raft::Mutation::Put { key, value } => key.len() + value.len(),
-                zonekv_raft::Mutation::Delete { key } => key.len(),
-            })
-            .sum(),
-    }
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Proposer {
-    /// Starts the proposer task of `replica`. It ends on [`Proposer::close`] or when every
-    /// handle is dropped.
+    /// Starts the proposer task of `replica`. It ends on [`Proposer::close`] or when the
+    /// proposer is dropped.
     pub(crate) fn start(replica: Replica, limits: BatchLimits) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let close = Arc::new(Notify::new());
         let task = tokio::spawn(run(replica, limits, rx, close.clone()));
-        Self { tx, close, task: Arc::new(Mutex::new(Some(task))) }
+        Self { tx, close, task: Mutex::new(Some(task)) }
     }
 
     /// Proposes `op` (batched with others) and waits until it is applied. Returns its result
     /// and the log index of the entry that carried it.
     pub(crate) async fn propose(&self, op: Op) -> Result<(OpResult, u64)> {
         let (reply, rx) = oneshot::channel();
-        let bytes = op_bytes(&op);
+        let bytes = op.bytes();
         self.tx
             .send(Pending { op, bytes, reply })
             .map_err(|_| Error::Unavailable("the replica is shutting down".into()))?;

@@ -3,7 +3,6 @@
 
 use tonic::{Code, Status};
 use zonekv_proto::kv::v1 as pb;
-use zonekv_proto::metadata::{LEADER_ADDR, LEADER_ID, NOT_APPLIED};
 
 use crate::Error;
 
@@ -44,18 +43,7 @@ fn leader(e: &Error) -> Option<(u64, Option<&str>)> {
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        let mut status = Status::new(code(&e), e.to_string());
-        let md = status.metadata_mut();
-        if let Some((id, addr)) = leader(&e) {
-            md.insert(LEADER_ID, id.to_string().parse().expect("digits are valid metadata"));
-            if let Some(addr) = addr.and_then(|a| a.parse().ok()) {
-                md.insert(LEADER_ADDR, addr);
-            }
-        }
-        if not_applied(&e) {
-            md.insert(NOT_APPLIED, "true".parse().expect("valid metadata"));
-        }
-        status
+        pb::Error::from(e).into()
     }
 }
 

@@ -69,15 +69,10 @@ pub fn batch(limits: &Limits, mutations: &[Mutation]) -> Result<()> {
             other => other,
         };
         match m {
-            Mutation::Put { key: k, value: v } => {
-                put(limits, k, v).map_err(at)?;
-                total += k.len() + v.len();
-            }
-            Mutation::Delete { key: k } => {
-                key(k).map_err(at)?;
-                total += k.len();
-            }
+            Mutation::Put { key: k, value: v } => put(limits, k, v).map_err(at)?,
+            Mutation::Delete { key: k } => key(k).map_err(at)?,
         }
+        total += m.bytes();
     }
     if total > limits.max_batch_bytes {
         return Err(Error::InvalidArgument(format!(
