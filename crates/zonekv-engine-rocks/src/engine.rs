@@ -41,6 +41,7 @@ impl RocksEngine {
         db_opts.create_missing_column_families(true);
         db_opts.set_paranoid_checks(true);
         db_opts.set_max_background_jobs(opts.background_jobs);
+        db_opts.set_max_total_wal_size(opts.max_wal_bytes);
         let cache = Cache::new_lru_cache(opts.block_cache_bytes);
         let cfs = Cf::ALL.map(|cf| {
             let mut table = BlockBasedOptions::default();

@@ -110,3 +110,38 @@ fn damaged_table_files_are_reported_never_served() {
     }
     assert!(saw_error, "16 flipped bytes in a data block went unnoticed");
 }
+
+/// Total size of the write-ahead log files in the database directory.
+fn wal_bytes(dir: &TempDir) -> u64 {
+    std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn a_rarely_written_column_family_does_not_pin_the_write_ahead_log() {
+    let dir = TempDir::new().unwrap();
+    let opts =
+        RocksOptions { write_buffer_bytes: 1 << 20, max_wal_bytes: 4 << 20, ..RocksOptions::default() };
+    let engine = RocksEngine::open(dir.path(), &opts).unwrap();
+    // One small write to the metadata column family, then 32 MiB to the data one: without a
+    // WAL limit the metadata memtable never fills, never flushes, and keeps every log file.
+    let mut b = WriteBatch::new();
+    b.put(Cf::RaftMeta, b"vote".to_vec(), b"1".to_vec());
+    engine.write(&b, true).unwrap();
+    let value = vec![7u8; 4096];
+    for i in 0..8192u32 {
+        let mut b = WriteBatch::new();
+        b.put(Cf::Data, i.to_be_bytes().to_vec(), value.clone());
+        engine.write(&b, false).unwrap();
+    }
+    let wal = wal_bytes(&dir);
+    assert!(wal < 12 << 20, "{wal} bytes of WAL kept after 32 MiB of writes with a 4 MiB limit");
+    drop(engine);
+    let engine = open(&dir);
+    assert_eq!(engine.get(Cf::RaftMeta, b"vote").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(engine.get(Cf::Data, &8191u32.to_be_bytes()).unwrap(), Some(value));
+}

@@ -100,6 +100,7 @@ impl Node {
             &RocksOptions {
                 block_cache_bytes: config.storage.block_cache_bytes,
                 write_buffer_bytes: config.storage.write_buffer_bytes,
+                max_wal_bytes: config.storage.max_wal_bytes,
                 ..RocksOptions::default()
             },
         )?;

@@ -4,6 +4,7 @@ use std::ops::Bound;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use zonekv_proto::kv::v1 as pb;
@@ -146,7 +147,7 @@ impl Kv for KvService {
 
     type StreamStream = BoxStream<'static, Result<pb::StreamResponse, Status>>;
 
-    /// Every call runs as its own task; replies are gathered into as few messages as the
+    /// The calls of a stream run concurrently; replies are gathered into as few messages as the
     /// completion rate allows. The stream ends when the client closes its side and every call
     /// has been answered.
     async fn stream(
@@ -157,14 +158,21 @@ impl Kv for KvService {
         let mut incoming = req.into_inner().take_until(stopped.clone());
         let (tx, rx) = mpsc::unbounded_channel::<pb::Reply>();
         let service = self.clone();
+        // One task per stream runs all of its calls concurrently: a task per call cost a spawn
+        // (and a copy of the call's future into it) per request.
         tokio::spawn(async move {
-            while let Some(msg) = incoming.next().await {
-                let Ok(msg) = msg else { break };
-                for call in msg.calls {
-                    let (service, tx) = (service.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let _ = tx.send(service.do_call(call).await);
-                    });
+            let mut calls = FuturesUnordered::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    msg = incoming.next(), if open => match msg {
+                        Some(Ok(msg)) => calls.extend(msg.calls.into_iter().map(|c| service.do_call(c))),
+                        _ => open = false,
+                    },
+                    Some(reply) = calls.next(), if !calls.is_empty() => {
+                        let _ = tx.send(reply);
+                    }
+                    else => break,
                 }
             }
         });
