@@ -6,7 +6,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 use zonekv_raft::NodeId;
 
-use crate::{Error, Node, NodeConfig, Result};
+use crate::{Error, Node, NodeConfig, NodeOptions, Result};
 
 /// Several nodes in one process, each with its own data directory and loopback port, forming
 /// one cluster. Used by `zonekv demo`, the benchmarks and tests; also handy for embedding a
@@ -14,6 +14,7 @@ use crate::{Error, Node, NodeConfig, Result};
 pub struct LocalCluster {
     nodes: Vec<Option<Node>>,
     configs: Vec<NodeConfig>,
+    options: NodeOptions,
     _temp: Option<TempDir>,
 }
 
@@ -27,6 +28,17 @@ impl LocalCluster {
     /// Like [`LocalCluster::start`], with `template` as the base configuration of every node
     /// (its `node-id`, `listen` and `data-dir` are replaced).
     pub async fn start_with(size: usize, data_dir: Option<&Path>, template: NodeConfig) -> Result<Self> {
+        Self::start_with_options(size, data_dir, template, NodeOptions::default()).await
+    }
+
+    /// Like [`LocalCluster::start_with`], every node (also after a restart) started with
+    /// `options`: a shared fault table for the Raft transport, test hooks.
+    pub async fn start_with_options(
+        size: usize,
+        data_dir: Option<&Path>,
+        template: NodeConfig,
+        options: NodeOptions,
+    ) -> Result<Self> {
         if size == 0 {
             return Err(Error::InvalidArgument("a cluster needs at least one node".into()));
         }
@@ -53,13 +65,13 @@ impl LocalCluster {
                 join: None,
                 ..template.clone()
             };
-            let node = Node::start(config.clone()).await?;
+            let node = Node::start_with(config.clone(), options.clone()).await?;
             // Restarts reuse the port the node got.
             let bound = NodeConfig { listen: node.listen_addr().unwrap_or(config.listen), ..config };
             configs.push(bound);
             nodes.push(Some(node));
         }
-        let cluster = Self { nodes, configs, _temp: temp };
+        let cluster = Self { nodes, configs, options, _temp: temp };
         let first = cluster.node(1).expect("node 1 was just started");
         if !first.is_initialized().await {
             first.initialize(&cluster.members()).await?;
@@ -120,7 +132,7 @@ impl LocalCluster {
         let i = id.checked_sub(1).map(|i| i as usize).filter(|i| *i < self.nodes.len());
         let i = i.ok_or_else(|| Error::NotFound(format!("no node {id} in this cluster")))?;
         if self.nodes[i].is_none() {
-            self.nodes[i] = Some(Node::start(self.configs[i].clone()).await?);
+            self.nodes[i] = Some(Node::start_with(self.configs[i].clone(), self.options.clone()).await?);
         }
         Ok(())
     }

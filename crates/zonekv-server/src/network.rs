@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ use tonic::transport::{Channel, Endpoint};
 use zonekv_proto::raft::v1 as pb;
 use zonekv_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use zonekv_raft::{NodeId, NodeInfo, SnapshotData, TypeConfig, Vote, codec};
+
+use crate::faults::{NetFaults, Verdict};
 
 /// Bytes of snapshot data per gRPC message.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -66,12 +69,14 @@ pub struct NetworkFactory {
     node_id: NodeId,
     group: u64,
     channels: Channels,
+    faults: Option<NetFaults>,
 }
 
 impl NetworkFactory {
-    /// The network of `group` on node `node_id`.
-    pub fn new(node_id: NodeId, group: u64, channels: Channels) -> Self {
-        Self { node_id, group, channels }
+    /// The network of `group` on node `node_id`; with `faults`, every outgoing message first
+    /// asks the fault table what happens to it (tests only).
+    pub fn new(node_id: NodeId, group: u64, channels: Channels, faults: Option<NetFaults>) -> Self {
+        Self { node_id, group, channels, faults }
     }
 }
 
@@ -80,6 +85,7 @@ pub struct PeerNetwork {
     header: pb::RaftHeader,
     addr: String,
     channels: Channels,
+    faults: Option<NetFaults>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -90,6 +96,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             header: pb::RaftHeader { group_id: self.group, from_node: self.node_id, to_node: target },
             addr: node.addr.clone(),
             channels: self.channels.clone(),
+            faults: self.faults.clone(),
         }
     }
 }
@@ -105,9 +112,33 @@ fn malformed(e: zonekv_raft::Error) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::new(&e))
 }
 
+fn injected_loss() -> Unreachable<TypeConfig> {
+    Unreachable::from_string("message lost (injected fault)")
+}
+
+/// Holds a message for its injected delay; `None` if it is lost, else whether to send it twice.
+async fn admit(faults: Option<&NetFaults>, header: &pb::RaftHeader) -> Option<bool> {
+    let Some(f) = faults else { return Some(false) };
+    match f.decide(header.from_node, header.to_node) {
+        Verdict::Drop => None,
+        Verdict::Deliver { delay, duplicate } => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Some(duplicate)
+        }
+    }
+}
+
 impl PeerNetwork {
     fn client(&self) -> Result<RaftTransportClient<Channel>, RPCError<TypeConfig>> {
         self.channels.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    }
+
+    /// Applies injected faults to a unary RPC about to be sent: `Err` if it is lost, else
+    /// whether a second copy goes out too.
+    async fn admit(&self) -> Result<bool, RPCError<TypeConfig>> {
+        admit(self.faults.as_ref(), &self.header).await.ok_or_else(|| RPCError::Unreachable(injected_loss()))
     }
 
     async fn call<T, F>(&self, action: RPCTypes, ttl: Duration, f: F) -> Result<T, RPCError<TypeConfig>>
@@ -137,7 +168,14 @@ impl PeerNetwork {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut req = codec::vote_request_to_pb(rpc);
         req.header = Some(self.header);
+        let duplicate = self.admit().await?;
         let mut client = self.client()?;
+        if duplicate {
+            let (mut c, r) = (client.clone(), req);
+            tokio::spawn(async move {
+                let _ = if pre { c.pre_vote(r).await } else { c.vote(r).await };
+            });
+        }
         let resp = if pre {
             self.call(RPCTypes::Vote, option.hard_ttl(), client.pre_vote(req)).await?
         } else {
@@ -175,18 +213,44 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
             };
             let header = self.header;
-            let requests = futures::stream::once(std::future::ready(first)).chain(input).map(move |r| {
-                let mut req = codec::append_request_to_pb(&r);
-                req.header = Some(header);
-                req
-            });
+            // Injected faults: a delayed request holds back the ones behind it (the stream
+            // keeps order); a lost one ends the request stream, and the replies end with
+            // `Unreachable`, as when a connection is reset.
+            let (faults, lost) = (self.faults.clone(), Arc::new(AtomicBool::new(false)));
+            let lost_in = lost.clone();
+            let requests = futures::stream::once(std::future::ready(first))
+                .chain(input)
+                .then(move |r| {
+                    let (faults, lost) = (faults.clone(), lost_in.clone());
+                    async move {
+                        let admitted = admit(faults.as_ref(), &header).await.is_some();
+                        if !admitted {
+                            lost.store(true, Ordering::Relaxed);
+                        }
+                        admitted.then_some(r)
+                    }
+                })
+                .take_while(|r| std::future::ready(r.is_some()))
+                .filter_map(std::future::ready)
+                .map(move |r| {
+                    let mut req = codec::append_request_to_pb(&r);
+                    req.header = Some(header);
+                    req
+                });
             let mut client = self.client()?;
             let responses =
                 self.call(RPCTypes::AppendEntries, option.soft_ttl(), client.stream_append(requests)).await?;
-            let out = responses.map(|item| match item {
-                Ok(resp) => codec::stream_append_result_from_pb(resp).map_err(malformed),
-                Err(status) => Err(status_to_rpc(status)),
-            });
+            let out = responses
+                .map(|item| match item {
+                    Ok(resp) => codec::stream_append_result_from_pb(resp).map_err(malformed),
+                    Err(status) => Err(status_to_rpc(status)),
+                })
+                .chain(
+                    futures::stream::once(async move {
+                        lost.load(Ordering::Relaxed).then(|| Err(RPCError::Unreachable(injected_loss())))
+                    })
+                    .filter_map(std::future::ready),
+                );
             Ok(Box::pin(out) as BoxStream<'s, _>)
         })
     }
@@ -198,7 +262,14 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut req = codec::append_request_to_pb(&rpc);
         req.header = Some(self.header);
+        let duplicate = self.admit().await?;
         let mut client = self.client()?;
+        if duplicate {
+            let (mut c, r) = (client.clone(), req.clone());
+            tokio::spawn(async move {
+                let _ = c.append_entries(r).await;
+            });
+        }
         let resp = self.call(RPCTypes::AppendEntries, option.hard_ttl(), client.append_entries(req)).await?;
         codec::append_response_from_pb(resp).map_err(malformed)
     }
@@ -226,6 +297,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut req = codec::transfer_request_to_pb(&rpc);
         req.header = Some(self.header);
+        self.admit().await?;
         let mut client = self.client()?;
         let resp =
             self.call(RPCTypes::TransferLeader, option.soft_ttl(), client.transfer_leader(req)).await?;
@@ -240,6 +312,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let chunks = snapshot_chunks(self.header, &vote, &snapshot);
+        self.admit().await?;
         let mut client = self.client()?;
         let send = self.call(
             RPCTypes::InstallSnapshot,

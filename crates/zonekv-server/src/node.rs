@@ -12,6 +12,7 @@ use zonekv_engine_rocks::{RocksEngine, RocksOptions};
 use zonekv_raft::keys::{self, MetaKey, NODE_GROUP};
 use zonekv_raft::{LogStore, LogSyncer, NodeId, StateMachine, codec};
 
+use crate::faults::NetFaults;
 use crate::network::{Channels, NetworkFactory};
 use crate::proposer::{BatchLimits, Proposer};
 use crate::replica::Replica;
@@ -84,11 +85,27 @@ impl NodeInner {
     }
 }
 
+/// Settings of a node that only code can give, not a config file: test and fault-injection
+/// hooks. The default is a normal node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Fault table consulted by the Raft transport before every outgoing message.
+    pub faults: Option<NetFaults>,
+    /// **Unsafe, for proving the checkers can fail:** serve linearizable reads from the local
+    /// applied state on any replica, without confirming leadership or a read index.
+    pub unsafe_local_reads: bool,
+}
+
 impl Node {
     /// Opens (or creates) the node's data directory, starts its Raft replicas and serves gRPC
     /// on `config.listen`. With `config.join` set and no cluster membership yet, also joins the
     /// cluster at that address before returning.
     pub async fn start(config: NodeConfig) -> Result<Node> {
+        Self::start_with(config, NodeOptions::default()).await
+    }
+
+    /// [`Node::start`] with test hooks (see [`NodeOptions`]).
+    pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node> {
         config.validate()?;
         let raft_config = Arc::new(config.openraft()?);
         std::fs::create_dir_all(&config.data_dir).map_err(|e| zonekv_engine::Error::Open {
@@ -118,7 +135,7 @@ impl Node {
         let syncer = LogSyncer::start(engine.clone());
         let channels = Channels::new(raft_message_limit(&config));
         let log = LogStore::new(engine.clone(), FIRST_RANGE, syncer.clone());
-        let network = NetworkFactory::new(config.node_id, FIRST_RANGE, channels);
+        let network = NetworkFactory::new(config.node_id, FIRST_RANGE, channels, options.faults);
         let raft = match zonekv_raft::Raft::new(config.node_id, raft_config, network, log, sm).await {
             Ok(raft) => raft,
             Err(e) => {
@@ -128,7 +145,14 @@ impl Node {
             }
         };
         let apply_wait = Duration::from_millis(2 * config.raft.election_timeout_max_ms);
-        let replica = Replica { range: FIRST_RANGE, node_id: config.node_id, raft, engine, apply_wait };
+        let replica = Replica {
+            range: FIRST_RANGE,
+            node_id: config.node_id,
+            raft,
+            engine,
+            apply_wait,
+            unsafe_local_reads: options.unsafe_local_reads,
+        };
         let proposer = Proposer::start(
             replica.clone(),
             BatchLimits {

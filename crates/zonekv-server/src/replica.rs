@@ -28,6 +28,8 @@ pub(crate) struct Replica {
     pub(crate) engine: RocksEngine,
     /// Longest a linearizable read waits for the local apply to reach its read index.
     pub(crate) apply_wait: std::time::Duration,
+    /// Test hook: linearizable reads skip the leadership check (see `NodeOptions`).
+    pub(crate) unsafe_local_reads: bool,
 }
 
 impl Replica {
@@ -98,7 +100,7 @@ impl Replica {
         if let Some(e) = self.stopped() {
             return Err(e);
         }
-        if consistency == ReadConsistency::Stale {
+        if consistency == ReadConsistency::Stale || self.unsafe_local_reads {
             if !self.initialized().await {
                 return Err(Error::NotInitialized(self.node_id));
             }

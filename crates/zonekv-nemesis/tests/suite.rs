@@ -1,0 +1,47 @@
+//! The short nemesis suite CI runs on every push, and the negative control that proves the
+//! checkers can fail. The long version is `zonekv-nemesis --seeds 200` (docs/testing.md).
+
+use std::time::Duration;
+
+use zonekv_nemesis::run::{RunConfig, run};
+
+fn config(seed: u64, unsafe_local_reads: bool) -> RunConfig {
+    RunConfig {
+        seed,
+        nodes: 5,
+        fault_time: Duration::from_secs(8),
+        clients: 6,
+        keys: 4,
+        set_clients: 2,
+        sets: 2,
+        unsafe_local_reads,
+        max_states: 2_000_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_few_seeds_of_faults_lose_nothing_and_stay_linearizable() {
+    for seed in [1, 2, 3] {
+        let r = run(config(seed, false)).await.expect("run");
+        let line = format!(
+            "seed {seed}: {} ops, {} unknown, faults {:?}, lost {}, violations {:?}, sets {:?}, recovered {:?}",
+            r.operations, r.unknown, r.injected, r.lost_writes, r.violations, r.sets, r.recovered_after_s
+        );
+        println!("{line}");
+        assert!(r.passed(), "{line}");
+        assert!(!r.injected.is_empty(), "no fault was injected: {line}");
+        assert!(r.sets.acknowledged > 0 && r.operations > 1000, "too little work to judge: {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_without_a_leadership_check_are_caught() {
+    let r = run(config(1, true)).await.expect("run");
+    assert!(
+        !r.violations.is_empty(),
+        "local reads on followers went unnoticed: {} ops, faults {:?}",
+        r.operations,
+        r.injected
+    );
+    assert!(!r.passed());
+}
