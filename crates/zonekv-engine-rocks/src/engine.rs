@@ -42,6 +42,7 @@ impl RocksEngine {
         db_opts.set_paranoid_checks(true);
         db_opts.set_max_background_jobs(opts.background_jobs);
         db_opts.set_max_total_wal_size(opts.max_wal_bytes);
+        db_opts.set_manual_wal_flush(opts.manual_wal_flush);
         let cache = Cache::new_lru_cache(opts.block_cache_bytes);
         let cfs = Cf::ALL.map(|cf| {
             let mut table = BlockBasedOptions::default();

@@ -14,6 +14,12 @@ pub struct RocksOptions {
     /// flushed. Bounds the log replayed at start-up: the small `raft-meta` column family
     /// would otherwise never fill its memtable and would pin every WAL file. Default: 64 MiB.
     pub max_wal_bytes: u64,
+    /// Keep the write-ahead log of unsynced writes in a memory buffer until the next sync
+    /// (RocksDB's `manual_wal_flush`) instead of a `write()` per batch. Synced writes and
+    /// [`zonekv_engine::Engine::sync`] still reach the disk before they return, so the
+    /// durability contract is unchanged; a killed process loses exactly what a power cut
+    /// would (everything not synced), which the crash tests rely on. Default: true.
+    pub manual_wal_flush: bool,
 }
 
 impl Default for RocksOptions {
@@ -23,6 +29,7 @@ impl Default for RocksOptions {
             write_buffer_bytes: 8 << 20,
             background_jobs: 2,
             max_wal_bytes: 64 << 20,
+            manual_wal_flush: true,
         }
     }
 }

@@ -110,7 +110,11 @@ fn node_template() -> NodeConfig {
 /// Runs one seed.
 pub async fn run(config: RunConfig) -> Result<SeedReport> {
     let net = NetFaults::new(config.seed);
-    let options = NodeOptions { faults: Some(net.clone()), unsafe_local_reads: config.unsafe_local_reads };
+    let options = NodeOptions {
+        faults: Some(net.clone()),
+        unsafe_local_reads: config.unsafe_local_reads,
+        ..NodeOptions::default()
+    };
     let nodes = LocalCluster::start_with_options(config.nodes, None, node_template(), options).await?;
     nodes.wait_for_leader(Duration::from_secs(30)).await?;
     let cluster = Arc::new(Cluster::new(nodes, net));

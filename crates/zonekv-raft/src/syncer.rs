@@ -64,12 +64,22 @@ enum Msg {
 impl LogSyncer {
     /// Starts the sync thread for `engine`.
     pub fn start<E: Engine>(engine: E) -> Self {
+        Self::start_with(engine, false)
+    }
+
+    /// **Unsafe with `ack_before_sync`:** reports appends durable without syncing anything. It
+    /// exists so the crash tests can prove they catch a store that acknowledges too early;
+    /// never use it otherwise.
+    pub fn start_with<E: Engine>(engine: E, ack_before_sync: bool) -> Self {
+        if ack_before_sync {
+            tracing::warn!("UNSAFE: Raft log appends are reported durable without an fsync");
+        }
         let (tx, rx) = mpsc::channel::<Msg>();
         let stats = Arc::new(SyncStats::default());
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("zonekv-log-sync".into())
-            .spawn(move || run(engine, rx, &thread_stats))
+            .spawn(move || run(engine, rx, &thread_stats, ack_before_sync))
             .expect("spawning the log sync thread");
         Self { inner: Arc::new(Inner { tx, stats, thread: Mutex::new(Some(thread)) }) }
     }
@@ -93,7 +103,7 @@ impl LogSyncer {
     }
 }
 
-fn run<E: Engine>(engine: E, rx: mpsc::Receiver<Msg>, stats: &SyncStats) {
+fn run<E: Engine>(engine: E, rx: mpsc::Receiver<Msg>, stats: &SyncStats, ack_before_sync: bool) {
     let mut pending = Vec::new();
     let mut stop = false;
     while !stop {
@@ -107,7 +117,7 @@ fn run<E: Engine>(engine: E, rx: mpsc::Receiver<Msg>, stats: &SyncStats) {
         if pending.is_empty() {
             continue;
         }
-        let result = engine.sync();
+        let result = if ack_before_sync { Ok(()) } else { engine.sync() };
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         stats.callbacks.fetch_add(pending.len() as u64, Ordering::Relaxed);
         if let Err(e) = &result {

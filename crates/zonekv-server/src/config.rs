@@ -103,6 +103,11 @@ pub struct StorageConfig {
     /// are flushed; bounds what a restart replays. Default: 64 MiB (67108864). Without it the
     /// small Raft metadata column family pins every log file (376 MB after 16 s of writes).
     pub max_wal_bytes: u64,
+    /// Buffer the write-ahead log of unsynced writes in memory until the next sync (RocksDB's
+    /// `manual_wal_flush`) instead of one `write()` per batch. Acknowledged writes are always
+    /// synced first, so this only decides whether a crashed process loses what it never
+    /// promised to keep. Default: true.
+    pub manual_wal_flush: bool,
 }
 
 impl Default for NodeConfig {
@@ -157,6 +162,7 @@ impl Default for StorageConfig {
             block_cache_bytes: d.block_cache_bytes,
             write_buffer_bytes: d.write_buffer_bytes,
             max_wal_bytes: d.max_wal_bytes,
+            manual_wal_flush: d.manual_wal_flush,
         }
     }
 }

@@ -94,6 +94,9 @@ pub struct NodeOptions {
     /// **Unsafe, for proving the checkers can fail:** serve linearizable reads from the local
     /// applied state on any replica, without confirming leadership or a read index.
     pub unsafe_local_reads: bool,
+    /// **Unsafe, for proving the crash tests can fail:** report Raft log appends durable
+    /// without an fsync.
+    pub unsafe_ack_before_sync: bool,
 }
 
 impl Node {
@@ -118,6 +121,7 @@ impl Node {
                 block_cache_bytes: config.storage.block_cache_bytes,
                 write_buffer_bytes: config.storage.write_buffer_bytes,
                 max_wal_bytes: config.storage.max_wal_bytes,
+                manual_wal_flush: config.storage.manual_wal_flush,
                 ..RocksOptions::default()
             },
         )?;
@@ -132,7 +136,7 @@ impl Node {
         let addr = config.advertise_addr.clone().unwrap_or_else(|| bound.to_string());
 
         let sm = StateMachine::open(engine.clone(), FIRST_RANGE, keys::all_user_data())?;
-        let syncer = LogSyncer::start(engine.clone());
+        let syncer = LogSyncer::start_with(engine.clone(), options.unsafe_ack_before_sync);
         let channels = Channels::new(raft_message_limit(&config));
         let log = LogStore::new(engine.clone(), FIRST_RANGE, syncer.clone());
         let network = NetworkFactory::new(config.node_id, FIRST_RANGE, channels, options.faults);
@@ -224,6 +228,10 @@ impl Node {
             }
         }
         self.inner.syncer.close();
+        // Unsynced writes (applied state) may sit in the WAL buffer: a clean stop keeps them.
+        if let Err(e) = self.inner.replica.engine.sync() {
+            tracing::warn!(node_id = self.id(), error = %e, "final WAL sync failed");
+        }
         // Storage closes when the last handle goes; wait briefly for connection tasks to let go,
         // so the data directory can be reopened as soon as this returns.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

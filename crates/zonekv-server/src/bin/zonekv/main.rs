@@ -16,7 +16,7 @@ use clap::Parser;
 use cli::{Cli, Command, StartArgs};
 use tracing_subscriber::EnvFilter;
 use zonekv_client::AdminClient;
-use zonekv_server::{Node, NodeConfig};
+use zonekv_server::{Node, NodeConfig, NodeOptions};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -85,7 +85,12 @@ fn node_config(args: &StartArgs) -> Result<NodeConfig> {
 
 async fn start(args: StartArgs) -> Result<()> {
     let config = node_config(&args)?;
-    let node = Node::start(config).await.context("starting the node")?;
+    // Test hook for the crash tests' negative control (see docs/testing.md); never set it.
+    let options = NodeOptions {
+        unsafe_ack_before_sync: std::env::var_os("ZONEKV_UNSAFE_ACK_BEFORE_SYNC").is_some_and(|v| v == "1"),
+        ..NodeOptions::default()
+    };
+    let node = Node::start_with(config, options).await.context("starting the node")?;
     println!("zonekv node {} serving on {}", node.id(), node.addr());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
