@@ -9,7 +9,7 @@ use std::io;
 
 use openraft::RaftSnapshotBuilder;
 use openraft::type_config::alias::SnapshotOf;
-use zonekv_engine::{Cf, Engine, KeyRange, WriteBatch, export};
+use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch, export};
 
 use crate::codec::{AppliedState, encode_applied};
 use crate::keys::{MetaKey, meta_key};
@@ -32,6 +32,11 @@ impl<E: Engine> SnapshotBuilder<E> {
     pub fn build(&self) -> Result<SnapshotOf<TypeConfig, SnapshotData>> {
         let snap = self.engine.snapshot();
         let applied = read_applied(&snap, self.group)?;
+        // A damaged value must not travel: the stream's own checksums would cover the damage.
+        for pair in snap.scan(Cf::Data, &self.span, false)? {
+            let (k, v) = pair?;
+            check_value(self.group, &k, &v)?;
+        }
         let mut data = Vec::new();
         let stats = export::export(&snap, &[(Cf::Data, self.span.clone())], &mut data)?;
         tracing::debug!(group = self.group, records = stats.records, bytes = stats.bytes, "built snapshot");
@@ -62,6 +67,14 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<E> {
     }
 }
 
+/// Fails with [`Error::Corruption`] if a stored value's checksum does not match.
+fn check_value(group: u64, key: &[u8], stored: &[u8]) -> Result<()> {
+    crate::value::decode(stored).map(drop).map_err(|why| Error::Corruption {
+        group,
+        what: format!("value of data key {key:?} in a snapshot: {why}"),
+    })
+}
+
 /// Replaces the group's span with the snapshot's contents and sets its applied state, in one
 /// synced write. The whole stream is verified before anything is written.
 pub(crate) fn install<E: Engine>(
@@ -79,6 +92,7 @@ pub(crate) fn install<E: Engine>(
     batch.delete_range(Cf::Data, start, end);
     let mut input = data;
     export::import(&mut input, &[(Cf::Data, span.clone())], |cf, k, v| {
+        check_value(group, &k, &v).map_err(|e| zonekv_engine::Error::Corruption(e.to_string()))?;
         batch.put(cf, k, v);
         Ok(())
     })

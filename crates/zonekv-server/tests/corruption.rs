@@ -160,3 +160,62 @@ async fn malformed_protobuf_is_refused_and_changes_nothing() {
     assert_eq!(node.status().await.ranges[0].members.len(), 1);
     node.shutdown().await;
 }
+
+/// Waits until `node` has applied at least `index`.
+async fn wait_applied(node: &Node, index: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while node.status().await.ranges[0].applied_index < index {
+        assert!(tokio::time::Instant::now() < deadline, "node {} did not catch up to {index}", node.id());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_damaged_log_is_refused_then_rebuilt_from_the_healthy_ones() {
+    let mut cluster = zonekv_server::LocalCluster::start(3, None).await.unwrap();
+    let leader = cluster.wait_for_leader(Duration::from_secs(30)).await.unwrap();
+    let victim = if leader == 3 { 2 } else { 3 };
+    let h = cluster.node(leader).unwrap().handle();
+    for i in 0..200 {
+        h.put(format!("key-{i:03}"), format!("value {i}")).await.unwrap();
+    }
+    let victim_config = cluster.node(victim).unwrap().config().clone();
+    cluster.stop_node(victim).await;
+
+    // Bit rot in the victim's Raft log: it must refuse to start, naming the damage.
+    let damaged = damage(&victim_config.data_dir, Cf::RaftLog, |k| k.starts_with(&1u64.to_be_bytes()));
+    assert!(damaged > 0);
+    let err = cluster.restart_node(victim).await.expect_err("started on a damaged log");
+    assert!(err.to_string().contains("CRC32"), "{err}");
+
+    // The healthy majority keeps serving, and never saw the damage.
+    h.put("after-damage", "still writable").await.unwrap();
+
+    // Repair: drop the damaged replica, wipe it, and rebuild it under a new node id (ids are
+    // never reused) from the healthy replicas.
+    h.remove_node(victim).await.unwrap();
+    std::fs::remove_dir_all(&victim_config.data_dir).unwrap();
+    let rebuilt = Node::start(NodeConfig {
+        node_id: 10 + victim,
+        join: Some(h.addr().to_string()),
+        ..config(&victim_config.data_dir)
+    })
+    .await
+    .expect("the rebuilt replica joins");
+    let target = h.status().await.ranges[0].applied_index;
+    wait_applied(&rebuilt, target).await;
+    for i in 0..200 {
+        let (v, _) = rebuilt.get(format!("key-{i:03}").as_bytes(), ReadConsistency::Stale).await.unwrap();
+        assert_eq!(v.as_deref(), Some(format!("value {i}").as_bytes()), "key-{i:03} on the rebuilt replica");
+    }
+    let (v, _) = rebuilt.get(b"after-damage", ReadConsistency::Stale).await.unwrap();
+    assert_eq!(v.as_deref(), Some(&b"still writable"[..]));
+    for n in cluster.running() {
+        wait_applied(n, target).await;
+        let page =
+            n.scan(&zonekv_server::Scan { consistency: ReadConsistency::Stale, ..Default::default() }).await;
+        assert_eq!(page.expect("healthy replicas read cleanly").pairs.len(), 201, "node {}", n.id());
+    }
+    rebuilt.shutdown().await;
+    cluster.shutdown().await;
+}

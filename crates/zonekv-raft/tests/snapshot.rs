@@ -1,0 +1,49 @@
+//! Snapshots never carry damage: a replica refuses to build a snapshot over a value that fails
+//! its checksum, and refuses to install a snapshot that contains one.
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use zonekv_engine::{Cf, Engine, KeyRange, MemEngine, Reader, WriteBatch, export};
+use zonekv_raft::{LeaderId, LogId, SnapshotMeta, StateMachine, keys, value};
+
+/// An engine holding `good` = "fine" and `bad` with one bit flipped in its payload.
+fn damaged_engine() -> MemEngine {
+    let engine = MemEngine::new();
+    let mut bad = value::encode(b"soon damaged");
+    *bad.last_mut().unwrap() ^= 0x01;
+    let mut b = WriteBatch::new();
+    b.put(Cf::Data, keys::data_key(b"good"), value::encode(b"fine"));
+    b.put(Cf::Data, keys::data_key(b"bad"), bad);
+    engine.write(&b, true).unwrap();
+    engine
+}
+
+#[tokio::test]
+async fn a_damaged_value_stops_the_snapshot_build() {
+    let engine = damaged_engine();
+    let mut sm = StateMachine::open(engine, 1, keys::all_user_data()).unwrap();
+    let err = sm.get_snapshot_builder().await.build_snapshot().await.unwrap_err();
+    assert!(err.to_string().contains("CRC32"), "{err}");
+}
+
+#[tokio::test]
+async fn a_snapshot_carrying_a_damaged_value_is_refused_and_nothing_is_written() {
+    // A stream whose own checksums are intact, made from a damaged store.
+    let source = damaged_engine();
+    let mut data = Vec::new();
+    export::export(&source.snapshot(), &[(Cf::Data, keys::all_user_data())], &mut data).unwrap();
+
+    let target = MemEngine::new();
+    let mut b = WriteBatch::new();
+    b.put(Cf::Data, keys::data_key(b"existing"), value::encode(b"kept"));
+    target.write(&b, true).unwrap();
+    let mut sm = StateMachine::open(target.clone(), 1, keys::all_user_data()).unwrap();
+    let meta = SnapshotMeta {
+        last_log_id: Some(LogId::new(LeaderId { term: 1, node_id: 1 }, 7)),
+        ..SnapshotMeta::default()
+    };
+    let err = sm.install_snapshot(&meta, data).await.unwrap_err();
+    assert!(err.to_string().contains("CRC32"), "{err}");
+    let pairs: Vec<_> = target.scan(Cf::Data, &KeyRange::all(), false).unwrap().collect();
+    assert_eq!(pairs.len(), 1, "the install must not have written anything");
+    assert_eq!(sm.applied_state().await.unwrap().0, None);
+}
