@@ -46,16 +46,14 @@ impl<E: Engine> SnapshotBuilder<E> {
 
     /// [`Self::build`] on a blocking-task thread: an export reads the whole span, and doing that
     /// on a runtime worker would stall every task queued behind it.
-    pub async fn build_off_runtime(&self) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
+    pub async fn build_off_runtime(&self) -> Result<SnapshotOf<TypeConfig, SnapshotData>> {
         let builder = Self::new(self.engine.clone(), self.group, self.span.clone());
         let group = self.group;
-        let built = tokio::task::spawn_blocking(move || builder.build())
-            .await
-            .map_err(|e| io::Error::other(format!("group {group}: the snapshot build task failed: {e}")))?;
-        built.map_err(|e| {
-            tracing::error!(group, error = %e, "building a snapshot failed");
-            e.into()
-        })
+        tokio::task::spawn_blocking(move || builder.build()).await.map_err(|e| {
+            Error::Engine(zonekv_engine::Error::Io(io::Error::other(format!(
+                "group {group}: the snapshot build task failed: {e}"
+            ))))
+        })?
     }
 }
 
@@ -63,7 +61,10 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<E> {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
-        self.build_off_runtime().await
+        self.build_off_runtime().await.map_err(|e| {
+            tracing::error!(group = self.group, error = %e, "building a snapshot failed");
+            e.into()
+        })
     }
 }
 

@@ -187,6 +187,16 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
             return Ok(None);
         }
         let builder = SnapshotBuilder::new(self.engine.clone(), self.group, self.span.clone());
-        builder.build_off_runtime().await.map(Some)
+        match builder.build_off_runtime().await {
+            Ok(s) => Ok(Some(s)),
+            // Damaged data: offer no snapshot (openraft asks for one at startup; the replica
+            // still serves its intact keys). If a peer needs one, the build fails and the
+            // replica stops: the damage is never sent.
+            Err(e @ Error::Corruption { .. }) => {
+                tracing::error!(group = self.group, error = %e, "damaged data: no snapshot can be offered");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }

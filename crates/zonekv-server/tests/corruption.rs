@@ -1,12 +1,12 @@
 //! Damaged data and malformed messages: reported with a clear error, never served, nothing
 //! changed.
 
+mod common;
+
 use std::time::Duration;
 
-use bytes::{Buf, BufMut};
+use common::raw;
 use tonic::Code;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch};
 use zonekv_engine_rocks::{RocksEngine, RocksOptions};
@@ -86,45 +86,6 @@ async fn a_damaged_log_entry_stops_the_replica_with_a_clear_error() {
     assert!(err.to_string().contains("CRC32"), "{err}");
 }
 
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        let mut v = vec![0; src.remaining()];
-        src.copy_to_slice(&mut v);
-        Ok(Some(v))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_protobuf_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -137,12 +98,7 @@ async fn malformed_protobuf_is_refused_and_changes_nothing() {
         ("/zonekv.admin.v1.Admin/AddNode", vec![0x07]), // invalid tag
     ];
     for (path, body) in cases {
-        let mut grpc = tonic::client::Grpc::new(channel.clone());
-        grpc.ready().await.unwrap();
-        let err = grpc
-            .unary(tonic::Request::new(body), PathAndQuery::from_static(path), RawCodec)
-            .await
-            .expect_err(path);
+        let err = raw::call(&channel, path, body).await.expect_err(path);
         assert!(
             matches!(err.code(), Code::Internal | Code::InvalidArgument),
             "{path}: {:?} {}",
