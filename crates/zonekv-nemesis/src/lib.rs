@@ -1,8 +1,10 @@
 //! ZoneKV's reliability harness: seeded fault schedules against an in-process cluster, a
 //! recorded client history, and the checkers that judge it.
 //!
-//! - [`nemesis`]: the faults (partitions, flaky links, node stops, leader transfers, membership
-//!   changes) and the seeded schedule that orders them;
+//! - [`nemesis`]: the fault trait and the seeded schedule that orders faults;
+//! - [`local`]: an in-process cluster and its faults (partitions, flaky links, node stops,
+//!   leader transfers, membership changes); [`procs`]: a cluster of `zonekv` processes and
+//!   its faults (SIGKILL of one node, the leader or a majority; SIGSTOP/SIGCONT);
 //! - [`workload`]: register clients (read / write / compare-and-swap) and set clients
 //!   (append-only adds by read + compare-and-swap), which record every outcome, unknown ones
 //!   included;
@@ -12,9 +14,12 @@
 //!
 //! `zonekv-nemesis --seeds N` runs seeds 1..=N; `--seed S` replays one. See docs/testing.md.
 
+pub mod backend;
 pub mod history;
 pub mod linearizable;
+pub mod local;
 pub mod nemesis;
+pub mod procs;
 pub mod run;
 pub mod set;
 pub mod workload;

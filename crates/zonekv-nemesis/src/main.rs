@@ -4,6 +4,7 @@
 //! zonekv-nemesis --seeds 200                 # seeds 1..=200, the long suite
 //! zonekv-nemesis --seed 17                   # replay one seed
 //! zonekv-nemesis --seeds 3 --unsafe-local-reads   # negative control: must find violations
+//! zonekv-nemesis --processes --seeds 20      # zonekv processes, SIGKILL / SIGSTOP faults
 //! ```
 //! Prints one line per seed and the totals; exits non-zero if any acknowledged write was lost,
 //! any key's history is not linearizable, a set check failed, or the cluster did not serve
@@ -19,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use zonekv_nemesis::run::{RunConfig, SeedReport, run};
+use zonekv_nemesis::run::{Mode, RunConfig, SeedReport, run};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Fault injection and linearizability checking for ZoneKV")]
@@ -48,9 +49,16 @@ struct Cli {
     /// Sets.
     #[arg(long, default_value_t = 2)]
     sets: u32,
-    /// Negative control: serve linearizable reads without a leadership check.
+    /// Run `zonekv` processes (SIGKILL and SIGSTOP faults) instead of in-process nodes
+    /// (network, node, leader and membership faults).
     #[arg(long)]
+    processes: bool,
+    /// Negative control: serve linearizable reads without a leadership check (in-process).
+    #[arg(long, conflicts_with = "processes")]
     unsafe_local_reads: bool,
+    /// Negative control: acknowledge log appends before their fsync (with --processes).
+    #[arg(long, requires = "processes")]
+    unsafe_ack_before_sync: bool,
     /// Directory for the reports of failing seeds.
     #[arg(long, default_value = "nemesis-results")]
     out: PathBuf,
@@ -73,6 +81,7 @@ async fn main() -> Result<std::process::ExitCode> {
     for seed in seeds {
         let config = RunConfig {
             seed,
+            mode: if cli.processes { Mode::Processes } else { Mode::InProcess },
             nodes: cli.nodes,
             fault_time: Duration::from_secs(cli.fault_secs),
             clients: cli.clients,
@@ -80,6 +89,7 @@ async fn main() -> Result<std::process::ExitCode> {
             set_clients: cli.set_clients,
             sets: cli.sets,
             unsafe_local_reads: cli.unsafe_local_reads,
+            unsafe_ack_before_sync: cli.unsafe_ack_before_sync,
             max_states: 2_000_000,
         };
         let report = run(config).await.with_context(|| format!("seed {seed}"))?;
@@ -122,15 +132,30 @@ fn summary(r: &SeedReport) -> String {
         } else {
             format!(", check gave up on keys {:?}", r.check_timeouts)
         },
-        if r.sets.valid() { String::new() } else { format!(", set check failed: {:?}", r.sets) },
+        if r.sets.valid() {
+            String::new()
+        } else {
+            format!(
+                ", set check failed: {} lost, {} duplicated, {} unexpected",
+                r.sets.lost.len(),
+                r.sets.duplicated.len(),
+                r.sets.unexpected.len()
+            )
+        },
         r.recovered_after_s.map_or("NOT within 30 s".into(), |s| format!("in {s:.1} s")),
     )
 }
 
 fn replay_flags(cli: &Cli) -> String {
     let mut f = format!("--fault-secs {} --nodes {}", cli.fault_secs, cli.nodes);
-    if cli.unsafe_local_reads {
-        f.push_str(" --unsafe-local-reads");
+    for (set, flag) in [
+        (cli.processes, " --processes"),
+        (cli.unsafe_local_reads, " --unsafe-local-reads"),
+        (cli.unsafe_ack_before_sync, " --unsafe-ack-before-sync"),
+    ] {
+        if set {
+            f.push_str(flag);
+        }
     }
     f
 }

@@ -8,20 +8,35 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use zonekv_server::{LocalCluster, NetFaults, NodeConfig, NodeOptions, RaftConfig, ReadConsistency};
+use zonekv_server::{LocalCluster, NetFaults, NodeConfig, NodeOptions, RaftConfig};
 
+use crate::backend::Backend;
 use crate::history::{self, History, Record, Status};
 use crate::linearizable::{self, Outcome, RegOp};
-use crate::nemesis::{self, Cluster, Fault, Step};
+use crate::local::{self, Cluster};
+use crate::nemesis::{self, Fault, Step};
+use crate::procs::{self, Processes};
 use crate::set::{self, SetReport};
 use crate::workload::{self, Adds};
 use crate::{Error, Result};
+
+/// Where the cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Nodes inside this process; network, node, leader and membership faults.
+    InProcess,
+    /// `zonekv` processes; SIGKILL and SIGSTOP faults.
+    Processes,
+}
 
 /// How a run is shaped. Everything but `seed` is the same for every seed of a suite.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
     /// The seed: fault schedule, fault draws and client choices.
     pub seed: u64,
+    /// Where the cluster runs.
+    pub mode: Mode,
     /// Nodes in the cluster.
     pub nodes: usize,
     /// How long faults are injected.
@@ -34,8 +49,11 @@ pub struct RunConfig {
     pub set_clients: u32,
     /// Sets.
     pub sets: u32,
-    /// Negative control: nodes serve linearizable reads locally, without a leadership check.
+    /// Negative control: nodes serve linearizable reads locally, without a leadership check
+    /// (in-process mode).
     pub unsafe_local_reads: bool,
+    /// Negative control: nodes acknowledge log appends before their fsync (process mode).
+    pub unsafe_ack_before_sync: bool,
     /// Search states per key before the linearizability check gives up.
     pub max_states: usize,
 }
@@ -109,47 +127,37 @@ fn node_template() -> NodeConfig {
 
 /// Runs one seed.
 pub async fn run(config: RunConfig) -> Result<SeedReport> {
-    let net = NetFaults::new(config.seed);
-    let options = NodeOptions {
-        faults: Some(net.clone()),
-        unsafe_local_reads: config.unsafe_local_reads,
-        ..NodeOptions::default()
-    };
-    let nodes = LocalCluster::start_with_options(config.nodes, None, node_template(), options).await?;
-    nodes.wait_for_leader(Duration::from_secs(30)).await?;
-    let cluster = Arc::new(Cluster::new(nodes, net));
-    let faults = nemesis::catalogue();
+    match config.mode {
+        Mode::InProcess => {
+            let net = NetFaults::new(config.seed);
+            let options = NodeOptions {
+                faults: Some(net.clone()),
+                unsafe_local_reads: config.unsafe_local_reads,
+                ..NodeOptions::default()
+            };
+            let nodes =
+                LocalCluster::start_with_options(config.nodes, None, node_template(), options).await?;
+            nodes.wait_for_leader(Duration::from_secs(30)).await?;
+            run_with(Arc::new(Cluster::new(nodes, net)), local::catalogue(), config).await
+        }
+        Mode::Processes => {
+            let nodes = Processes::start(config.nodes as u64, config.unsafe_ack_before_sync).await?;
+            run_with(Arc::new(nodes), procs::catalogue(), config).await
+        }
+    }
+}
+
+/// Runs one seed against a started cluster with the faults it supports; stops the cluster.
+async fn run_with<C: Backend>(
+    cluster: Arc<C>,
+    faults: Vec<Arc<dyn Fault<C>>>,
+    config: RunConfig,
+) -> Result<SeedReport> {
     let schedule = nemesis::schedule(config.seed, faults.len(), config.fault_time);
-
-    let history = Arc::new(History::new());
-    let adds: Adds = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = tokio::task::JoinSet::new();
-    for id in 0..config.clients {
-        let (c, h, s) = (cluster.clone(), history.clone(), stop.clone());
-        clients.spawn(workload::register_client(id, config.seed, config.keys, c, h, s));
-    }
-    for id in 0..config.set_clients {
-        let (c, a, s) = (cluster.clone(), adds.clone(), stop.clone());
-        clients.spawn(workload::set_client(id, config.seed, config.sets, c, a, s));
-    }
-
-    let injected = follow(&cluster, &faults, &schedule, config.seed).await;
-    for f in &faults {
-        f.heal(&cluster).await;
-    }
-    let healed = Instant::now();
-    let recovered_after_s =
-        wait_until_serving(&cluster, Duration::from_secs(30)).await.then(|| healed.elapsed().as_secs_f64());
-    // Let the clients see the healed cluster for a moment, then stop them.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    while let Some(r) = clients.join_next().await {
-        r.map_err(|e| Error::Client(e.to_string()))?;
-    }
-    final_reads(&cluster, &config, &history).await;
-    let final_sets = read_sets(&cluster, config.sets).await?;
-    let adds = adds.lock().await.clone();
+    let backend: Arc<dyn Backend> = cluster.clone();
+    let outcome = exercise(&cluster, backend.as_ref(), &faults, &schedule, &config).await;
+    backend.shutdown().await;
+    let (history, adds, final_sets, injected, recovered_after_s) = outcome?;
     let sets = set::check(&adds, &final_sets);
 
     let records = history.records();
@@ -168,7 +176,7 @@ pub async fn run(config: RunConfig) -> Result<SeedReport> {
             }),
         }
     }
-    let report = SeedReport {
+    Ok(SeedReport {
         operations: records.len() + adds.len(),
         unknown: records.iter().filter(|r| r.status == Status::Unknown).count(),
         lost_writes: sets.lost.len(),
@@ -180,14 +188,51 @@ pub async fn run(config: RunConfig) -> Result<SeedReport> {
         recovered_after_s,
         history: records,
         config,
-    };
-    Arc::try_unwrap(cluster)
-        .map_err(|_| Error::Client("cluster still shared".into()))?
-        .nodes
-        .into_inner()
-        .shutdown()
-        .await;
-    Ok(report)
+    })
+}
+
+type Observed =
+    (Arc<History>, std::collections::BTreeMap<u64, set::AddStatus>, Vec<Vec<u64>>, Vec<String>, Option<f64>);
+
+/// Clients run while the nemesis follows the schedule; then heal, wait for service, stop the
+/// clients and read the final state.
+async fn exercise<C: Backend>(
+    cluster: &Arc<C>,
+    backend: &dyn Backend,
+    faults: &[Arc<dyn Fault<C>>],
+    schedule: &[Step],
+    config: &RunConfig,
+) -> Result<Observed> {
+    let history = Arc::new(History::new());
+    let adds: Adds = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for id in 0..config.clients {
+        let (c, h, s): (Arc<dyn Backend>, _, _) = (cluster.clone(), history.clone(), stop.clone());
+        clients.spawn(workload::register_client(id, config.seed, config.keys, c, h, s));
+    }
+    for id in 0..config.set_clients {
+        let (c, a, s): (Arc<dyn Backend>, _, _) = (cluster.clone(), adds.clone(), stop.clone());
+        clients.spawn(workload::set_client(id, config.seed, config.sets, c, a, s));
+    }
+
+    let injected = follow(cluster.as_ref(), faults, schedule, config.seed).await;
+    for f in faults {
+        f.heal(cluster).await;
+    }
+    let healed = Instant::now();
+    let recovered_after_s =
+        wait_until_serving(backend, Duration::from_secs(30)).await.then(|| healed.elapsed().as_secs_f64());
+    // Let the clients see the healed cluster for a moment, then stop them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    while let Some(r) = clients.join_next().await {
+        r.map_err(|e| Error::Client(e.to_string()))?;
+    }
+    final_reads(backend, config, &history).await;
+    let final_sets = read_sets(backend, config.sets).await?;
+    let adds = adds.lock().await.clone();
+    Ok((history, adds, final_sets, injected, recovered_after_s))
 }
 
 /// Whether `register_entries` keeps a record (same filter, so indexes line up).
@@ -196,7 +241,7 @@ fn kept(r: &Record) -> bool {
 }
 
 /// Follows the schedule; returns what was injected.
-async fn follow(cluster: &Cluster, faults: &[Arc<dyn Fault>], schedule: &[Step], seed: u64) -> Vec<String> {
+async fn follow<C>(cluster: &C, faults: &[Arc<dyn Fault<C>>], schedule: &[Step], seed: u64) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut injected = Vec::new();
     for step in schedule {
@@ -212,14 +257,14 @@ async fn follow(cluster: &Cluster, faults: &[Arc<dyn Fault>], schedule: &[Step],
     injected
 }
 
-/// Polls until the leader serves a linearizable read and a write, or `limit` passes.
-async fn wait_until_serving(cluster: &Cluster, limit: Duration) -> bool {
+/// Polls until the cluster serves a linearizable read and a write, or `limit` passes.
+async fn wait_until_serving(cluster: &dyn Backend, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
+    let mut rng = StdRng::seed_from_u64(0);
+    let probe = bytes::Bytes::from_static(b"probe");
     while Instant::now() < deadline {
-        if let Some(leader) = cluster.leader().await
-            && let Some(h) = cluster.handle(leader).await
-            && h.get(b"probe", ReadConsistency::Linearizable).await.is_ok()
-            && h.put("probe", "ok").await.is_ok()
+        if cluster.get(&mut rng, &probe).await.is_ok()
+            && cluster.put(&mut rng, &probe, bytes::Bytes::from_static(b"ok")).await.is_ok()
         {
             return true;
         }
@@ -229,18 +274,11 @@ async fn wait_until_serving(cluster: &Cluster, limit: Duration) -> bool {
 }
 
 /// One last linearizable read of every register, recorded like any other operation.
-async fn final_reads(cluster: &Cluster, config: &RunConfig, history: &History) {
+async fn final_reads(cluster: &dyn Backend, config: &RunConfig, history: &History) {
+    let mut rng = StdRng::seed_from_u64(1);
     for key in 0..config.keys {
         let call_us = history.now_us();
-        let leader = cluster.leader().await;
-        let got = match leader {
-            Some(l) => match cluster.handle(l).await {
-                Some(h) => h.get(&workload::register_key(key), ReadConsistency::Linearizable).await.ok(),
-                None => None,
-            },
-            None => None,
-        };
-        if let Some((v, _)) = got
+        if let Ok(v) = cluster.get(&mut rng, &workload::register_key(key)).await
             && let Ok(v) = history::decode(v.as_deref())
         {
             let op = RegOp::Read(v);
@@ -256,14 +294,21 @@ async fn final_reads(cluster: &Cluster, config: &RunConfig, history: &History) {
     }
 }
 
-/// Reads every set at the leader.
-async fn read_sets(cluster: &Cluster, sets: u32) -> Result<Vec<Vec<u64>>> {
-    let leader =
-        cluster.leader().await.ok_or_else(|| Error::Client("no leader for the final read".into()))?;
-    let h = cluster.handle(leader).await.ok_or_else(|| Error::Client("the leader stopped".into()))?;
+/// Reads every set, retrying for a while: the cluster was just shown to serve.
+async fn read_sets(cluster: &dyn Backend, sets: u32) -> Result<Vec<Vec<u64>>> {
+    let mut rng = StdRng::seed_from_u64(2);
     let mut out = Vec::new();
     for k in 0..sets {
-        let (v, _) = h.get(&workload::set_key(k), ReadConsistency::Linearizable).await?;
+        let key = workload::set_key(k);
+        let mut value = None;
+        for _ in 0..50 {
+            if let Ok(v) = cluster.get(&mut rng, &key).await {
+                value = Some(v);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let v = value.ok_or_else(|| Error::Client(format!("the final read of set {k} kept failing")))?;
         out.push(match v {
             Some(b) => set::decode(&b).map_err(Error::Client)?,
             None => Vec::new(),

@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
-use zonekv_nemesis::run::{RunConfig, run};
+use zonekv_nemesis::run::{Mode, RunConfig, SeedReport, run};
 
 fn config(seed: u64, unsafe_local_reads: bool) -> RunConfig {
     RunConfig {
         seed,
+        mode: Mode::InProcess,
+        unsafe_ack_before_sync: false,
         nodes: 5,
         fault_time: Duration::from_secs(8),
         clients: 6,
@@ -19,18 +21,22 @@ fn config(seed: u64, unsafe_local_reads: bool) -> RunConfig {
     }
 }
 
+/// The seed passed, and faults and enough operations happened for that to mean something.
+fn assert_passed_with_work(seed: u64, r: &SeedReport) {
+    let line = format!(
+        "seed {seed}: {} ops, {} unknown, faults {:?}, lost {}, violations {:?}, sets {:?}, recovered {:?}",
+        r.operations, r.unknown, r.injected, r.lost_writes, r.violations, r.sets, r.recovered_after_s
+    );
+    println!("{line}");
+    assert!(r.passed(), "{line}");
+    assert!(!r.injected.is_empty(), "no fault was injected: {line}");
+    assert!(r.sets.acknowledged > 0 && r.operations > 1000, "too little work to judge: {line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_few_seeds_of_faults_lose_nothing_and_stay_linearizable() {
     for seed in [1, 2, 3] {
-        let r = run(config(seed, false)).await.expect("run");
-        let line = format!(
-            "seed {seed}: {} ops, {} unknown, faults {:?}, lost {}, violations {:?}, sets {:?}, recovered {:?}",
-            r.operations, r.unknown, r.injected, r.lost_writes, r.violations, r.sets, r.recovered_after_s
-        );
-        println!("{line}");
-        assert!(r.passed(), "{line}");
-        assert!(!r.injected.is_empty(), "no fault was injected: {line}");
-        assert!(r.sets.acknowledged > 0 && r.operations > 1000, "too little work to judge: {line}");
+        assert_passed_with_work(seed, &run(config(seed, false)).await.expect("run"));
     }
 }
 
@@ -44,4 +50,35 @@ async fn reads_without_a_leadership_check_are_caught() {
         r.injected
     );
     assert!(!r.passed());
+}
+
+fn process_config(seed: u64, unsafe_ack_before_sync: bool) -> RunConfig {
+    RunConfig { mode: Mode::Processes, unsafe_ack_before_sync, ..config(seed, false) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn process_kills_and_pauses_lose_nothing_and_stay_linearizable() {
+    for seed in [1, 2] {
+        assert_passed_with_work(seed, &run(process_config(seed, false)).await.expect("run"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledging_before_the_fsync_is_caught_by_process_kills() {
+    // Seeds whose schedules SIGKILL a majority at once (found with
+    // `zonekv-nemesis --processes --unsafe-ack-before-sync --seeds 4`).
+    let mut caught = Vec::new();
+    for seed in [2, 3] {
+        let r = run(process_config(seed, true)).await.expect("run");
+        println!(
+            "seed {seed}: faults {:?}, lost {}, violations {}",
+            r.injected,
+            r.lost_writes,
+            r.violations.len()
+        );
+        if r.lost_writes > 0 || !r.violations.is_empty() {
+            caught.push(seed);
+        }
+    }
+    assert!(!caught.is_empty(), "appends acknowledged without fsync went unnoticed through majority kills");
 }

@@ -1,0 +1,311 @@
+//! A cluster of `zonekv` processes under test, reached through the gRPC client, and the
+//! process faults: SIGKILL (one node, the leader, a majority at once), SIGSTOP/SIGCONT.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::Rng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use tokio::sync::Mutex;
+use zonekv_client::{AdminClient, Client, ClientConfig, ClientError};
+
+use crate::backend::Backend;
+use crate::history::Status;
+use crate::nemesis::Fault;
+use crate::{Error, Result};
+
+/// Node settings for fault runs, as a config file (same as the in-process template).
+const NODE_CONFIG: &str = "[raft]
+heartbeat-interval-ms = 100
+election-timeout-min-ms = 400
+election-timeout-max-ms = 800
+snapshot-after-entries = 500
+keep-entries-after-snapshot = 100
+";
+
+struct ProcNode {
+    id: u64,
+    addr: String,
+    child: Option<Child>,
+    paused: bool,
+}
+
+/// `zonekv` processes on loopback, each with its own data directory under a temporary one.
+pub struct Processes {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    unsafe_ack_before_sync: bool,
+    nodes: Mutex<Vec<ProcNode>>,
+    client: Client,
+    admin: AdminClient,
+}
+
+/// Finds the `zonekv` binary: `$ZONEKV_BIN`, else next to this program (or its parent, for
+/// test binaries in `deps/`).
+pub fn find_zonekv() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ZONEKV_BIN") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::Client(e.to_string()))?;
+    exe.ancestors().skip(1).take(2).map(|d| d.join("zonekv")).find(|p| p.is_file()).ok_or_else(|| {
+        Error::Client("no `zonekv` binary next to this program; build it or set ZONEKV_BIN".into())
+    })
+}
+
+fn free_port() -> Result<u16> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::Client(format!("no free port: {e}")))
+}
+
+fn spawn(bin: &Path, dir: &Path, id: u64, addr: &str, unsafe_ack: bool) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("node-{id}.log")))
+        .map_err(|e| Error::Client(e.to_string()))?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["start", "--node-id", &id.to_string(), "--listen", addr, "--config"])
+        .arg(dir.join("node.toml"))
+        .arg("--data-dir")
+        .arg(dir.join(format!("node-{id}")))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    if unsafe_ack {
+        cmd.env("ZONEKV_UNSAFE_ACK_BEFORE_SYNC", "1");
+    }
+    let mut child = cmd.spawn().map_err(|e| Error::Client(format!("starting {}: {e}", bin.display())))?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    BufReader::new(stdout).read_line(&mut line).map_err(|e| Error::Client(e.to_string()))?;
+    if !line.contains("serving on") {
+        return Err(Error::Client(format!("node {id} did not start: {line:?} (see {})", dir.display())));
+    }
+    Ok(child)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill").args([sig, &child.id().to_string()]).status();
+}
+
+impl Processes {
+    /// Starts `n` nodes and initialises them as one cluster.
+    pub async fn start(n: u64, unsafe_ack_before_sync: bool) -> Result<Self> {
+        let bin = find_zonekv()?;
+        let dir = tempfile::Builder::new()
+            .prefix("zonekv-nemesis-")
+            .tempdir()
+            .map_err(|e| Error::Client(e.to_string()))?;
+        std::fs::write(dir.path().join("node.toml"), NODE_CONFIG)
+            .map_err(|e| Error::Client(e.to_string()))?;
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            let child = spawn(&bin, dir.path(), id, &addr, unsafe_ack_before_sync)?;
+            nodes.push(ProcNode { id, addr, child: Some(child), paused: false });
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+        let members: Vec<(u64, String)> = nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
+        let admin = AdminClient::new(addrs.clone()).map_err(|e| Error::Client(e.to_string()))?;
+        admin.initialize(&addrs[0], &members).await.map_err(|e| Error::Client(format!("init: {e}")))?;
+        let mut config = ClientConfig::new(addrs);
+        config.request_timeout = Duration::from_secs(2);
+        config.retry_budget = Duration::from_secs(3);
+        let client = Client::with_config(config).map_err(|e| Error::Client(e.to_string()))?;
+        Ok(Self { bin, dir, unsafe_ack_before_sync, nodes: Mutex::new(nodes), client, admin })
+    }
+
+    /// The running, unpaused node that leads with the highest term.
+    async fn leader(&self) -> Option<u64> {
+        let nodes: Vec<(u64, String)> = {
+            let nodes = self.nodes.lock().await;
+            nodes.iter().filter(|n| n.child.is_some() && !n.paused).map(|n| (n.id, n.addr.clone())).collect()
+        };
+        let mut best: Option<(u64, u64)> = None;
+        for (id, addr) in nodes {
+            let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), self.admin.status(&addr)).await
+            else {
+                continue;
+            };
+            for r in s.ranges.iter().filter(|r| r.state == "leader") {
+                if best.is_none_or(|(t, _)| r.term > t) {
+                    best = Some((r.term, id));
+                }
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    async fn kill(&self, ids: &[u64]) {
+        let mut nodes = self.nodes.lock().await;
+        for n in nodes.iter_mut().filter(|n| ids.contains(&n.id)) {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            n.paused = false;
+        }
+    }
+
+    async fn restart_all(&self) {
+        let mut nodes = self.nodes.lock().await;
+        for n in nodes.iter_mut() {
+            if let Some(c) = &n.child
+                && n.paused
+            {
+                signal(c, "-CONT");
+                n.paused = false;
+            }
+            if n.child.is_none() {
+                match spawn(&self.bin, self.dir.path(), n.id, &n.addr, self.unsafe_ack_before_sync) {
+                    Ok(c) => n.child = Some(c),
+                    Err(e) => tracing::error!(node = n.id, error = %e, "restart failed"),
+                }
+            }
+        }
+    }
+
+    async fn ids(&self) -> Vec<u64> {
+        self.nodes.lock().await.iter().map(|n| n.id).collect()
+    }
+}
+
+fn status_of(e: &ClientError) -> Status {
+    match e {
+        ClientError::Unavailable { .. }
+        | ClientError::InvalidArgument(_)
+        | ClientError::NotFound(_)
+        | ClientError::FailedPrecondition(_) => Status::Fail,
+        _ => Status::Unknown,
+    }
+}
+
+/// Bounds a call: the client retries inside its budget, this catches anything slower.
+async fn bounded<T>(f: impl Future<Output = Result<T, ClientError>>) -> Result<T, Status> {
+    match tokio::time::timeout(Duration::from_secs(8), f).await {
+        Err(_) => Err(Status::Unknown),
+        Ok(r) => r.map_err(|e| status_of(&e)),
+    }
+}
+
+#[async_trait]
+impl Backend for Processes {
+    async fn get(&self, _: &mut StdRng, key: &Bytes) -> Result<Option<Bytes>, Status> {
+        bounded(self.client.get(key.clone())).await
+    }
+
+    async fn put(&self, _: &mut StdRng, key: &Bytes, value: Bytes) -> Result<(), Status> {
+        bounded(self.client.put(key.clone(), value)).await
+    }
+
+    async fn cas(
+        &self,
+        _: &mut StdRng,
+        key: &Bytes,
+        expected: Option<Bytes>,
+        new_value: Bytes,
+    ) -> Result<bool, Status> {
+        bounded(self.client.compare_and_swap(key.clone(), expected, Some(new_value)))
+            .await
+            .map(|o| o.succeeded)
+    }
+
+    async fn shutdown(&self) {
+        let ids = self.ids().await;
+        self.kill(&ids).await;
+    }
+}
+
+/// Which nodes a process fault hits.
+#[derive(Clone, Copy)]
+enum Target {
+    Random,
+    Leader,
+    Majority,
+}
+
+/// SIGKILL, restarted on heal.
+struct Kill(Target);
+
+/// SIGSTOP, SIGCONT on heal.
+struct Pause(Target);
+
+async fn pick(c: &Processes, target: Target, rng: &mut StdRng) -> Option<Vec<u64>> {
+    let mut ids = c.ids().await;
+    match target {
+        Target::Random => Some(vec![ids[rng.random_range(0..ids.len())]]),
+        Target::Leader => Some(vec![c.leader().await?]),
+        Target::Majority => {
+            ids.shuffle(rng);
+            ids.truncate(ids.len() / 2 + 1);
+            Some(ids)
+        }
+    }
+}
+
+#[async_trait]
+impl Fault<Processes> for Kill {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            Target::Random => "kill-node",
+            Target::Leader => "kill-leader",
+            Target::Majority => "kill-majority",
+        }
+    }
+
+    async fn inject(&self, c: &Processes, rng: &mut StdRng) -> Option<String> {
+        let ids = pick(c, self.0, rng).await?;
+        c.kill(&ids).await;
+        Some(format!("SIGKILL {ids:?}"))
+    }
+
+    async fn heal(&self, c: &Processes) {
+        c.restart_all().await;
+    }
+}
+
+#[async_trait]
+impl Fault<Processes> for Pause {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            Target::Leader => "pause-leader",
+            _ => "pause-node",
+        }
+    }
+
+    async fn inject(&self, c: &Processes, rng: &mut StdRng) -> Option<String> {
+        let ids = pick(c, self.0, rng).await?;
+        let mut nodes = c.nodes.lock().await;
+        for n in nodes.iter_mut().filter(|n| ids.contains(&n.id)) {
+            if let Some(child) = &n.child {
+                signal(child, "-STOP");
+                n.paused = true;
+            }
+        }
+        Some(format!("SIGSTOP {ids:?}"))
+    }
+
+    async fn heal(&self, c: &Processes) {
+        c.restart_all().await;
+    }
+}
+
+/// Every process fault.
+pub fn catalogue() -> Vec<Arc<dyn Fault<Processes>>> {
+    vec![
+        Arc::new(Kill(Target::Random)),
+        Arc::new(Kill(Target::Leader)),
+        Arc::new(Kill(Target::Majority)),
+        Arc::new(Pause(Target::Random)),
+        Arc::new(Pause(Target::Leader)),
+    ]
+}
