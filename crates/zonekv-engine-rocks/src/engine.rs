@@ -43,6 +43,11 @@ impl RocksEngine {
         db_opts.set_max_background_jobs(opts.background_jobs);
         db_opts.set_max_total_wal_size(opts.max_wal_bytes);
         db_opts.set_manual_wal_flush(opts.manual_wal_flush);
+        // Record the size of every synced WAL file in the MANIFEST, so a WAL file that is
+        // missing or shorter than what was synced (truncation, a lost file) fails the open
+        // instead of being replayed as a torn tail: that would silently drop writes this
+        // replica acknowledged.
+        db_opts.set_track_and_verify_wals_in_manifest(true);
         let cache = Cache::new_lru_cache(opts.block_cache_bytes);
         let cfs = Cf::ALL.map(|cf| {
             let mut table = BlockBasedOptions::default();
