@@ -125,12 +125,27 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(Cli::parse())) {
+    let work = runtime.spawn(run(Cli::parse()));
+    let outcome = runtime.block_on(until_interrupted(work));
+    // Dropping the runtime drops the run if it is still going, and with it the targets it
+    // started: their drop stops the etcd, PostgreSQL and `zonekv` processes.
+    drop(runtime);
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Waits for `work` unless SIGINT or SIGTERM comes first.
+async fn until_interrupted(work: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = work => r.map_err(|e| anyhow::anyhow!("the run failed: {e}"))?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; stopping the targets"),
+        _ = term.recv() => anyhow::bail!("terminated; stopping the targets"),
     }
 }
 

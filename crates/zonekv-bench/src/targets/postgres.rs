@@ -34,14 +34,35 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
+/// The uid and gid of the `postgres` user.
+fn postgres_ids() -> Result<(u32, u32)> {
+    let id = |flag: &str| -> Result<u32> {
+        let out = Command::new("id").args([flag, "postgres"]).output().context("running id")?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .context("no `postgres` user (apt-get install postgresql)")
+    };
+    Ok((id("-u")?, id("-g")?))
+}
+
 /// A command run as the `postgres` user when we are root (PostgreSQL refuses to run as root).
-fn pg_command(bin: &PathBuf, as_postgres: bool) -> Command {
-    if as_postgres {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
+/// The server is our direct child (no `runuser` in between), so stopping it reaches it.
+fn pg_command(bin: &PathBuf, as_postgres: Option<(u32, u32)>) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(bin);
+    if let Some((uid, gid)) = as_postgres {
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
+impl Drop for Postgres {
+    /// A fast shutdown (SIGINT), so the server's own processes go too; SIGKILL if it hangs.
+    fn drop(&mut self) {
+        if let Some(server) = &mut self.server {
+            server.stop("INT", Duration::from_secs(10));
+        }
     }
 }
 
@@ -57,6 +78,7 @@ impl Postgres {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
         let root = is_root();
+        let as_postgres = if root { Some(postgres_ids()?) } else { None };
         let data = dir.path().join("pgdata");
         if root {
             let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status()?;
@@ -64,7 +86,7 @@ impl Postgres {
                 bail!("cannot give {} to the postgres user", dir.path().display());
             }
         }
-        let out = pg_command(&initdb, root)
+        let out = pg_command(&initdb, as_postgres)
             .args(["-D"])
             .arg(&data)
             .args(["-U", "postgres", "--auth=trust", "--no-instructions"])
@@ -74,7 +96,7 @@ impl Postgres {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let port = free_port()?;
-        let mut cmd = pg_command(&postgres, root);
+        let mut cmd = pg_command(&postgres, as_postgres);
         cmd.arg("-D").arg(&data).args(["-p", &port.to_string(), "-k"]).arg(dir.path()).args([
             "-c",
             "listen_addresses=127.0.0.1",
