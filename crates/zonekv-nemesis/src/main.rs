@@ -91,8 +91,16 @@ async fn main() -> Result<std::process::ExitCode> {
             unsafe_local_reads: cli.unsafe_local_reads,
             unsafe_ack_before_sync: cli.unsafe_ack_before_sync,
             max_states: 2_000_000,
+            // Process mode: node logs kept next to the report if the seed fails.
+            logs: cli.processes.then(|| cli.out.join(format!("seed-{seed}-logs"))),
         };
+        let logs = config.logs.clone();
         let report = run(config).await.with_context(|| format!("seed {seed}"))?;
+        if report.passed()
+            && let Some(dir) = logs
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         eprintln!("{}", summary(&report));
         ops += report.operations;
         faults += report.injected.len();
@@ -107,6 +115,9 @@ async fn main() -> Result<std::process::ExitCode> {
                 path.display(),
                 replay_flags(&cli)
             );
+            if cli.processes {
+                eprintln!("  node logs: {}", cli.out.join(format!("seed-{seed}-logs")).display());
+            }
             failed.push(seed);
         }
     }

@@ -41,6 +41,7 @@ struct ProcNode {
 pub struct Processes {
     bin: PathBuf,
     dir: tempfile::TempDir,
+    logs: PathBuf,
     unsafe_ack_before_sync: bool,
     nodes: Mutex<Vec<ProcNode>>,
     client: Client,
@@ -66,18 +67,18 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::Client(format!("no free port: {e}")))
 }
 
-fn spawn(bin: &Path, dir: &Path, id: u64, addr: &str, unsafe_ack: bool) -> Result<Child> {
+fn spawn(bin: &Path, dir: &Path, logs: &Path, id: u64, addr: &str, unsafe_ack: bool) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join(format!("node-{id}.log")))
+        .open(logs.join(format!("node-{id}.log")))
         .map_err(|e| Error::Client(e.to_string()))?;
     let mut cmd = Command::new(bin);
     cmd.args(["start", "--node-id", &id.to_string(), "--listen", addr, "--config"])
         .arg(dir.join("node.toml"))
         .arg("--data-dir")
         .arg(dir.join(format!("node-{id}")))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
     if unsafe_ack {
@@ -99,18 +100,21 @@ fn signal(child: &Child, sig: &str) {
 
 impl Processes {
     /// Starts `n` nodes and initialises them as one cluster.
-    pub async fn start(n: u64, unsafe_ack_before_sync: bool) -> Result<Self> {
+    /// Node logs go to `logs` if given (kept for a failing seed), else next to the data.
+    pub async fn start(n: u64, unsafe_ack_before_sync: bool, logs: Option<&Path>) -> Result<Self> {
         let bin = find_zonekv()?;
         let dir = tempfile::Builder::new()
             .prefix("zonekv-nemesis-")
             .tempdir()
             .map_err(|e| Error::Client(e.to_string()))?;
+        let logs = logs.map_or_else(|| dir.path().to_path_buf(), Path::to_path_buf);
+        std::fs::create_dir_all(&logs).map_err(|e| Error::Client(format!("{}: {e}", logs.display())))?;
         std::fs::write(dir.path().join("node.toml"), NODE_CONFIG)
             .map_err(|e| Error::Client(e.to_string()))?;
         let mut nodes = Vec::new();
         for id in 1..=n {
             let addr = format!("127.0.0.1:{}", free_port()?);
-            let child = spawn(&bin, dir.path(), id, &addr, unsafe_ack_before_sync)?;
+            let child = spawn(&bin, dir.path(), &logs, id, &addr, unsafe_ack_before_sync)?;
             nodes.push(ProcNode { id, addr, child: Some(child), paused: false });
         }
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
@@ -121,7 +125,7 @@ impl Processes {
         config.request_timeout = Duration::from_secs(2);
         config.retry_budget = Duration::from_secs(3);
         let client = Client::with_config(config).map_err(|e| Error::Client(e.to_string()))?;
-        Ok(Self { bin, dir, unsafe_ack_before_sync, nodes: Mutex::new(nodes), client, admin })
+        Ok(Self { bin, dir, logs, unsafe_ack_before_sync, nodes: Mutex::new(nodes), client, admin })
     }
 
     /// The running, unpaused node that leads with the highest term.
@@ -166,7 +170,14 @@ impl Processes {
                 n.paused = false;
             }
             if n.child.is_none() {
-                match spawn(&self.bin, self.dir.path(), n.id, &n.addr, self.unsafe_ack_before_sync) {
+                match spawn(
+                    &self.bin,
+                    self.dir.path(),
+                    &self.logs,
+                    n.id,
+                    &n.addr,
+                    self.unsafe_ack_before_sync,
+                ) {
                     Ok(c) => n.child = Some(c),
                     Err(e) => tracing::error!(node = n.id, error = %e, "restart failed"),
                 }

@@ -56,6 +56,8 @@ pub struct RunConfig {
     pub unsafe_ack_before_sync: bool,
     /// Search states per key before the linearizability check gives up.
     pub max_states: usize,
+    /// Process mode: where the nodes' logs go (default: with their data, removed after the run).
+    pub logs: Option<std::path::PathBuf>,
 }
 
 /// A key whose history is not linearizable.
@@ -97,6 +99,8 @@ pub struct SeedReport {
     pub recovered_after_s: Option<f64>,
     /// The register history, for replay and inspection.
     pub history: Vec<Record>,
+    /// The set adds: element, set, outcome and times.
+    pub adds: Vec<(u64, workload::AddRecord)>,
 }
 
 impl SeedReport {
@@ -141,7 +145,9 @@ pub async fn run(config: RunConfig) -> Result<SeedReport> {
             run_with(Arc::new(Cluster::new(nodes, net)), local::catalogue(), config).await
         }
         Mode::Processes => {
-            let nodes = Processes::start(config.nodes as u64, config.unsafe_ack_before_sync).await?;
+            let nodes =
+                Processes::start(config.nodes as u64, config.unsafe_ack_before_sync, config.logs.as_deref())
+                    .await?;
             run_with(Arc::new(nodes), procs::catalogue(), config).await
         }
     }
@@ -158,7 +164,8 @@ async fn run_with<C: Backend>(
     let outcome = exercise(&cluster, backend.as_ref(), &faults, &schedule, &config).await;
     backend.shutdown().await;
     let (history, adds, final_sets, injected, recovered_after_s) = outcome?;
-    let sets = set::check(&adds, &final_sets);
+    let statuses = adds.iter().map(|(e, a)| (*e, a.status)).collect();
+    let sets = set::check(&statuses, &final_sets);
 
     let records = history.records();
     let (mut violations, mut check_timeouts) = (Vec::new(), Vec::new());
@@ -187,12 +194,18 @@ async fn run_with<C: Backend>(
         sets,
         recovered_after_s,
         history: records,
+        adds: adds.into_iter().collect(),
         config,
     })
 }
 
-type Observed =
-    (Arc<History>, std::collections::BTreeMap<u64, set::AddStatus>, Vec<Vec<u64>>, Vec<String>, Option<f64>);
+type Observed = (
+    Arc<History>,
+    std::collections::BTreeMap<u64, workload::AddRecord>,
+    Vec<Vec<u64>>,
+    Vec<String>,
+    Option<f64>,
+);
 
 /// Clients run while the nemesis follows the schedule; then heal, wait for service, stop the
 /// clients and read the final state.
@@ -212,11 +225,12 @@ async fn exercise<C: Backend>(
         clients.spawn(workload::register_client(id, config.seed, config.keys, c, h, s));
     }
     for id in 0..config.set_clients {
-        let (c, a, s): (Arc<dyn Backend>, _, _) = (cluster.clone(), adds.clone(), stop.clone());
-        clients.spawn(workload::set_client(id, config.seed, config.sets, c, a, s));
+        let (c, a, h, s): (Arc<dyn Backend>, _, _, _) =
+            (cluster.clone(), adds.clone(), history.clone(), stop.clone());
+        clients.spawn(workload::set_client(id, config.seed, config.sets, c, a, h, s));
     }
 
-    let injected = follow(cluster.as_ref(), faults, schedule, config.seed).await;
+    let injected = follow(cluster.as_ref(), faults, schedule, config.seed, &history).await;
     for f in faults {
         f.heal(cluster).await;
     }
@@ -241,15 +255,22 @@ fn kept(r: &Record) -> bool {
 }
 
 /// Follows the schedule; returns what was injected.
-async fn follow<C>(cluster: &C, faults: &[Arc<dyn Fault<C>>], schedule: &[Step], seed: u64) -> Vec<String> {
+async fn follow<C>(
+    cluster: &C,
+    faults: &[Arc<dyn Fault<C>>],
+    schedule: &[Step],
+    seed: u64,
+    history: &History,
+) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut injected = Vec::new();
     for step in schedule {
         tokio::time::sleep(Duration::from_millis(step.gap_ms)).await;
         let fault = &faults[step.fault];
+        let at = history.now_us() as f64 / 1e6;
         if let Some(what) = fault.inject(cluster, &mut rng).await {
             tracing::info!(fault = fault.name(), %what, "injected");
-            injected.push(format!("{}: {what}", fault.name()));
+            injected.push(format!("{}: {what} (at {at:.3} s)", fault.name()));
         }
         tokio::time::sleep(Duration::from_millis(step.hold_ms)).await;
         fault.heal(cluster).await;

@@ -72,8 +72,21 @@ pub async fn register_client(
     }
 }
 
-/// Adds recorded by the set clients: element → outcome.
-pub type Adds = Arc<Mutex<BTreeMap<u64, AddStatus>>>;
+/// One add as a set client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AddRecord {
+    /// The set (key index).
+    pub set: u32,
+    /// How it ended.
+    pub status: AddStatus,
+    /// First read, microseconds since the start of the run.
+    pub call_us: u64,
+    /// Outcome known, microseconds since the start of the run.
+    pub ret_us: u64,
+}
+
+/// Adds recorded by the set clients: element → what happened.
+pub type Adds = Arc<Mutex<BTreeMap<u64, AddRecord>>>;
 
 /// One set client: until `stop`, adds fresh elements to random sets by read + compare-and-swap.
 pub async fn set_client(
@@ -82,6 +95,7 @@ pub async fn set_client(
     sets: u32,
     cluster: Arc<dyn Backend>,
     adds: Adds,
+    clock: Arc<History>,
     stop: Arc<AtomicBool>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(id) << 48) ^ 0x5e7);
@@ -89,9 +103,10 @@ pub async fn set_client(
     while !stop.load(Ordering::Relaxed) {
         counter += 1;
         let element = (u64::from(id) + 1) << 40 | counter;
-        let key = set_key(rng.random_range(0..sets));
-        let status = add(cluster.as_ref(), &mut rng, &key, element).await;
-        adds.lock().await.insert(element, status);
+        let set = rng.random_range(0..sets);
+        let call_us = clock.now_us();
+        let status = add(cluster.as_ref(), &mut rng, &set_key(set), element).await;
+        adds.lock().await.insert(element, AddRecord { set, status, call_us, ret_us: clock.now_us() });
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..10))).await;
     }
 }

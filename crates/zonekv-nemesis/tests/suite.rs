@@ -18,6 +18,7 @@ fn config(seed: u64, unsafe_local_reads: bool) -> RunConfig {
         sets: 2,
         unsafe_local_reads,
         max_states: 2_000_000,
+        logs: None,
     }
 }
 
@@ -58,7 +59,9 @@ fn process_config(seed: u64, unsafe_ack_before_sync: bool) -> RunConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn process_kills_and_pauses_lose_nothing_and_stay_linearizable() {
-    for seed in [1, 2] {
+    // Seed 46 lost 593 acknowledged writes before restarted leaders stopped resuming their old
+    // term (docs/testing.md, "What the harness found").
+    for seed in [1, 46] {
         assert_passed_with_work(seed, &run(process_config(seed, false)).await.expect("run"));
     }
 }

@@ -230,6 +230,14 @@ impl NodeConfig {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
             max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
             enable_pre_vote: Some(true),
+            // A leader that restarts must not resume leadership in its old term. Followers may
+            // have durably accepted (and committed, and a client may have been told about)
+            // entries that the leader had written but not yet synced itself; a crash loses them
+            // from its log, and resuming in the same term would make it create different
+            // entries under the same log ids, which followers take for the ones they have:
+            // replicas diverge and acknowledged writes vanish. The process nemesis found this
+            // (docs/testing.md). An election after a restart costs a little availability.
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()
