@@ -6,6 +6,8 @@
 //!   endpoints, all behind one small [`targets::Conn`] interface;
 //! - [`runner`]: load, warm-up and a timed or counted measurement with N client tasks over M
 //!   connections, latencies in an HDR histogram;
+//! - [`settle`]: waiting for the machine to go quiet between measurements, so one target's
+//!   background work does not land on the next one's;
 //! - [`report`]: tables, ratios against a baseline, the JSON result file; [`chart`] the SVG.
 //!
 //! A benchmark harness, so errors are `anyhow` throughout.
@@ -15,6 +17,7 @@ pub mod machine;
 pub mod procs;
 pub mod report;
 pub mod runner;
+pub mod settle;
 pub mod targets;
 pub mod workload;
 mod zipf;

@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use zonekv_bench::machine::Machine;
 use zonekv_bench::report::Report;
-use zonekv_bench::runner::{self, Measure, RunConfig};
+use zonekv_bench::runner::{self, Measure, RunConfig, RunResult};
+use zonekv_bench::settle;
 use zonekv_bench::targets::{self, StartOptions, TargetSpec};
 use zonekv_bench::workload::{KeyDist, Spec, Workload};
 
@@ -74,9 +75,14 @@ struct Opts {
     /// Warm-up before each measurement.
     #[arg(long, default_value = "2s")]
     warmup: String,
-    /// Repetitions of each (target, clients) measurement.
+    /// Repetitions of each (target, clients) measurement. Each repetition starts the round of
+    /// targets one further along (A B C, then B C A, …), so no target always follows the same one.
     #[arg(long, default_value_t = 1)]
     reps: usize,
+    /// Before each measurement, wait at most this long for the disks and CPUs to go quiet
+    /// (targets' background work after a heavy measurement); 0s measures back to back.
+    #[arg(long, default_value = "30s")]
+    settle: String,
     /// Keys in the keyspace.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
@@ -232,9 +238,19 @@ async fn measure_all(
     measure: Measure,
     warmup: Duration,
 ) -> Result<()> {
+    let settle_limit = parse_duration(&opts.settle)?;
     for rep in 0..opts.reps.max(1) {
         for &c in clients {
-            for (name, t) in running {
+            let n = running.len();
+            for (name, t) in (0..n).map(|i| &running[(i + rep) % n]) {
+                let (waited, quiet) = if settle_limit.is_zero() {
+                    (Duration::ZERO, true)
+                } else {
+                    settle::settle(settle_limit, Duration::from_millis(500), settle::Quiet::default()).await
+                };
+                if !quiet {
+                    eprintln!("machine not quiet after {waited:.0?}; measuring {name} anyway");
+                }
                 let conns = opts.conns.unwrap_or(if *name == "postgres" { c } else { c.div_ceil(8).min(64) });
                 let cfg = RunConfig {
                     clients: c,
@@ -247,14 +263,16 @@ async fn measure_all(
                 let r = runner::run(t.as_ref(), name, spec, &cfg, rep)
                     .await
                     .with_context(|| format!("measuring {name}"))?;
+                let r = RunResult { settle_ms: waited.as_millis() as u64, ..r };
                 eprintln!(
-                    "{name:<16} {} clients={c:<4} conns={:<4} rep={rep}: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors{}",
+                    "{name:<16} {} clients={c:<4} conns={:<4} rep={rep}: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, {} errors, settled {:.1} s{}",
                     spec.workload,
                     r.conns,
                     r.throughput,
                     r.latency_us.p50 as f64 / 1000.0,
                     r.latency_us.p99 as f64 / 1000.0,
                     r.errors,
+                    waited.as_secs_f64(),
                     r.first_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})"))
                 );
                 report.runs.push(r);

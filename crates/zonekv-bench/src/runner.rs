@@ -84,6 +84,9 @@ pub struct RunResult {
     pub latency_us: Latency,
     /// The first error seen, if any.
     pub first_error: Option<String>,
+    /// Time waited for the machine to go quiet before the warm-up (see [`crate::settle`]);
+    /// set by the caller, 0 when it did not wait.
+    pub settle_ms: u64,
 }
 
 async fn connect_all(target: &dyn Target, n: usize) -> Result<Vec<Arc<dyn Conn>>> {
@@ -262,6 +265,7 @@ pub async fn run(
             max: hist.max(),
         },
         first_error,
+        settle_ms: 0,
     })
 }
 

@@ -21,17 +21,36 @@ pub struct SnapshotBuilder<E: Engine> {
     engine: E,
     group: u64,
     span: KeyRange,
+    meta_only: bool,
 }
 
 impl<E: Engine> SnapshotBuilder<E> {
+    /// A builder of whole snapshots: meta and data.
     pub(crate) fn new(engine: E, group: u64, span: KeyRange) -> Self {
-        Self { engine, group, span }
+        Self { engine, group, span, meta_only: false }
+    }
+
+    /// A builder for openraft's policy snapshots (`SnapshotPolicy`, `force = false`). Such a
+    /// build only tells openraft how far the log may be purged: openraft keeps the meta and
+    /// drops the data (`core/sm/worker.rs`, `BuildSnapshotDone(meta)`, in the pinned version).
+    /// The data a follower receives is always built afresh by `get_current_snapshot`, so this
+    /// builder reads the applied state and returns an empty stream, which is not a valid export
+    /// (no footer): were it ever installed, the install would fail as `Corruption` rather than
+    /// wipe the span. Exporting the whole span here cost two full scans and a range-sized buffer
+    /// per node every `snapshot-after-entries` entries, for nothing.
+    pub(crate) fn meta_only(engine: E, group: u64, span: KeyRange) -> Self {
+        Self { engine, group, span, meta_only: true }
     }
 
     /// Exports the group's span and applied state from one consistent engine snapshot.
     pub fn build(&self) -> Result<SnapshotOf<TypeConfig, SnapshotData>> {
         let snap = self.engine.snapshot();
         let applied = read_applied(&snap, self.group)?;
+        if self.meta_only {
+            let meta =
+                SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership };
+            return Ok(openraft::Snapshot { meta, snapshot: Vec::new() });
+        }
         // A damaged value must not travel: the stream's own checksums would cover the damage.
         for pair in snap.scan(Cf::Data, &self.span, false)? {
             let (k, v) = pair?;
@@ -47,7 +66,7 @@ impl<E: Engine> SnapshotBuilder<E> {
     /// [`Self::build`] on a blocking-task thread: an export reads the whole span, and doing that
     /// on a runtime worker would stall every task queued behind it.
     pub async fn build_off_runtime(&self) -> Result<SnapshotOf<TypeConfig, SnapshotData>> {
-        let builder = Self::new(self.engine.clone(), self.group, self.span.clone());
+        let builder = Self { engine: self.engine.clone(), span: self.span.clone(), ..*self };
         let group = self.group;
         tokio::task::spawn_blocking(move || builder.build()).await.map_err(|e| {
             Error::Engine(zonekv_engine::Error::Io(io::Error::other(format!(
@@ -61,7 +80,8 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<E> {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
-        self.build_off_runtime().await.map_err(|e| {
+        let built = if self.meta_only { self.build() } else { self.build_off_runtime().await };
+        built.map_err(|e| {
             tracing::error!(group = self.group, error = %e, "building a snapshot failed");
             e.into()
         })

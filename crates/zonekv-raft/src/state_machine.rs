@@ -167,6 +167,14 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         Ok(())
     }
 
+    async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<SnapshotBuilder<E>> {
+        Some(if force {
+            SnapshotBuilder::new(self.engine.clone(), self.group, self.span.clone())
+        } else {
+            SnapshotBuilder::meta_only(self.engine.clone(), self.group, self.span.clone())
+        })
+    }
+
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder<E> {
         SnapshotBuilder::new(self.engine.clone(), self.group, self.span.clone())
     }

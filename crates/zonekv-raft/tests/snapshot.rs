@@ -47,3 +47,37 @@ async fn a_snapshot_carrying_a_damaged_value_is_refused_and_nothing_is_written()
     assert_eq!(pairs.len(), 1, "the install must not have written anything");
     assert_eq!(sm.applied_state().await.unwrap().0, None);
 }
+
+/// openraft's policy snapshots (`force = false`) only advance the purge point: they carry the
+/// applied state and no data, and that empty stream can never be installed over a span.
+#[tokio::test]
+async fn a_policy_snapshot_carries_the_applied_state_and_no_data() {
+    use bytes::Bytes;
+    use zonekv_raft::{Command, Entry, Op};
+
+    let engine = MemEngine::new();
+    let mut sm = StateMachine::open(engine.clone(), 1, keys::all_user_data()).unwrap();
+    let log_id = LogId::new(LeaderId { term: 2, node_id: 1 }, 9);
+    let put = Op::Put { key: Bytes::from_static(b"k"), value: Bytes::from_static(b"v") };
+    let entry = Entry { log_id, payload: openraft::EntryPayload::Normal(Command { ops: vec![put] }) };
+    sm.apply(futures::stream::iter([Ok((entry, None))])).await.unwrap();
+
+    let policy = sm.try_create_snapshot_builder(false).await.unwrap().build_snapshot().await.unwrap();
+    assert_eq!(policy.meta.last_log_id, Some(log_id));
+    assert!(policy.snapshot.is_empty(), "a policy build must not export the span");
+
+    let full = sm.try_create_snapshot_builder(true).await.unwrap().build_snapshot().await.unwrap();
+    assert_eq!(full.meta.last_log_id, Some(log_id));
+    assert!(!full.snapshot.is_empty(), "a forced build exports the span");
+
+    // The empty stream is refused, and the span is left as it was.
+    let target = MemEngine::new();
+    let mut b = WriteBatch::new();
+    b.put(Cf::Data, keys::data_key(b"existing"), value::encode(b"kept"));
+    target.write(&b, true).unwrap();
+    let mut other = StateMachine::open(target.clone(), 1, keys::all_user_data()).unwrap();
+    let err = other.install_snapshot(&policy.meta, policy.snapshot).await.unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("corrupt"), "{err}");
+    let pairs: Vec<_> = target.scan(Cf::Data, &KeyRange::all(), false).unwrap().collect();
+    assert_eq!(pairs.len(), 1, "the refused install must not have written anything");
+}
