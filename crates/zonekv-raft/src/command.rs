@@ -4,6 +4,9 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::NodeId;
+use crate::range::{RangeDescriptor, RangeEpoch};
+
 /// One write of a [`Command`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -30,6 +33,23 @@ pub enum Op {
     },
     /// Puts and deletes applied atomically.
     Batch(Vec<Mutation>),
+    /// Splits the range (an admin op, never batched with client writes; docs/multiraft.md).
+    Split(Split),
+}
+
+/// Splits a range at `split_key`: `[start, split_key)` stays, `[split_key, end)` becomes range
+/// `new_range_id`, with `new_replica_ids[i]` the new replica on the node of the range's `i`-th
+/// replica. Applies only while the range's epoch is `expected_epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// First user key of the new right-hand range.
+    pub split_key: Bytes,
+    /// The epoch the split was planned against.
+    pub expected_epoch: RangeEpoch,
+    /// The right-hand range's id (fresh).
+    pub new_range_id: u64,
+    /// One fresh replica id per replica of the range, in descriptor order.
+    pub new_replica_ids: Vec<NodeId>,
 }
 
 /// A put or delete inside an [`Op::Batch`].
@@ -68,6 +88,7 @@ impl Op {
             Op::Delete { key } => key.len(),
             Op::CompareAndSwap { key, expected, new_value } => key.len() + opt(expected) + opt(new_value),
             Op::Batch(muts) => muts.iter().map(Mutation::bytes).sum(),
+            Op::Split(split) => split.split_key.len(),
         }
     }
 }
@@ -111,6 +132,24 @@ pub enum OpResult {
         succeeded: bool,
         /// The value found when comparing.
         current: Option<Bytes>,
+    },
+    /// The op touched a key this range does not own (any more): nothing was written. Carries
+    /// the range's descriptor as of the op, for the client to reroute.
+    RangeKeyMismatch(Box<RangeDescriptor>),
+    /// A split was applied: the shrunk range and the new right-hand range.
+    Split {
+        /// This range after the split.
+        left: Box<RangeDescriptor>,
+        /// The new range.
+        right: Box<RangeDescriptor>,
+    },
+    /// A split was refused and nothing changed: `reason` says why, `current` is the range as it
+    /// is.
+    SplitRejected {
+        /// Why, for the error message.
+        reason: String,
+        /// The range's descriptor.
+        current: Box<RangeDescriptor>,
     },
 }
 

@@ -6,8 +6,10 @@
 //!             group_id:u64be ++ 0x02                        -> record(LogId)  committed
 //!             group_id:u64be ++ 0x03                        -> record(LogId)  last purged
 //!             group_id:u64be ++ 0x10                        -> record(AppliedState)
+//!             group_id:u64be ++ 0x11                        -> record(RangeDescriptor)
 //!             0u64be         ++ 0x20                        -> record(node id)  (node identity)
-//! data      : 'z' ++ user_key                               -> value (see `value`)
+//! data      : 'm' ++ …                                      -> system records of the meta range
+//!             'z' ++ user_key                               -> value (see `value`)
 //! ```
 //!
 //! Big-endian integers make keys sort numerically, so a group's log is one contiguous, ordered
@@ -21,8 +23,17 @@ use zonekv_engine::KeyRange;
 /// Group id 0 is never a Raft group: its metadata prefix holds node-level records.
 pub const NODE_GROUP: u64 = 0;
 
+/// The first range: it covers the whole keyspace until splits carve others out of it, and
+/// stays the leftmost range, which holds the system records (the meta range).
+pub const FIRST_RANGE: u64 = 1;
+
 /// Prefix of user keys in the data column family.
 pub const DATA_PREFIX: u8 = b'z';
+
+/// Prefix of system records (the range directory) in the data column family. It sorts before
+/// [`DATA_PREFIX`], and splits happen only at user keys, so the leftmost range — the meta
+/// range — always owns all of it.
+pub const SYSTEM_PREFIX: u8 = b'm';
 
 /// Metadata record kinds under a group's prefix in `raft-meta`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +47,8 @@ pub enum MetaKey {
     Purged = 0x03,
     /// The state machine's applied log id and membership.
     Applied = 0x10,
+    /// The range's descriptor, written with the apply that changed it.
+    Descriptor = 0x11,
     /// The id of the node owning the data directory (under [`NODE_GROUP`] only).
     NodeIdent = 0x20,
 }
@@ -92,6 +105,19 @@ pub fn user_key(data_key: &[u8]) -> Option<&[u8]> {
 /// The data-column-family span holding every user key.
 pub fn all_user_data() -> KeyRange {
     KeyRange::prefix(&[DATA_PREFIX])
+}
+
+/// The data-column-family key of a system record.
+pub fn system_key(suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(suffix.len() + 1);
+    k.push(SYSTEM_PREFIX);
+    k.extend_from_slice(suffix);
+    k
+}
+
+/// The data-column-family span holding every system record.
+pub fn system_data() -> KeyRange {
+    KeyRange::prefix(&[SYSTEM_PREFIX])
 }
 
 #[cfg(test)]

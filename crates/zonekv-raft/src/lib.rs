@@ -20,17 +20,20 @@ mod entry_cache;
 mod error;
 pub mod keys;
 mod log_store;
+pub mod range;
 mod snapshot;
+mod split;
 mod state_machine;
 mod syncer;
 mod types;
 pub mod value;
 
-pub use command::{Command, CommandResponse, Mutation, Op, OpResult};
+pub use command::{Command, CommandResponse, Mutation, Op, OpResult, Split};
 pub use error::{Error, Result};
 pub use log_store::{LogReader, LogStore};
+pub use range::{RangeDescriptor, RangeEpoch, ReplicaDesc};
 pub use snapshot::SnapshotBuilder;
-pub use state_machine::{StateMachine, read_user_value};
+pub use state_machine::{StateMachine, read_descriptor, read_user_value};
 pub use syncer::{LogSyncer, SyncStats};
 pub use types::{
     Entry, LeaderId, LogId, Membership, NodeId, NodeInfo, Raft, SnapshotData, SnapshotMeta, StoredMembership,

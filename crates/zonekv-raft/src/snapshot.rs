@@ -1,4 +1,5 @@
-//! Snapshots of a group: its key span exported from a consistent engine snapshot.
+//! Snapshots of a group: its range descriptor and key spans exported from a consistent engine
+//! snapshot.
 //!
 //! The state machine is persistent, so a snapshot is never needed to rebuild it locally; it is
 //! only what a lagging or new replica receives. A snapshot is therefore built on demand from a
@@ -9,25 +10,40 @@ use std::io;
 
 use openraft::RaftSnapshotBuilder;
 use openraft::type_config::alias::SnapshotOf;
+use std::ops::Bound;
+
 use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch, export};
 
-use crate::codec::{AppliedState, encode_applied};
+use crate::codec::{AppliedState, decode_descriptor, encode_applied};
 use crate::keys::{MetaKey, meta_key};
-use crate::state_machine::read_applied;
+use crate::range::RangeDescriptor;
+use crate::state_machine::{read_applied, read_descriptor};
 use crate::{Error, Result, SnapshotData, SnapshotMeta, TypeConfig};
 
 /// Builds snapshots of one group.
 pub struct SnapshotBuilder<E: Engine> {
     engine: E,
     group: u64,
-    span: KeyRange,
     meta_only: bool,
+}
+
+/// The `raft-meta` span holding exactly the descriptor record of `group`.
+fn descriptor_span(group: u64) -> KeyRange {
+    let key = meta_key(group, MetaKey::Descriptor).to_vec();
+    KeyRange { start: Bound::Included(key.clone()), end: Bound::Included(key) }
+}
+
+/// What a snapshot of a range exports: its descriptor record, then every data span it owns.
+fn export_spans(group: u64, desc: &RangeDescriptor) -> Vec<(Cf, KeyRange)> {
+    let mut spans = vec![(Cf::RaftMeta, descriptor_span(group))];
+    spans.extend(desc.data_spans().into_iter().map(|s| (Cf::Data, s)));
+    spans
 }
 
 impl<E: Engine> SnapshotBuilder<E> {
     /// A builder of whole snapshots: meta and data.
-    pub(crate) fn new(engine: E, group: u64, span: KeyRange) -> Self {
-        Self { engine, group, span, meta_only: false }
+    pub(crate) fn new(engine: E, group: u64) -> Self {
+        Self { engine, group, meta_only: false }
     }
 
     /// A builder for openraft's policy snapshots (`SnapshotPolicy`, `force = false`). Such a
@@ -38,11 +54,12 @@ impl<E: Engine> SnapshotBuilder<E> {
     /// (no footer): were it ever installed, the install would fail as `Corruption` rather than
     /// wipe the span. Exporting the whole span here cost two full scans and a range-sized buffer
     /// per node every `snapshot-after-entries` entries, for nothing.
-    pub(crate) fn meta_only(engine: E, group: u64, span: KeyRange) -> Self {
-        Self { engine, group, span, meta_only: true }
+    pub(crate) fn meta_only(engine: E, group: u64) -> Self {
+        Self { engine, group, meta_only: true }
     }
 
-    /// Exports the group's span and applied state from one consistent engine snapshot.
+    /// Exports the group's descriptor, spans and applied state from one consistent engine
+    /// snapshot.
     pub fn build(&self) -> Result<SnapshotOf<TypeConfig, SnapshotData>> {
         let snap = self.engine.snapshot();
         let applied = read_applied(&snap, self.group)?;
@@ -51,13 +68,20 @@ impl<E: Engine> SnapshotBuilder<E> {
                 SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership };
             return Ok(openraft::Snapshot { meta, snapshot: Vec::new() });
         }
+        let desc = read_descriptor(&snap, self.group)?.ok_or_else(|| Error::Corruption {
+            group: self.group,
+            what: "no range descriptor to build a snapshot from".into(),
+        })?;
+        let spans = export_spans(self.group, &desc);
         // A damaged value must not travel: the stream's own checksums would cover the damage.
-        for pair in snap.scan(Cf::Data, &self.span, false)? {
-            let (k, v) = pair?;
-            check_value(self.group, &k, &v)?;
+        for (_, span) in spans.iter().filter(|(cf, _)| *cf == Cf::Data) {
+            for pair in snap.scan(Cf::Data, span, false)? {
+                let (k, v) = pair?;
+                check_value(self.group, &k, &v)?;
+            }
         }
         let mut data = Vec::new();
-        let stats = export::export(&snap, &[(Cf::Data, self.span.clone())], &mut data)?;
+        let stats = export::export(&snap, &spans, &mut data)?;
         tracing::debug!(group = self.group, records = stats.records, bytes = stats.bytes, "built snapshot");
         let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership };
         Ok(openraft::Snapshot { meta, snapshot: data })
@@ -66,7 +90,7 @@ impl<E: Engine> SnapshotBuilder<E> {
     /// [`Self::build`] on a blocking-task thread: an export reads the whole span, and doing that
     /// on a runtime worker would stall every task queued behind it.
     pub async fn build_off_runtime(&self) -> Result<SnapshotOf<TypeConfig, SnapshotData>> {
-        let builder = Self { engine: self.engine.clone(), span: self.span.clone(), ..*self };
+        let builder = Self { engine: self.engine.clone(), ..*self };
         let group = self.group;
         tokio::task::spawn_blocking(move || builder.build()).await.map_err(|e| {
             Error::Engine(zonekv_engine::Error::Io(io::Error::other(format!(
@@ -96,32 +120,53 @@ fn check_value(group: u64, key: &[u8], stored: &[u8]) -> Result<()> {
     })
 }
 
-/// Replaces the group's span with the snapshot's contents and sets its applied state, in one
-/// synced write. The whole stream is verified before anything is written.
+/// Replaces the group's spans with the snapshot's contents and sets its descriptor and applied
+/// state, in one synced write. The spans are those of the descriptor in the snapshot (the
+/// range as of the snapshot, which a split may have made smaller than this replica knew it).
+/// The whole stream is verified before anything is written. Returns the installed descriptor.
 pub(crate) fn install<E: Engine>(
     engine: &E,
     group: u64,
-    span: &KeyRange,
     applied: &AppliedState,
     data: &[u8],
-) -> Result<()> {
-    let mut batch = WriteBatch::new();
-    // Group spans lie under the data prefix, so they are always bounded on both sides.
-    let (Some(start), Some(end)) = span.to_half_open() else {
-        return Err(Error::Malformed(format!("group {group} has an unbounded span {span:?}")));
-    };
-    batch.delete_range(Cf::Data, start, end);
+) -> Result<RangeDescriptor> {
+    let corrupt = |what: String| Error::Corruption { group, what };
+    let mut records = Vec::new();
     let mut input = data;
-    export::import(&mut input, &[(Cf::Data, span.clone())], |cf, k, v| {
-        check_value(group, &k, &v).map_err(|e| zonekv_engine::Error::Corruption(e.to_string()))?;
-        batch.put(cf, k, v);
+    // Any data key and this group's descriptor may appear; data keys are checked against the
+    // descriptor's spans once it is known (it comes first).
+    let allowed = [(Cf::RaftMeta, descriptor_span(group)), (Cf::Data, KeyRange::all())];
+    export::import(&mut input, &allowed, |cf, k, v| {
+        if cf == Cf::Data {
+            check_value(group, &k, &v).map_err(|e| zonekv_engine::Error::Corruption(e.to_string()))?;
+        }
+        records.push((cf, k, v));
         Ok(())
     })
     .map_err(|e| match e {
-        zonekv_engine::Error::Corruption(what) => Error::Corruption { group, what },
+        zonekv_engine::Error::Corruption(what) => corrupt(what),
         other => other.into(),
     })?;
+    let desc = match records.first() {
+        Some((Cf::RaftMeta, _, v)) => decode_descriptor(group, v)?,
+        _ => return Err(corrupt("snapshot without a range descriptor".into())),
+    };
+    let spans = desc.data_spans();
+    let mut batch = WriteBatch::new();
+    for span in &spans {
+        // Data spans lie under a prefix, so they are bounded on both sides.
+        let (Some(start), Some(end)) = span.to_half_open() else {
+            return Err(Error::Malformed(format!("{desc} has an unbounded data span {span:?}")));
+        };
+        batch.delete_range(Cf::Data, start, end);
+    }
+    for (cf, k, v) in records {
+        if cf == Cf::Data && !spans.iter().any(|s| s.contains(&k)) {
+            return Err(corrupt(format!("snapshot of {desc} holds data key {k:?} outside the range")));
+        }
+        batch.put(cf, k, v);
+    }
     batch.put(Cf::RaftMeta, meta_key(group, MetaKey::Applied), encode_applied(applied));
     engine.write(&batch, true)?;
-    Ok(())
+    Ok(desc)
 }

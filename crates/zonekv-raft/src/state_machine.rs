@@ -7,28 +7,35 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, StoredMembership as OrStoredMembership};
-use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch};
+use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
 
-use crate::codec::{AppliedState, decode_applied, encode_applied};
-use crate::keys::{MetaKey, data_key, meta_key};
+use tokio::sync::watch;
+
+use crate::codec::{AppliedState, decode_applied, decode_descriptor, encode_applied, encode_descriptor};
+use crate::keys::{self, MetaKey, data_key, meta_key};
+use crate::range::RangeDescriptor;
 use crate::snapshot::{self, SnapshotBuilder};
 use crate::{
     Command, CommandResponse, Error, Mutation, Op, OpResult, Result, SnapshotData, SnapshotMeta,
-    StoredMembership, TypeConfig, value,
+    StoredMembership, TypeConfig, split, value,
 };
 
-/// The replicated key-value state of one group: its span of the data column family and its
-/// applied state, both in the shared engine.
+/// The replicated key-value state of one group: its range descriptor (the span of the data
+/// column family it owns), that span's data and its applied state, all in the shared engine.
 ///
 /// Each `apply` call writes all its entries' effects and the new applied state in one atomic
 /// engine write, so after a crash the state machine is exactly as of some applied log id and
 /// openraft re-applies the log from there. The write is not synced: the log it was applied from
 /// is durable, and the engine keeps writes in order, so a later sync covers it.
+/// Every op is checked against the descriptor as of its place in the log: a write for a key
+/// the range no longer owns (it was split off after the write was routed) is refused with
+/// [`OpResult::RangeKeyMismatch`], never applied.
 pub struct StateMachine<E: Engine> {
     engine: E,
     group: u64,
-    span: KeyRange,
+    desc: RangeDescriptor,
     applied: AppliedState,
+    desc_tx: watch::Sender<RangeDescriptor>,
 }
 
 /// Writes of one `apply` call not yet in the engine, readable by later ops of the same call.
@@ -71,17 +78,124 @@ pub(crate) fn read_applied<R: Reader + ?Sized>(reader: &R, group: u64) -> Result
     }
 }
 
+/// Reads the stored descriptor of `group`, if there is one.
+pub fn read_descriptor<R: Reader + ?Sized>(reader: &R, group: u64) -> Result<Option<RangeDescriptor>> {
+    reader
+        .get(Cf::RaftMeta, &meta_key(group, MetaKey::Descriptor))?
+        .map(|v| decode_descriptor(group, &v))
+        .transpose()
+}
+
+/// A user key `op` touches that `desc` does not own, if any.
+fn key_outside<'a>(op: &'a Op, desc: &RangeDescriptor) -> Option<&'a [u8]> {
+    let outside = |k: &'a Bytes| (!desc.contains(k)).then_some(&k[..]);
+    match op {
+        Op::Put { key, .. } | Op::Delete { key } | Op::CompareAndSwap { key, .. } => outside(key),
+        Op::Batch(muts) => muts.iter().find_map(|m| match m {
+            Mutation::Put { key, .. } | Mutation::Delete { key } => outside(key),
+        }),
+        Op::Split(_) => None,
+    }
+}
+
 impl<E: Engine> StateMachine<E> {
-    /// Opens the state machine of `group`, owning the data-column-family keys in `span`.
-    pub fn open(engine: E, group: u64, span: KeyRange) -> Result<Self> {
+    /// Opens the state machine of range `group`, owning the span its stored descriptor names.
+    ///
+    /// A group without a descriptor is new, or the first range of a data directory written
+    /// before ranges had descriptors; it owns the whole keyspace, and that descriptor is stored
+    /// now. A group that has applied entries but has no descriptor is damaged (every range made
+    /// by a split gets its descriptor in the split's own write): `Corruption`.
+    pub fn open(engine: E, group: u64) -> Result<Self> {
         let applied = read_applied(&engine, group)?;
-        Ok(Self { engine, group, span, applied })
+        let desc = match read_descriptor(&engine, group)? {
+            Some(d) => d,
+            None if applied.last_applied.is_none() || group == keys::FIRST_RANGE => {
+                let mut d = RangeDescriptor::whole_keyspace(group);
+                d.replicas = d.replicas_of(applied.membership.membership());
+                let mut b = WriteBatch::new();
+                b.put(Cf::RaftMeta, meta_key(group, MetaKey::Descriptor), encode_descriptor(&d));
+                engine.write(&b, true)?;
+                d
+            }
+            None => {
+                return Err(Error::Corruption {
+                    group,
+                    what: "the range has applied entries but no descriptor".into(),
+                });
+            }
+        };
+        let (desc_tx, _) = watch::channel(desc.clone());
+        Ok(Self { engine, group, desc, applied, desc_tx })
     }
 
-    fn apply_command(&self, cmd: &Command, pending: &mut Pending) -> Result<CommandResponse> {
+    /// The range's descriptor as of the last apply.
+    pub fn descriptor(&self) -> &RangeDescriptor {
+        &self.desc
+    }
+
+    /// Follows the range's descriptor: a new value after every apply that changed it.
+    pub fn watch_descriptor(&self) -> watch::Receiver<RangeDescriptor> {
+        self.desc_tx.subscribe()
+    }
+
+    /// Applies `entries` in one atomic engine write with the new applied state (and the new
+    /// descriptor, if they changed it); returns one response per entry. This is what openraft's
+    /// `apply` runs; it is public so tests can see every op's result.
+    pub fn apply_entries(&mut self, entries: &[crate::Entry]) -> io::Result<Vec<CommandResponse>> {
+        let mut pending = Pending { batch: WriteBatch::new(), overlay: HashMap::new() };
+        let mut applied = self.applied.clone();
+        let mut desc = self.desc.clone();
+        let mut responses = Vec::with_capacity(entries.len());
+        for entry in entries {
+            responses.push(match &entry.payload {
+                EntryPayload::Blank => CommandResponse::default(),
+                EntryPayload::Normal(cmd) => self
+                    .apply_command(cmd, &mut pending, &mut desc, &applied.membership)
+                    .map_err(|e| self.fail(e))?,
+                EntryPayload::Membership(m) => {
+                    applied.membership = OrStoredMembership::new(Some(entry.log_id), m.clone());
+                    desc.replicas = desc.replicas_of(m);
+                    desc.epoch.conf_ver += 1;
+                    CommandResponse::default()
+                }
+            });
+            applied.last_applied = Some(entry.log_id);
+        }
+        if applied == self.applied {
+            return Ok(responses);
+        }
+        pending.batch.put(Cf::RaftMeta, meta_key(self.group, MetaKey::Applied), encode_applied(&applied));
+        let desc_changed = desc != self.desc;
+        if desc_changed {
+            pending.batch.put(
+                Cf::RaftMeta,
+                meta_key(self.group, MetaKey::Descriptor),
+                encode_descriptor(&desc),
+            );
+        }
+        self.engine.write(&pending.batch, false).map_err(|e| self.fail(e.into()))?;
+        self.applied = applied;
+        if desc_changed {
+            self.desc = desc;
+            self.desc_tx.send_replace(self.desc.clone());
+        }
+        Ok(responses)
+    }
+
+    fn apply_command(
+        &self,
+        cmd: &Command,
+        pending: &mut Pending,
+        desc: &mut RangeDescriptor,
+        membership: &StoredMembership,
+    ) -> Result<CommandResponse> {
         let (engine, group) = (&self.engine, self.group);
         let mut results = Vec::with_capacity(cmd.ops.len());
         for op in &cmd.ops {
+            if key_outside(op, desc).is_some() {
+                results.push(OpResult::RangeKeyMismatch(Box::new(desc.clone())));
+                continue;
+            }
             results.push(match op {
                 Op::Put { key, value } => {
                     pending.set(key, Some(value));
@@ -109,6 +223,7 @@ impl<E: Engine> StateMachine<E> {
                     }
                     OpResult::Done
                 }
+                Op::Split(s) => split::apply_split(engine, s, desc, membership, &mut pending.batch)?,
             });
         }
         Ok(results_response(results))
@@ -136,55 +251,43 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
     where
         Strm: futures::Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
-        let mut pending = Pending { batch: WriteBatch::new(), overlay: HashMap::new() };
-        let mut applied = self.applied.clone();
-        let mut replies = Vec::new();
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
-            let response = match &entry.payload {
-                EntryPayload::Blank => CommandResponse::default(),
-                EntryPayload::Normal(cmd) => {
-                    self.apply_command(cmd, &mut pending).map_err(|e| self.fail(e))?
-                }
-                EntryPayload::Membership(m) => {
-                    applied.membership = OrStoredMembership::new(Some(entry.log_id), m.clone());
-                    CommandResponse::default()
-                }
-            };
-            applied.last_applied = Some(entry.log_id);
-            if let Some(r) = responder {
-                replies.push((r, response));
+            batch.push(entry);
+            responders.push(responder);
+        }
+        let responses = self.apply_entries(&batch)?;
+        for (r, response) in responders.into_iter().zip(responses) {
+            if let Some(r) = r {
+                r.send(response);
             }
-        }
-        if applied == self.applied {
-            return Ok(());
-        }
-        pending.batch.put(Cf::RaftMeta, meta_key(self.group, MetaKey::Applied), encode_applied(&applied));
-        self.engine.write(&pending.batch, false).map_err(|e| self.fail(e.into()))?;
-        self.applied = applied;
-        for (r, response) in replies {
-            r.send(response);
         }
         Ok(())
     }
 
     async fn try_create_snapshot_builder(&mut self, force: bool) -> Option<SnapshotBuilder<E>> {
         Some(if force {
-            SnapshotBuilder::new(self.engine.clone(), self.group, self.span.clone())
+            SnapshotBuilder::new(self.engine.clone(), self.group)
         } else {
-            SnapshotBuilder::meta_only(self.engine.clone(), self.group, self.span.clone())
+            SnapshotBuilder::meta_only(self.engine.clone(), self.group)
         })
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder<E> {
-        SnapshotBuilder::new(self.engine.clone(), self.group, self.span.clone())
+        SnapshotBuilder::new(self.engine.clone(), self.group)
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotData) -> io::Result<()> {
         let applied =
             AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
-        snapshot::install(&self.engine, self.group, &self.span, &applied, &data).map_err(|e| self.fail(e))?;
-        tracing::info!(group = self.group, last_log_id = ?meta.last_log_id, bytes = data.len(), "installed snapshot");
+        let desc = snapshot::install(&self.engine, self.group, &applied, &data).map_err(|e| self.fail(e))?;
+        tracing::info!(group = self.group, last_log_id = ?meta.last_log_id, bytes = data.len(), range = %desc, "installed snapshot");
         self.applied = applied;
+        if desc != self.desc {
+            self.desc = desc;
+            self.desc_tx.send_replace(self.desc.clone());
+        }
         Ok(())
     }
 
@@ -194,7 +297,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         if self.applied.last_applied.is_none() {
             return Ok(None);
         }
-        let builder = SnapshotBuilder::new(self.engine.clone(), self.group, self.span.clone());
+        let builder = SnapshotBuilder::new(self.engine.clone(), self.group);
         match builder.build_off_runtime().await {
             Ok(s) => Ok(Some(s)),
             // Damaged data: offer no snapshot (openraft asks for one at startup; the replica

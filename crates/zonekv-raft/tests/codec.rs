@@ -5,7 +5,9 @@ use openraft::EntryPayload;
 use proptest::prelude::*;
 use prost::Message;
 use zonekv_proto::raft::v1 as pb;
-use zonekv_raft::{Command, Entry, LeaderId, LogId, Membership, Mutation, NodeInfo, Op, codec, value};
+use zonekv_raft::{
+    Command, Entry, LeaderId, LogId, Membership, Mutation, NodeInfo, Op, RangeEpoch, Split, codec, value,
+};
 
 fn bytes() -> impl Strategy<Value = Bytes> {
     prop::collection::vec(any::<u8>(), 0..16).prop_map(Bytes::from)
@@ -25,6 +27,14 @@ fn op() -> impl Strategy<Value = Op> {
             0..4
         )
         .prop_map(Op::Batch),
+        (bytes(), any::<(u64, u64, u64)>(), prop::collection::vec(any::<u64>(), 0..5)).prop_map(
+            |(split_key, (version, conf_ver, new_range_id), new_replica_ids)| Op::Split(Split {
+                split_key,
+                expected_epoch: RangeEpoch { version, conf_ver },
+                new_range_id,
+                new_replica_ids,
+            })
+        ),
     ]
 }
 
@@ -101,4 +111,28 @@ fn a_membership_naming_an_unknown_voter_is_rejected() {
     };
     let err = codec::membership_from_pb(m).unwrap_err();
     assert!(err.to_string().contains("membership"), "{err}");
+}
+
+#[test]
+fn range_descriptors_round_trip_and_a_misfiled_or_damaged_one_is_corruption() {
+    let desc = zonekv_raft::RangeDescriptor {
+        range_id: 9,
+        start: Bytes::from_static(b"m"),
+        end: Some(Bytes::from_static(b"t")),
+        epoch: RangeEpoch { version: 3, conf_ver: 4 },
+        replicas: vec![
+            zonekv_raft::ReplicaDesc { replica_id: 21, node_id: 1, learner: false },
+            zonekv_raft::ReplicaDesc { replica_id: 22, node_id: 5, learner: true },
+        ],
+    };
+    let stored = codec::encode_descriptor(&desc);
+    assert_eq!(codec::decode_descriptor(9, &stored).unwrap(), desc);
+    let unbounded = zonekv_raft::RangeDescriptor { end: None, ..desc.clone() };
+    assert_eq!(codec::decode_descriptor(9, &codec::encode_descriptor(&unbounded)).unwrap().end, None);
+
+    let err = codec::decode_descriptor(8, &stored).unwrap_err();
+    assert!(err.is_corruption() && err.to_string().contains("describes range 9"), "{err}");
+    let mut damaged = stored.clone();
+    *damaged.last_mut().unwrap() ^= 0x20;
+    assert!(codec::decode_descriptor(9, &damaged).unwrap_err().is_corruption());
 }

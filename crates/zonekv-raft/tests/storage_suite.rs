@@ -5,14 +5,14 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use tempfile::TempDir;
 use zonekv_engine::{Engine, MemEngine};
 use zonekv_engine_rocks::{RocksEngine, RocksOptions};
-use zonekv_raft::{LogStore, LogSyncer, StateMachine, TypeConfig, keys};
+use zonekv_raft::{LogStore, LogSyncer, StateMachine, TypeConfig};
 
 const GROUP: u64 = 7;
 
 fn stores<E: Engine>(engine: E) -> (LogStore<E>, StateMachine<E>) {
     let syncer = LogSyncer::start(engine.clone());
     let log = LogStore::new(engine.clone(), GROUP, syncer);
-    let sm = StateMachine::open(engine, GROUP, keys::all_user_data()).expect("open state machine");
+    let sm = StateMachine::open(engine, GROUP).expect("open state machine");
     (log, sm)
 }
 

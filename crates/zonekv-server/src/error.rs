@@ -37,6 +37,10 @@ pub enum Error {
     /// The request cannot be applied in the current state (e.g. cluster already initialised).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The key is not in the range the request reached (it was split off, or the client's range
+    /// cache is stale). Nothing was changed; carries the range as it is now.
+    #[error("range key mismatch: the key is not in {0}; refresh the range and retry")]
+    RangeKeyMismatch(Box<zonekv_raft::RangeDescriptor>),
     /// A named thing (node, range) does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -91,6 +95,7 @@ impl Error {
             Error::NotInitialized(id) => Error::NotInitialized(*id),
             Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
             Error::NotFound(m) => Error::NotFound(m.clone()),
+            Error::RangeKeyMismatch(d) => Error::RangeKeyMismatch(d.clone()),
             Error::Unavailable(m) => Error::Unavailable(m.clone()),
             Error::OutcomeUnknown(m) => Error::OutcomeUnknown(m.clone()),
             Error::ReplicaStopped { range, reason } => {

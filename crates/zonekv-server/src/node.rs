@@ -19,7 +19,7 @@ use crate::replica::Replica;
 use crate::{Error, NodeConfig, Result, service};
 
 /// The range that covers the whole keyspace until ranges split.
-pub const FIRST_RANGE: u64 = 1;
+pub use zonekv_raft::keys::FIRST_RANGE;
 
 /// A running ZoneKV node: storage, its replicas, and the gRPC server for clients and peers.
 ///
@@ -135,7 +135,7 @@ impl Node {
             .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
         let addr = config.advertise_addr.clone().unwrap_or_else(|| bound.to_string());
 
-        let sm = StateMachine::open(engine.clone(), FIRST_RANGE, keys::all_user_data())?;
+        let sm = StateMachine::open(engine.clone(), FIRST_RANGE)?;
         let syncer = LogSyncer::start_with(engine.clone(), options.unsafe_ack_before_sync);
         let channels = Channels::new(raft_message_limit(&config));
         let log = LogStore::new(engine.clone(), FIRST_RANGE, syncer.clone());

@@ -57,8 +57,14 @@ impl Proposer {
         self.tx
             .send(Pending { op, bytes, reply })
             .map_err(|_| Error::Unavailable("the replica is shutting down".into()))?;
-        rx.await
-            .map_err(|_| Error::OutcomeUnknown("the replica stopped while the write was in flight".into()))?
+        let outcome = rx
+            .await
+            .map_err(|_| Error::OutcomeUnknown("the replica stopped while the write was in flight".into()))?;
+        match outcome {
+            // Refused at apply: the op was routed when the range still held its key.
+            Ok((OpResult::RangeKeyMismatch(desc), _)) => Err(Error::RangeKeyMismatch(desc)),
+            other => other,
+        }
     }
 
     /// Stops taking writes and waits until every proposal in flight has finished, so nothing

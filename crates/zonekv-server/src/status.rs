@@ -11,7 +11,9 @@ fn code(e: &Error) -> Code {
     match e {
         Error::InvalidArgument(_) | Error::Config(_) => Code::InvalidArgument,
         Error::NotLeader { .. } | Error::Unavailable(_) => Code::Unavailable,
-        Error::NotInitialized(_) | Error::FailedPrecondition(_) => Code::FailedPrecondition,
+        Error::NotInitialized(_) | Error::FailedPrecondition(_) | Error::RangeKeyMismatch(_) => {
+            Code::FailedPrecondition
+        }
         Error::NotFound(_) => Code::NotFound,
         Error::OutcomeUnknown(_) => Code::Unknown,
         Error::Storage(s) if s.is_corruption() => Code::DataLoss,
@@ -31,6 +33,7 @@ fn not_applied(e: &Error) -> bool {
             | Error::Unavailable(_)
             | Error::NotFound(_)
             | Error::FailedPrecondition(_)
+            | Error::RangeKeyMismatch(_)
     )
 }
 

@@ -130,6 +130,7 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
                     })
                     .collect(),
             }),
+            Op::Split(split) => pb::op::Op::Split(super::range::split_to_pb(split)),
         }),
     };
     pb::Command { ops: c.ops.iter().map(op).collect() }
@@ -156,6 +157,7 @@ pub fn command_from_pb(c: pb::Command) -> Result<Command> {
                 }
                 Op::Batch(muts)
             }
+            pb::op::Op::Split(split) => Op::Split(super::range::split_from_pb(split)),
         });
     }
     Ok(Command { ops })

@@ -5,9 +5,11 @@
 //! decoded; a mismatch is reported, never skipped.
 
 mod convert;
+mod range;
 
 pub use convert::*;
 use prost::Message;
+pub use range::*;
 use zonekv_proto::raft::v1 as pb;
 
 use crate::{Entry, Error, LogId, Result, StoredMembership, Vote};

@@ -1,0 +1,157 @@
+//! Range descriptors: the span a range owns, its replicas and its epoch (docs/multiraft.md).
+
+use std::fmt;
+use std::ops::Bound;
+
+use bytes::Bytes;
+use zonekv_engine::KeyRange;
+
+use crate::keys::{self, data_key};
+use crate::{LeaderId, LogId, Membership, NodeId};
+
+/// Changes with every split (`version`) and membership change (`conf_ver`) of a range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RangeEpoch {
+    /// Bumped by every split of the range.
+    pub version: u64,
+    /// Bumped by every membership change of the range.
+    pub conf_ver: u64,
+}
+
+impl fmt::Display for RangeEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}/c{}", self.version, self.conf_ver)
+    }
+}
+
+/// One replica of a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplicaDesc {
+    /// openraft's node id for this replica; allocated once, never reused.
+    pub replica_id: NodeId,
+    /// The node hosting it.
+    pub node_id: u64,
+    /// A learner (non-voter).
+    pub learner: bool,
+}
+
+/// A range: the user keys `[start, end)` it owns (`end = None`: to the end of the keyspace),
+/// its replicas and its epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeDescriptor {
+    /// The range id; never reused.
+    pub range_id: u64,
+    /// First user key owned (inclusive).
+    pub start: Bytes,
+    /// First user key not owned; `None` is the end of the keyspace.
+    pub end: Option<Bytes>,
+    /// The range's epoch.
+    pub epoch: RangeEpoch,
+    /// Its replicas, in a stable order.
+    pub replicas: Vec<ReplicaDesc>,
+}
+
+/// The log id at which a range created by a split starts: its log is empty and purged up to
+/// here, and its state machine has applied up to here. Non-zero, so a replica without the
+/// range's data can only catch up by snapshot (docs/multiraft.md, "Split").
+pub fn split_initial_log_id() -> LogId {
+    LogId::new(LeaderId { term: 0, node_id: 0 }, 5)
+}
+
+impl RangeDescriptor {
+    /// The range covering the whole keyspace, as the first range starts out (no replicas
+    /// recorded yet; the first membership entry fills them in).
+    pub fn whole_keyspace(range_id: u64) -> Self {
+        Self { range_id, start: Bytes::new(), end: None, epoch: RangeEpoch::default(), replicas: Vec::new() }
+    }
+
+    /// Whether the range owns user key `key`.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= &self.start[..] && self.end.as_ref().is_none_or(|end| key < &end[..])
+    }
+
+    /// Whether `key` may split the range: strictly inside it, so both halves are non-empty.
+    pub fn can_split_at(&self, key: &[u8]) -> bool {
+        key > &self.start[..] && self.contains(key)
+    }
+
+    /// The spans of the data column family this range owns: its user keys, and for the
+    /// leftmost range (start = "") also the system prefix (the meta range's directory).
+    pub fn data_spans(&self) -> Vec<KeyRange> {
+        let end = match &self.end {
+            Some(end) => Bound::Excluded(data_key(end)),
+            None => keys::all_user_data().end,
+        };
+        let user = KeyRange { start: Bound::Included(data_key(&self.start)), end };
+        if self.start.is_empty() { vec![keys::system_data(), user] } else { vec![user] }
+    }
+
+    /// The replicas after a membership change to `membership`: replicas already known keep
+    /// their node; a new replica id is taken to be hosted by the node of the same id (true of
+    /// the first range, whose replica ids are node ids; ranges created later name their nodes
+    /// in their descriptors).
+    pub fn replicas_of(&self, membership: &Membership) -> Vec<ReplicaDesc> {
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, _)| {
+                let node_id = self.replicas.iter().find(|r| r.replica_id == *id).map_or(*id, |r| r.node_id);
+                ReplicaDesc { replica_id: *id, node_id, learner: !voters.contains(id) }
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for RangeDescriptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |k: &[u8]| String::from_utf8_lossy(k).escape_debug().to_string();
+        let end = self.end.as_deref().map_or("∞".to_string(), show);
+        write!(f, "range {} [{:?}, {}) {}", self.range_id, show(&self.start), end, self.epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(start: &'static [u8], end: Option<&'static [u8]>) -> RangeDescriptor {
+        RangeDescriptor {
+            start: Bytes::from_static(start),
+            end: end.map(Bytes::from_static),
+            ..RangeDescriptor::whole_keyspace(7)
+        }
+    }
+
+    #[test]
+    fn contains_is_half_open() {
+        let d = desc(b"b", Some(b"d"));
+        assert!(!d.contains(b"a") && d.contains(b"b") && d.contains(b"c\xff") && !d.contains(b"d"));
+        let all = RangeDescriptor::whole_keyspace(1);
+        assert!(all.contains(b"") && all.contains(&[0xff; 64]));
+    }
+
+    #[test]
+    fn split_keys_must_be_strictly_inside() {
+        let d = desc(b"b", Some(b"d"));
+        assert!(!d.can_split_at(b"b"), "at the start boundary");
+        assert!(!d.can_split_at(b"d"), "at the end boundary");
+        assert!(!d.can_split_at(b"a") && !d.can_split_at(b"e"), "outside");
+        assert!(d.can_split_at(b"c"));
+        assert!(!RangeDescriptor::whole_keyspace(1).can_split_at(b""));
+    }
+
+    #[test]
+    fn data_spans_partition_the_column_family() {
+        let left = desc(b"", Some(b"m"));
+        let right = desc(b"m", None);
+        let (l, r) = (left.data_spans(), right.data_spans());
+        assert_eq!(l.len(), 2, "the leftmost range owns the system prefix too");
+        for k in [&b""[..], b"a", b"l\xff"] {
+            assert!(l[1].contains(&data_key(k)) && !r[0].contains(&data_key(k)), "{k:?}");
+        }
+        for k in [&b"m"[..], b"z", &[0xff; 8]] {
+            assert!(!l[1].contains(&data_key(k)) && r[0].contains(&data_key(k)), "{k:?}");
+        }
+        assert!(l[0].contains(&keys::system_key(b"anything")) && !r[0].contains(&keys::system_key(b"x")));
+    }
+}
