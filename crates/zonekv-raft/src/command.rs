@@ -35,6 +35,14 @@ pub enum Op {
     Batch(Vec<Mutation>),
     /// Splits the range (an admin op, never batched with client writes; docs/multiraft.md).
     Split(Split),
+    /// Meta range only: hands out `count` consecutive fresh ids for ranges and replicas.
+    AllocateIds {
+        /// How many.
+        count: u64,
+    },
+    /// Meta range only: records descriptors in the range directory, each only if newer (by
+    /// epoch) than the entry it replaces.
+    UpdateDirectory(Vec<RangeDescriptor>),
 }
 
 /// Splits a range at `split_key`: `[start, split_key)` stays, `[split_key, end)` becomes range
@@ -89,6 +97,10 @@ impl Op {
             Op::CompareAndSwap { key, expected, new_value } => key.len() + opt(expected) + opt(new_value),
             Op::Batch(muts) => muts.iter().map(Mutation::bytes).sum(),
             Op::Split(split) => split.split_key.len(),
+            Op::AllocateIds { .. } => 0,
+            Op::UpdateDirectory(descs) => {
+                descs.iter().map(|d| d.start.len() + d.end.as_ref().map_or(0, Bytes::len)).sum()
+            }
         }
     }
 }
@@ -143,6 +155,18 @@ pub enum OpResult {
         /// The new range.
         right: Box<RangeDescriptor>,
     },
+    /// Ids `first .. first + count` were allocated.
+    Ids {
+        /// The first id.
+        first: u64,
+    },
+    /// The directory was updated: how many of the descriptors were newer than its entries.
+    DirectoryUpdated {
+        /// Entries written.
+        written: usize,
+    },
+    /// The op needs the meta range (it reads or writes system records) and this range is not it.
+    NotMetaRange,
     /// A split was refused and nothing changed: `reason` says why, `current` is the range as it
     /// is.
     SplitRejected {

@@ -16,6 +16,7 @@
 
 pub mod codec;
 mod command;
+pub mod directory;
 mod entry_cache;
 mod error;
 pub mod keys;

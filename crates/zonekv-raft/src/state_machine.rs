@@ -17,7 +17,7 @@ use crate::range::RangeDescriptor;
 use crate::snapshot::{self, SnapshotBuilder};
 use crate::{
     Command, CommandResponse, Error, Mutation, Op, OpResult, Result, SnapshotData, SnapshotMeta,
-    StoredMembership, TypeConfig, split, value,
+    StoredMembership, TypeConfig, directory, split, value,
 };
 
 /// The replicated key-value state of one group: its range descriptor (the span of the data
@@ -39,36 +39,51 @@ pub struct StateMachine<E: Engine> {
 }
 
 /// Writes of one `apply` call not yet in the engine, readable by later ops of the same call.
-struct Pending {
+pub(crate) struct Pending {
     batch: WriteBatch,
-    overlay: HashMap<Bytes, Option<Bytes>>,
+    /// Data-column-family key → value (decoded), `None` for a delete.
+    overlay: HashMap<Vec<u8>, Option<Bytes>>,
 }
 
 impl Pending {
-    fn get<E: Engine>(&self, engine: &E, group: u64, key: &Bytes) -> Result<Option<Bytes>> {
+    /// A data-column-family record as this apply left it so far.
+    pub(crate) fn get_raw<E: Engine>(&self, engine: &E, group: u64, key: &[u8]) -> Result<Option<Bytes>> {
         match self.overlay.get(key) {
             Some(v) => Ok(v.clone()),
-            None => read_user_value(engine, group, key),
+            None => read_raw(engine, group, key),
         }
     }
 
-    fn set(&mut self, key: &Bytes, v: Option<&Bytes>) {
+    /// Sets or deletes a data-column-family record (value framing added here).
+    pub(crate) fn set_raw(&mut self, key: Vec<u8>, v: Option<&Bytes>) {
         match v {
-            Some(v) => self.batch.put(Cf::Data, data_key(key), value::encode(v)),
-            None => self.batch.delete(Cf::Data, data_key(key)),
+            Some(v) => self.batch.put(Cf::Data, key.clone(), value::encode(v)),
+            None => self.batch.delete(Cf::Data, key.clone()),
         }
-        self.overlay.insert(key.clone(), v.cloned());
+        self.overlay.insert(key, v.cloned());
+    }
+
+    fn get<E: Engine>(&self, engine: &E, group: u64, key: &Bytes) -> Result<Option<Bytes>> {
+        self.get_raw(engine, group, &data_key(key))
+    }
+
+    fn set(&mut self, key: &Bytes, v: Option<&Bytes>) {
+        self.set_raw(data_key(key), v);
+    }
+}
+
+fn read_raw<R: Reader + ?Sized>(reader: &R, group: u64, key: &[u8]) -> Result<Option<Bytes>> {
+    match reader.get(Cf::Data, key)? {
+        Some(stored) => value::decode(&stored)
+            .map(Some)
+            .map_err(|why| Error::Corruption { group, what: format!("value of data key {key:?}: {why}") }),
+        None => Ok(None),
     }
 }
 
 /// Reads a user key from the data column family, verifying the stored value's checksum.
 pub fn read_user_value<R: Reader + ?Sized>(reader: &R, group: u64, key: &[u8]) -> Result<Option<Bytes>> {
-    match reader.get(Cf::Data, &data_key(key))? {
-        Some(stored) => value::decode(&stored)
-            .map(Some)
-            .map_err(|why| Error::Corruption { group, what: format!("value of key {key:?}: {why}") }),
-        None => Ok(None),
-    }
+    read_raw(reader, group, &data_key(key))
 }
 
 pub(crate) fn read_applied<R: Reader + ?Sized>(reader: &R, group: u64) -> Result<AppliedState> {
@@ -94,7 +109,7 @@ fn key_outside<'a>(op: &'a Op, desc: &RangeDescriptor) -> Option<&'a [u8]> {
         Op::Batch(muts) => muts.iter().find_map(|m| match m {
             Mutation::Put { key, .. } | Mutation::Delete { key } => outside(key),
         }),
-        Op::Split(_) => None,
+        Op::Split(_) | Op::AllocateIds { .. } | Op::UpdateDirectory(_) => None,
     }
 }
 
@@ -164,8 +179,18 @@ impl<E: Engine> StateMachine<E> {
         if applied == self.applied {
             return Ok(responses);
         }
-        pending.batch.put(Cf::RaftMeta, meta_key(self.group, MetaKey::Applied), encode_applied(&applied));
         let desc_changed = desc != self.desc;
+        if desc.start.is_empty() {
+            // The meta range keeps the directory entries of its own changes in the same write:
+            // its descriptor, and the ranges it split off.
+            let mut changed: Vec<RangeDescriptor> = desc_changed.then(|| desc.clone()).into_iter().collect();
+            changed.extend(responses.iter().flat_map(|r| &r.results).filter_map(|r| match r {
+                OpResult::Split { right, .. } => Some((**right).clone()),
+                _ => None,
+            }));
+            directory::update(&self.engine, self.group, &mut pending, &changed).map_err(|e| self.fail(e))?;
+        }
+        pending.batch.put(Cf::RaftMeta, meta_key(self.group, MetaKey::Applied), encode_applied(&applied));
         if desc_changed {
             pending.batch.put(
                 Cf::RaftMeta,
@@ -224,6 +249,15 @@ impl<E: Engine> StateMachine<E> {
                     OpResult::Done
                 }
                 Op::Split(s) => split::apply_split(engine, s, desc, membership, &mut pending.batch)?,
+                Op::AllocateIds { .. } | Op::UpdateDirectory(_) if !desc.start.is_empty() => {
+                    OpResult::NotMetaRange
+                }
+                Op::AllocateIds { count } => {
+                    OpResult::Ids { first: directory::allocate(engine, group, pending, *count)? }
+                }
+                Op::UpdateDirectory(descs) => {
+                    OpResult::DirectoryUpdated { written: directory::update(engine, group, pending, descs)? }
+                }
             });
         }
         Ok(results_response(results))

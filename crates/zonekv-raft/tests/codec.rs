@@ -35,6 +35,24 @@ fn op() -> impl Strategy<Value = Op> {
                 new_replica_ids,
             })
         ),
+        any::<u64>().prop_map(|count| Op::AllocateIds { count }),
+        prop::collection::vec((any::<u64>(), bytes(), prop::option::of(bytes()), any::<(u64, u64)>()), 0..3)
+            .prop_map(|descs| Op::UpdateDirectory(
+                descs
+                    .into_iter()
+                    .map(|(range_id, start, end, (version, conf_ver))| zonekv_raft::RangeDescriptor {
+                        range_id,
+                        start,
+                        end,
+                        epoch: RangeEpoch { version, conf_ver },
+                        replicas: vec![zonekv_raft::ReplicaDesc {
+                            replica_id: range_id,
+                            node_id: 1,
+                            learner: false
+                        }],
+                    })
+                    .collect()
+            )),
     ]
 }
 

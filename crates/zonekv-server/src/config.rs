@@ -18,7 +18,8 @@ pub const MAX_KEY_BYTES: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeConfig {
-    /// This node's id: unique in the cluster, never reused, not 0. Default: 1.
+    /// This node's id: unique in the cluster, never reused, from 1 to 2^32 − 1 (ids from 2^32 up
+    /// are replica ids the cluster allocates). Default: 1.
     pub node_id: u64,
     /// Address the gRPC server binds to. Port 0 picks a free port. Default: `127.0.0.1:7001`.
     pub listen: SocketAddr,
@@ -178,8 +179,12 @@ impl NodeConfig {
     /// Checks the configuration for values that cannot work.
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Config(m));
-        if self.node_id == 0 {
-            return fail("node-id must not be 0".into());
+        if self.node_id == 0 || self.node_id >= zonekv_raft::directory::FIRST_ALLOCATED_ID {
+            return fail(format!(
+                "node-id must be between 1 and {} (got {}); larger ids are replica ids the cluster allocates",
+                zonekv_raft::directory::FIRST_ALLOCATED_ID - 1,
+                self.node_id
+            ));
         }
         let r = &self.raft;
         if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {
@@ -276,6 +281,8 @@ mod tests {
         assert!(toml::from_str::<NodeConfig>("node_id = 3\n").is_err());
         let mut c = NodeConfig { node_id: 0, ..Default::default() };
         assert!(c.validate().unwrap_err().to_string().contains("node-id"));
+        c.node_id = 1 << 32;
+        assert!(c.validate().unwrap_err().to_string().contains("node-id must be between 1 and 4294967295"));
         c.node_id = 1;
         c.raft.election_timeout_min_ms = 50;
         assert!(c.validate().is_err());

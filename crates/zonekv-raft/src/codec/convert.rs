@@ -131,6 +131,10 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
                     .collect(),
             }),
             Op::Split(split) => pb::op::Op::Split(super::range::split_to_pb(split)),
+            Op::AllocateIds { count } => pb::op::Op::AllocateIds(pb::op::AllocateIds { count: *count }),
+            Op::UpdateDirectory(descs) => pb::op::Op::UpdateDirectory(pb::op::UpdateDirectory {
+                descriptors: descs.iter().map(super::range::descriptor_to_pb).collect(),
+            }),
         }),
     };
     pb::Command { ops: c.ops.iter().map(op).collect() }
@@ -158,6 +162,10 @@ pub fn command_from_pb(c: pb::Command) -> Result<Command> {
                 Op::Batch(muts)
             }
             pb::op::Op::Split(split) => Op::Split(super::range::split_from_pb(split)),
+            pb::op::Op::AllocateIds(a) => Op::AllocateIds { count: a.count },
+            pb::op::Op::UpdateDirectory(u) => {
+                Op::UpdateDirectory(u.descriptors.into_iter().map(super::range::descriptor_from_pb).collect())
+            }
         });
     }
     Ok(Command { ops })

@@ -1,0 +1,120 @@
+//! The meta range's system records: the directory follows the meta range's own splits and
+//! membership, takes other ranges' descriptors only when newer, answers lookups; the id
+//! allocator never hands out an id twice; both are refused outside the meta range.
+
+use bytes::Bytes;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, Membership};
+use zonekv_engine::MemEngine;
+use zonekv_raft::directory::{self, FIRST_ALLOCATED_ID};
+use zonekv_raft::{
+    Command, Entry, LeaderId, LogId, NodeInfo, Op, OpResult, RangeDescriptor, RangeEpoch, Split, StateMachine,
+};
+
+fn log_id(index: u64) -> LogId {
+    LogId::new(LeaderId { term: 1, node_id: 1 }, index)
+}
+
+fn normal(index: u64, ops: Vec<Op>) -> Entry {
+    Entry { log_id: log_id(index), payload: EntryPayload::Normal(Command { ops }) }
+}
+
+fn members(index: u64, ids: &[u64]) -> Entry {
+    let nodes: std::collections::BTreeMap<u64, NodeInfo> =
+        ids.iter().map(|&i| (i, NodeInfo::new(format!("n{i}")))).collect();
+    let m = Membership::new(vec![ids.iter().copied().collect()], nodes).unwrap();
+    Entry { log_id: log_id(index), payload: EntryPayload::Membership(m) }
+}
+
+fn results(sm: &mut StateMachine<MemEngine>, entries: Vec<Entry>) -> Vec<OpResult> {
+    sm.apply_entries(&entries).unwrap().into_iter().flat_map(|r| r.results).collect()
+}
+
+fn split_at(at: &'static str, epoch: RangeEpoch, new_range_id: u64, ids: &[u64]) -> Op {
+    Op::Split(Split {
+        split_key: Bytes::from_static(at.as_bytes()),
+        expected_epoch: epoch,
+        new_range_id,
+        new_replica_ids: ids.to_vec(),
+    })
+}
+
+#[tokio::test]
+async fn the_directory_follows_the_meta_range_and_answers_lookups() {
+    let engine = MemEngine::new();
+    let mut meta = StateMachine::open(engine.clone(), 1).unwrap();
+    results(&mut meta, vec![members(1, &[1, 2, 3])]);
+    let entries = directory::entries(&engine, 1).unwrap();
+    assert_eq!(entries, vec![meta.descriptor().clone()], "the first membership records range 1");
+
+    let epoch = meta.descriptor().epoch;
+    let r = results(&mut meta, vec![normal(2, vec![split_at("m", epoch, 2, &[11, 12, 13])])]);
+    let OpResult::Split { left, right } = &r[0] else { panic!("{:?}", r[0]) };
+    assert_eq!(directory::entries(&engine, 1).unwrap(), vec![(**left).clone(), (**right).clone()]);
+    assert_eq!(directory::lookup(&engine, 1, b"").unwrap().map(|d| d.range_id), Some(1));
+    assert_eq!(directory::lookup(&engine, 1, b"l\xff").unwrap().map(|d| d.range_id), Some(1));
+    assert_eq!(directory::lookup(&engine, 1, b"m").unwrap().map(|d| d.range_id), Some(2));
+    assert_eq!(directory::lookup(&engine, 1, &[0xff; 9]).unwrap().map(|d| d.range_id), Some(2));
+
+    // Range 2 splits on its own replicas and reports to the meta range: newer entries are
+    // taken, a stale report changes nothing.
+    let mut shrunk = (**right).clone();
+    shrunk.end = Some(Bytes::from_static(b"t"));
+    shrunk.epoch.version += 1;
+    let third = RangeDescriptor {
+        range_id: 3,
+        start: Bytes::from_static(b"t"),
+        end: None,
+        epoch: shrunk.epoch,
+        replicas: shrunk.replicas.clone(),
+    };
+    let update = Op::UpdateDirectory(vec![shrunk.clone(), third.clone()]);
+    assert_eq!(
+        results(&mut meta, vec![normal(3, vec![update])]),
+        vec![OpResult::DirectoryUpdated { written: 2 }]
+    );
+    let stale = Op::UpdateDirectory(vec![(**right).clone()]);
+    assert_eq!(
+        results(&mut meta, vec![normal(4, vec![stale])]),
+        vec![OpResult::DirectoryUpdated { written: 0 }]
+    );
+    assert_eq!(directory::lookup(&engine, 1, b"p").unwrap(), Some(shrunk));
+    assert_eq!(directory::lookup(&engine, 1, b"zz").unwrap(), Some(third));
+
+    // A snapshot of the meta range carries the directory.
+    let target = MemEngine::new();
+    let snap = meta.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let mut copy = StateMachine::open(target.clone(), 1).unwrap();
+    copy.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+    assert_eq!(directory::entries(&target, 1).unwrap(), directory::entries(&engine, 1).unwrap());
+}
+
+#[test]
+fn ids_are_allocated_once_and_only_by_the_meta_range() {
+    let engine = MemEngine::new();
+    let mut meta = StateMachine::open(engine.clone(), 1).unwrap();
+    results(&mut meta, vec![members(1, &[1])]);
+    // Two allocations in one apply call, and one after a reopen.
+    let r = results(
+        &mut meta,
+        vec![normal(2, vec![Op::AllocateIds { count: 4 }]), normal(3, vec![Op::AllocateIds { count: 1 }])],
+    );
+    assert_eq!(
+        r,
+        vec![OpResult::Ids { first: FIRST_ALLOCATED_ID }, OpResult::Ids { first: FIRST_ALLOCATED_ID + 4 }]
+    );
+    let mut meta = StateMachine::open(engine.clone(), 1).unwrap();
+    let r = results(&mut meta, vec![normal(4, vec![Op::AllocateIds { count: 2 }])]);
+    assert_eq!(r, vec![OpResult::Ids { first: FIRST_ALLOCATED_ID + 5 }]);
+
+    // The right-hand range of a split does not own the system records.
+    let epoch = meta.descriptor().epoch;
+    results(&mut meta, vec![normal(5, vec![split_at("k", epoch, 9, &[FIRST_ALLOCATED_ID + 5])])]);
+    let mut right = StateMachine::open(engine.clone(), 9).unwrap();
+    let own = right.descriptor().clone();
+    let r = results(
+        &mut right,
+        vec![normal(6, vec![Op::AllocateIds { count: 1 }, Op::UpdateDirectory(vec![own])])],
+    );
+    assert_eq!(r, vec![OpResult::NotMetaRange, OpResult::NotMetaRange]);
+}
