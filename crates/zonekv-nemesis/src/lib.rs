@@ -33,6 +33,9 @@ pub enum Error {
     /// A client task or the final read failed in a way the run cannot judge.
     #[error("{0}")]
     Client(String),
+    /// The run was configured wrongly (e.g. an unknown fault name).
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Result alias for this crate.

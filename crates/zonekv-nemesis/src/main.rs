@@ -59,6 +59,10 @@ struct Cli {
     /// Negative control: acknowledge log appends before their fsync (with --processes).
     #[arg(long, requires = "processes")]
     unsafe_ack_before_sync: bool,
+    /// Only these faults, comma-separated (e.g. kill-all,pause-leader); default: every fault of
+    /// the mode.
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
     /// Directory for the reports of failing seeds.
     #[arg(long, default_value = "nemesis-results")]
     out: PathBuf,
@@ -93,6 +97,7 @@ async fn main() -> Result<std::process::ExitCode> {
             max_states: 2_000_000,
             // Process mode: node logs kept next to the report if the seed fails.
             logs: cli.processes.then(|| cli.out.join(format!("seed-{seed}-logs"))),
+            faults: cli.faults.clone(),
         };
         let logs = config.logs.clone();
         let report = run(config).await.with_context(|| format!("seed {seed}"))?;
@@ -167,6 +172,9 @@ fn replay_flags(cli: &Cli) -> String {
         if set {
             f.push_str(flag);
         }
+    }
+    if !cli.faults.is_empty() {
+        f.push_str(&format!(" --faults {}", cli.faults.join(",")));
     }
     f
 }

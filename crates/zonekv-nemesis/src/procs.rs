@@ -242,6 +242,8 @@ enum Target {
     Random,
     Leader,
     Majority,
+    /// Every node at once: a power cut.
+    All,
 }
 
 /// SIGKILL, restarted on heal.
@@ -260,6 +262,7 @@ async fn pick(c: &Processes, target: Target, rng: &mut StdRng) -> Option<Vec<u64
             ids.truncate(ids.len() / 2 + 1);
             Some(ids)
         }
+        Target::All => Some(ids),
     }
 }
 
@@ -270,6 +273,7 @@ impl Fault<Processes> for Kill {
             Target::Random => "kill-node",
             Target::Leader => "kill-leader",
             Target::Majority => "kill-majority",
+            Target::All => "kill-all",
         }
     }
 
@@ -318,5 +322,6 @@ pub fn catalogue() -> Vec<Arc<dyn Fault<Processes>>> {
         Arc::new(Kill(Target::Majority)),
         Arc::new(Pause(Target::Random)),
         Arc::new(Pause(Target::Leader)),
+        Arc::new(Kill(Target::All)),
     ]
 }

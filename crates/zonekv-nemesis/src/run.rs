@@ -58,6 +58,9 @@ pub struct RunConfig {
     pub max_states: usize,
     /// Process mode: where the nodes' logs go (default: with their data, removed after the run).
     pub logs: Option<std::path::PathBuf>,
+    /// Only these faults, by name (e.g. `kill-all`); empty: every fault of the mode.
+    #[serde(default)]
+    pub faults: Vec<String>,
 }
 
 /// A key whose history is not linearizable.
@@ -142,15 +145,32 @@ pub async fn run(config: RunConfig) -> Result<SeedReport> {
             let nodes =
                 LocalCluster::start_with_options(config.nodes, None, node_template(), options).await?;
             nodes.wait_for_leader(Duration::from_secs(30)).await?;
-            run_with(Arc::new(Cluster::new(nodes, net)), local::catalogue(), config).await
+            let faults = select(local::catalogue(), &config.faults)?;
+            run_with(Arc::new(Cluster::new(nodes, net)), faults, config).await
         }
         Mode::Processes => {
+            let faults = select(procs::catalogue(), &config.faults)?;
             let nodes =
                 Processes::start(config.nodes as u64, config.unsafe_ack_before_sync, config.logs.as_deref())
                     .await?;
-            run_with(Arc::new(nodes), procs::catalogue(), config).await
+            run_with(Arc::new(nodes), faults, config).await
         }
     }
+}
+
+/// The faults of `catalogue` named in `names` (all of them if `names` is empty).
+fn select<C>(catalogue: Vec<Arc<dyn Fault<C>>>, names: &[String]) -> Result<Vec<Arc<dyn Fault<C>>>> {
+    if names.is_empty() {
+        return Ok(catalogue);
+    }
+    let known: Vec<&str> = catalogue.iter().map(|f| f.name()).collect();
+    if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
+        return Err(Error::Config(format!(
+            "unknown fault {unknown:?} for this mode; the faults are: {}",
+            known.join(", ")
+        )));
+    }
+    Ok(catalogue.into_iter().filter(|f| names.iter().any(|n| n == f.name())).collect())
 }
 
 /// Runs one seed against a started cluster with the faults it supports; stops the cluster.

@@ -19,6 +19,7 @@ fn config(seed: u64, unsafe_local_reads: bool) -> RunConfig {
         unsafe_local_reads,
         max_states: 2_000_000,
         logs: None,
+        faults: Vec::new(),
     }
 }
 
@@ -60,7 +61,8 @@ fn process_config(seed: u64, unsafe_ack_before_sync: bool) -> RunConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn process_kills_and_pauses_lose_nothing_and_stay_linearizable() {
     // Seed 46 lost 593 acknowledged writes before restarted leaders stopped resuming their old
-    // term (docs/testing.md, "What the harness found").
+    // term (docs/testing.md, "What the harness found"; that was its schedule before `kill-all`
+    // joined the catalogue, which now gives it a power cut among leader kills).
     for seed in [1, 46] {
         assert_passed_with_work(seed, &run(process_config(seed, false)).await.expect("run"));
     }
@@ -68,11 +70,13 @@ async fn process_kills_and_pauses_lose_nothing_and_stay_linearizable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledging_before_the_fsync_is_caught_by_process_kills() {
-    // Seeds whose schedules SIGKILL a majority at once (found with
-    // `zonekv-nemesis --processes --unsafe-ack-before-sync --seeds 4`).
+    // A power cut (every node SIGKILLed at once) loses whatever was acknowledged and not yet
+    // synced. Majority kills alone catch it only when the surviving minority happened to lag,
+    // which made this control depend on timing (it missed after snapshots got cheaper).
     let mut caught = Vec::new();
-    for seed in [2, 3] {
-        let r = run(process_config(seed, true)).await.expect("run");
+    for seed in [1, 2] {
+        let config = RunConfig { faults: vec!["kill-all".into()], ..process_config(seed, true) };
+        let r = run(config).await.expect("run");
         println!(
             "seed {seed}: faults {:?}, lost {}, violations {}",
             r.injected,
@@ -83,5 +87,5 @@ async fn acknowledging_before_the_fsync_is_caught_by_process_kills() {
             caught.push(seed);
         }
     }
-    assert!(!caught.is_empty(), "appends acknowledged without fsync went unnoticed through majority kills");
+    assert!(!caught.is_empty(), "appends acknowledged without fsync went unnoticed through power cuts");
 }
