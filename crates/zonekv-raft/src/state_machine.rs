@@ -36,6 +36,8 @@ pub struct StateMachine<E: Engine> {
     desc: RangeDescriptor,
     applied: AppliedState,
     desc_tx: watch::Sender<RangeDescriptor>,
+    /// Told of every range this one splits off, once the split is written.
+    on_split: Option<tokio::sync::mpsc::UnboundedSender<RangeDescriptor>>,
 }
 
 /// Writes of one `apply` call not yet in the engine, readable by later ops of the same call.
@@ -140,7 +142,14 @@ impl<E: Engine> StateMachine<E> {
             }
         };
         let (desc_tx, _) = watch::channel(desc.clone());
-        Ok(Self { engine, group, desc, applied, desc_tx })
+        Ok(Self { engine, group, desc, applied, desc_tx, on_split: None })
+    }
+
+    /// Sends the descriptor of every range this one splits off to `tx`, after the split's
+    /// write (the node starts the new range's group from it).
+    pub fn with_split_listener(mut self, tx: tokio::sync::mpsc::UnboundedSender<RangeDescriptor>) -> Self {
+        self.on_split = Some(tx);
+        self
     }
 
     /// The range's descriptor as of the last apply.
@@ -203,6 +212,14 @@ impl<E: Engine> StateMachine<E> {
         if desc_changed {
             self.desc = desc;
             self.desc_tx.send_replace(self.desc.clone());
+        }
+        if let Some(tx) = &self.on_split {
+            for r in responses.iter().flat_map(|r| &r.results) {
+                if let OpResult::Split { right, .. } = r {
+                    // The node may be shutting down; the range is on disk and starts with it.
+                    let _ = tx.send((**right).clone());
+                }
+            }
         }
         Ok(responses)
     }

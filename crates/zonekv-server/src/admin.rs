@@ -129,14 +129,15 @@ impl NodeHandle {
                 self.id()
             )));
         }
-        match self.inner.replica.raft.initialize(nodes).await {
+        let first = self.inner.ranges.first();
+        match first.replica.raft.initialize(nodes).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(Error::FailedPrecondition(
                 format!("node {} already belongs to an initialized cluster", self.id()),
             )),
             Err(RaftError::APIError(e)) => Err(Error::InvalidArgument(e.to_string())),
             Err(RaftError::Fatal(f)) => {
-                Err(Error::ReplicaStopped { range: self.inner.replica.range, reason: f.to_string() })
+                Err(Error::ReplicaStopped { range: first.replica.range, reason: f.to_string() })
             }
         }
     }
@@ -147,7 +148,8 @@ impl NodeHandle {
         if node_id == 0 {
             return Err(Error::InvalidArgument("node id 0 is reserved".into()));
         }
-        let r = &self.inner.replica;
+        let first = self.inner.ranges.first();
+        let r = &first.replica;
         let m = r.metrics();
         let membership = m.membership_config.membership().clone();
         if let Some(existing) = membership.get_node(&node_id) {
@@ -175,7 +177,8 @@ impl NodeHandle {
 
     /// Removes a node from every range. Must run on the leader.
     pub async fn remove_node(&self, node_id: NodeId) -> Result<()> {
-        let r = &self.inner.replica;
+        let first = self.inner.ranges.first();
+        let r = &first.replica;
         let m = r.metrics();
         let membership = m.membership_config.membership();
         if membership.get_node(&node_id).is_none() {
@@ -193,15 +196,15 @@ impl NodeHandle {
 
     /// Asks the leader of `range_id` to hand leadership to `to`, a voter.
     pub async fn transfer_leader(&self, range_id: u64, to: NodeId) -> Result<()> {
-        let r = &self.inner.replica;
-        if range_id != r.range {
+        let Some(range) = self.inner.ranges.get(range_id) else {
             return Err(Error::NotFound(format!("range {range_id} has no replica on node {}", self.id())));
-        }
+        };
+        let r = &range.replica;
         let m = r.metrics();
         if !m.membership_config.membership().voter_ids().any(|v| v == to) {
             return Err(Error::InvalidArgument(format!("node {to} is not a voter of range {range_id}")));
         }
-        if m.current_leader != Some(self.id()) {
+        if m.current_leader != Some(r.node_id) {
             return Err(Error::NotLeader { range: r.range, leader: r.leader_hint() });
         }
         r.raft
@@ -213,13 +216,14 @@ impl NodeHandle {
 
     /// This node's view of itself and its ranges.
     pub async fn status(&self) -> NodeStatus {
-        let r = &self.inner.replica;
-        let m = r.metrics();
+        let first = self.inner.ranges.first().replica.metrics();
+        let ranges =
+            self.inner.ranges.all().iter().map(|r| range_status(&r.replica, &r.replica.metrics())).collect();
         NodeStatus {
             node_id: self.id(),
             addr: self.addr().to_string(),
-            initialized: m.membership_config.membership().voter_ids().next().is_some(),
-            ranges: vec![range_status(r, &m)],
+            initialized: first.membership_config.membership().voter_ids().next().is_some(),
+            ranges,
         }
     }
 }

@@ -74,7 +74,8 @@ impl NodeHandle {
     /// Reads a key. Returns the value (if any) and the log index the read reflects.
     pub async fn get(&self, key: &[u8], consistency: ReadConsistency) -> Result<(Option<Bytes>, u64)> {
         validate::key(key)?;
-        let r = &self.inner.replica;
+        let range = self.range_of(key)?;
+        let r = &range.replica;
         let index = r.read_barrier(consistency).await?;
         let value = zonekv_raft::read_user_value(&r.engine, r.range, key)?;
         Ok((value, index))
@@ -84,7 +85,7 @@ impl NodeHandle {
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<u64> {
         let (key, value) = (key.into(), value.into());
         validate::put(&self.inner.config.limits, &key, &value)?;
-        let (_, index) = self.inner.proposer.propose(Op::Put { key, value }).await?;
+        let (_, index) = self.range_of(&key)?.proposer.propose(Op::Put { key, value }).await?;
         Ok(index)
     }
 
@@ -92,7 +93,7 @@ impl NodeHandle {
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<(bool, u64)> {
         let key = key.into();
         validate::key(&key)?;
-        let (result, index) = self.inner.proposer.propose(Op::Delete { key }).await?;
+        let (result, index) = self.range_of(&key)?.proposer.propose(Op::Delete { key }).await?;
         match result {
             OpResult::Deleted { existed } => Ok((existed, index)),
             other => Err(Error::Unavailable(format!("unexpected delete result {other:?}"))),
@@ -113,8 +114,9 @@ impl NodeHandle {
         for v in expected.iter().chain(new_value.iter()) {
             validate::value(limits, v)?;
         }
+        let range = self.range_of(&key)?;
         let op = Op::CompareAndSwap { key, expected, new_value };
-        let (result, index) = self.inner.proposer.propose(op).await?;
+        let (result, index) = range.proposer.propose(op).await?;
         match result {
             OpResult::CompareAndSwap { succeeded, current } => Ok(CasOutcome { succeeded, current, index }),
             other => Err(Error::Unavailable(format!("unexpected compare-and-swap result {other:?}"))),
@@ -124,7 +126,8 @@ impl NodeHandle {
     /// Applies puts and deletes atomically. Returns the log index.
     pub async fn batch(&self, mutations: Vec<Mutation>) -> Result<u64> {
         validate::batch(&self.inner.config.limits, &mutations)?;
-        let (_, index) = self.inner.proposer.propose(Op::Batch(mutations)).await?;
+        let range = self.batch_range(&mutations)?;
+        let (_, index) = range.proposer.propose(Op::Batch(mutations)).await?;
         Ok(index)
     }
 
@@ -140,7 +143,8 @@ impl NodeHandle {
             0 => limits.default_scan_limit,
             n => n.min(limits.max_scan_limit),
         } as usize;
-        let r = &self.inner.replica;
+        let range = self.scan_range(scan)?;
+        let r = &range.replica;
         let index = r.read_barrier(scan.consistency).await?;
         let range = KeyRange {
             start: data_bound(&scan.start, Bound::Included(vec![DATA_PREFIX])),

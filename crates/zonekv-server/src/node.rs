@@ -5,17 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
 use zonekv_engine_rocks::{RocksEngine, RocksOptions};
 use zonekv_raft::keys::{self, MetaKey, NODE_GROUP};
-use zonekv_raft::{LogStore, LogSyncer, NodeId, StateMachine, codec};
+use zonekv_raft::{LogSyncer, NodeId, RangeDescriptor, codec};
 
 use crate::faults::NetFaults;
-use crate::network::{Channels, NetworkFactory};
-use crate::proposer::{BatchLimits, Proposer};
-use crate::replica::Replica;
+use crate::network::Channels;
+use crate::proposer::BatchLimits;
+use crate::ranges::{GroupStarter, Ranges, stored_ranges};
 use crate::{Error, NodeConfig, Result, service};
 
 /// The range that covers the whole keyspace until ranges split.
@@ -67,9 +67,12 @@ impl std::ops::Deref for Node {
 pub(crate) struct NodeInner {
     pub(crate) config: NodeConfig,
     pub(crate) addr: String,
+    pub(crate) engine: RocksEngine,
     pub(crate) syncer: LogSyncer,
-    pub(crate) replica: Replica,
-    pub(crate) proposer: Proposer,
+    /// The ranges this node runs a replica of.
+    pub(crate) ranges: Ranges,
+    /// Starts groups for ranges created by local splits.
+    pub(crate) starter: GroupStarter,
     /// Set when shutdown begins; long-lived server streams (replication, client streams) end
     /// on it, so the gRPC server can drain.
     pub(crate) stopping: watch::Sender<bool>,
@@ -135,38 +138,44 @@ impl Node {
             .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
         let addr = config.advertise_addr.clone().unwrap_or_else(|| bound.to_string());
 
-        let sm = StateMachine::open(engine.clone(), FIRST_RANGE)?;
         let syncer = LogSyncer::start_with(engine.clone(), options.unsafe_ack_before_sync);
-        let channels = Channels::new(raft_message_limit(&config));
-        let log = LogStore::new(engine.clone(), FIRST_RANGE, syncer.clone());
-        let network = NetworkFactory::new(config.node_id, FIRST_RANGE, channels, options.faults);
-        let raft = match zonekv_raft::Raft::new(config.node_id, raft_config, network, log, sm).await {
-            Ok(raft) => raft,
-            Err(e) => {
-                // Release the storage before reporting, so the directory can be reopened.
-                syncer.close();
-                return Err(Error::ReplicaStopped { range: FIRST_RANGE, reason: e.to_string() });
-            }
-        };
-        let apply_wait = Duration::from_millis(2 * config.raft.election_timeout_max_ms);
-        let replica = Replica {
-            range: FIRST_RANGE,
+        let (split_tx, split_rx) = mpsc::unbounded_channel();
+        let starter = GroupStarter {
             node_id: config.node_id,
-            raft,
-            engine,
-            apply_wait,
-            unsafe_local_reads: options.unsafe_local_reads,
-        };
-        let proposer = Proposer::start(
-            replica.clone(),
-            BatchLimits {
+            engine: engine.clone(),
+            syncer: syncer.clone(),
+            raft_config,
+            channels: Channels::new(raft_message_limit(&config)),
+            faults: options.faults,
+            limits: BatchLimits {
                 max_ops: config.raft.max_ops_per_entry,
                 max_bytes: config.raft.max_bytes_per_entry,
                 max_in_flight: config.raft.max_proposals_in_flight,
             },
-        );
+            apply_wait: Duration::from_millis(2 * config.raft.election_timeout_max_ms),
+            unsafe_local_reads: options.unsafe_local_reads,
+            split_tx,
+        };
+        let ranges = Ranges::default();
+        let started = async {
+            for range in stored_ranges(&engine)? {
+                if let Some(r) = starter.start(range).await? {
+                    ranges.insert(r);
+                }
+            }
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = started.await {
+            // Release the storage before reporting, so the directory can be reopened.
+            for r in ranges.all() {
+                r.stop().await;
+            }
+            syncer.close();
+            return Err(e);
+        }
         let stopping = watch::Sender::new(false);
-        let inner = Arc::new(NodeInner { config, addr, syncer, replica, proposer, stopping });
+        let inner = Arc::new(NodeInner { config, addr, engine, syncer, ranges, starter, stopping });
+        tokio::spawn(start_split_ranges(Arc::downgrade(&inner), split_rx));
 
         let (tx, rx) = oneshot::channel();
         let router = service::router(NodeHandle { inner: inner.clone() });
@@ -212,12 +221,17 @@ impl Node {
     }
 
     async fn stop(&mut self) {
-        // Stop the Raft group first, so requests still in flight fail fast instead of waiting.
-        if let Err(e) = self.inner.replica.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
+        // Stop the Raft groups first, so requests still in flight fail fast instead of waiting.
+        let mut stopped = std::collections::BTreeSet::new();
+        for r in self.inner.ranges.all() {
+            r.stop().await;
+            stopped.insert(r.replica.range);
         }
-        self.inner.proposer.close().await;
         self.inner.stopping.send_replace(true);
+        // A split may have started a range meanwhile; past `stopping`, none starts any more.
+        for r in self.inner.ranges.all().into_iter().filter(|r| !stopped.contains(&r.replica.range)) {
+            r.stop().await;
+        }
         if let Some((tx, mut task)) = self.server.take() {
             let _ = tx.send(());
             // Graceful: connections drain and their tasks drop their handles to the node.
@@ -229,7 +243,7 @@ impl Node {
         }
         self.inner.syncer.close();
         // Unsynced writes (applied state) may sit in the WAL buffer: a clean stop keeps them.
-        if let Err(e) = self.inner.replica.engine.sync() {
+        if let Err(e) = self.inner.engine.sync() {
             tracing::warn!(node_id = self.id(), error = %e, "final WAL sync failed");
         }
         // Storage closes when the last handle goes; wait briefly for connection tasks to let go,
@@ -271,13 +285,15 @@ impl NodeHandle {
 
     /// True once this node belongs to an initialised cluster.
     pub async fn is_initialized(&self) -> bool {
-        self.inner.replica.raft.is_initialized().await.unwrap_or(false)
+        self.inner.ranges.first().replica.raft.is_initialized().await.unwrap_or(false)
     }
 
     /// Waits until the first range has a leader known to this node; returns its id.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId> {
         let m = self
             .inner
+            .ranges
+            .first()
             .replica
             .raft
             .wait(Some(timeout))
@@ -292,6 +308,36 @@ impl Drop for Node {
     fn drop(&mut self) {
         if let Some((_, task)) = self.server.take() {
             task.abort();
+        }
+    }
+}
+
+/// Starts the group of every range a local split creates. Holds the node only while starting
+/// one, and ends when the node stops.
+async fn start_split_ranges(
+    node: std::sync::Weak<NodeInner>,
+    mut rx: mpsc::UnboundedReceiver<RangeDescriptor>,
+) {
+    loop {
+        let stopped = match node.upgrade() {
+            Some(n) => n.stopped(),
+            None => return,
+        };
+        let desc = tokio::select! {
+            () = stopped => return,
+            d = rx.recv() => match d { Some(d) => d, None => return },
+        };
+        let Some(n) = node.upgrade() else { return };
+        if n.ranges.get(desc.range_id).is_some() || *n.stopping.borrow() {
+            continue;
+        }
+        match n.starter.start(desc.range_id).await {
+            Ok(Some(r)) if *n.stopping.borrow() => r.stop().await,
+            Ok(Some(r)) => n.ranges.insert(r),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(range = desc.range_id, error = %e, "starting a range created by a split failed")
+            }
         }
     }
 }

@@ -12,7 +12,6 @@ use zonekv_proto::kv::v1::kv_server::Kv;
 use zonekv_raft::Mutation;
 
 use crate::kv::Scan;
-use crate::node::FIRST_RANGE;
 use crate::{Error, NodeHandle, ReadConsistency, Result};
 
 /// Replies sent in one stream message, at most.
@@ -41,23 +40,26 @@ fn bound(b: Option<pb::Bound>) -> Bound<bytes::Bytes> {
 
 /// The handlers, independent of how the request arrived.
 impl KvService {
-    fn header(&self, index: u64) -> Option<pb::ResponseHeader> {
-        Some(pb::ResponseHeader { node_id: self.node.id(), range_id: FIRST_RANGE, index })
+    fn header(&self, range_id: u64, index: u64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader { node_id: self.node.id(), range_id, index })
     }
 
     async fn do_get(&self, req: pb::GetRequest) -> Result<pb::GetResponse> {
+        let range = self.node.range_id_of(&req.key);
         let (value, index) = self.node.get(&req.key, consistency(req.consistency)?).await?;
-        Ok(pb::GetResponse { header: self.header(index), value })
+        Ok(pb::GetResponse { header: self.header(range, index), value })
     }
 
     async fn do_put(&self, req: pb::PutRequest) -> Result<pb::PutResponse> {
+        let range = self.node.range_id_of(&req.key);
         let index = self.node.put(req.key, req.value).await?;
-        Ok(pb::PutResponse { header: self.header(index) })
+        Ok(pb::PutResponse { header: self.header(range, index) })
     }
 
     async fn do_delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse> {
+        let range = self.node.range_id_of(&req.key);
         let (existed, index) = self.node.delete(req.key).await?;
-        Ok(pb::DeleteResponse { header: self.header(index), existed })
+        Ok(pb::DeleteResponse { header: self.header(range, index), existed })
     }
 
     async fn do_scan(&self, req: pb::ScanRequest) -> Result<pb::ScanResponse> {
@@ -69,18 +71,23 @@ impl KvService {
             keys_only: req.keys_only,
             consistency: consistency(req.consistency)?,
         };
+        let range = self.node.range_id_of(match &scan.start {
+            Bound::Included(k) | Bound::Excluded(k) => k,
+            Bound::Unbounded => &[][..],
+        });
         let page = self.node.scan(&scan).await?;
         Ok(pb::ScanResponse {
-            header: self.header(page.index),
+            header: self.header(range, page.index),
             kvs: page.pairs.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
             more: page.more,
         })
     }
 
     async fn do_cas(&self, req: pb::CompareAndSwapRequest) -> Result<pb::CompareAndSwapResponse> {
+        let range = self.node.range_id_of(&req.key);
         let out = self.node.compare_and_swap(req.key, req.expected, req.new_value).await?;
         Ok(pb::CompareAndSwapResponse {
-            header: self.header(out.index),
+            header: self.header(range, out.index),
             succeeded: out.succeeded,
             current: out.current,
         })
@@ -95,8 +102,11 @@ impl KvService {
                 None => return Err(Error::InvalidArgument(format!("mutation {i} has no operation"))),
             });
         }
+        let range = mutations.first().map_or(0, |m| match m {
+            Mutation::Put { key, .. } | Mutation::Delete { key } => self.node.range_id_of(key),
+        });
         let index = self.node.batch(mutations).await?;
-        Ok(pb::BatchResponse { header: self.header(index) })
+        Ok(pb::BatchResponse { header: self.header(range, index) })
     }
 
     /// Runs one call of a stream; errors become in-band replies.

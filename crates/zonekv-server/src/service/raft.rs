@@ -41,21 +41,22 @@ impl RaftService {
     }
 
     /// Checks the addressing of a message and finds the replica it is for.
-    fn replica(&self, header: Option<&pb::RaftHeader>) -> Result<&Replica, Status> {
+    fn replica(&self, header: Option<&pb::RaftHeader>) -> Result<Replica, Status> {
         let h = header.ok_or_else(|| Status::invalid_argument("raft message without a header"))?;
         let me = self.inner.config.node_id;
-        if h.to_node != me {
+        let Some(range) = self.inner.ranges.get(h.group_id) else {
+            return Err(Error::NotFound(format!("range {} has no replica on node {me}", h.group_id)).into());
+        };
+        let r = &range.replica;
+        if h.to_node != r.node_id {
             return Err(Error::FailedPrecondition(format!(
-                "raft message for node {} reached node {me}: check the addresses in the membership",
-                h.to_node
+                "raft message for replica {} of range {} reached node {me}, whose replica is {}: \
+                 check the addresses in the membership",
+                h.to_node, h.group_id, r.node_id
             ))
             .into());
         }
-        let r = &self.inner.replica;
-        if h.group_id != r.range {
-            return Err(Error::NotFound(format!("range {} has no replica on node {me}", h.group_id)).into());
-        }
-        Ok(r)
+        Ok(r.clone())
     }
 }
 

@@ -1,0 +1,114 @@
+//! Ranges on running nodes: a split creates a new Raft group on every replica's node, requests
+//! are served by the range holding their key, requests that would span ranges are refused
+//! clearly, and a restarted node brings every range back (docs/multiraft.md, build step 2).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use zonekv_raft::Mutation;
+use zonekv_raft::directory::FIRST_ALLOCATED_ID;
+use zonekv_server::{Error, LocalCluster, NodeHandle, ReadConsistency, Scan};
+
+/// The node whose replica of `range` leads it, once every running node has the range and a
+/// leader is known.
+async fn leader_of(cluster: &LocalCluster, range: u64) -> NodeHandle {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut leader = None;
+        let mut everywhere = true;
+        for n in cluster.running() {
+            let status = n.status().await;
+            match status.ranges.iter().find(|r| r.range_id == range) {
+                Some(r) if r.state == "leader" => leader = Some(n.handle()),
+                Some(_) => {}
+                None => everywhere = false,
+            }
+        }
+        if let (Some(l), true) = (leader, everywhere) {
+            return l;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "range {range} has no leader on every node");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stale(node: &NodeHandle, key: &str) -> Option<Bytes> {
+    node.get(key.as_bytes(), ReadConsistency::Stale).await.unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_runs_a_new_range_on_every_node_and_survives_a_restart() {
+    let mut cluster = LocalCluster::start(3, None).await.unwrap();
+    cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let meta = leader_of(&cluster, 1).await;
+    let keys: Vec<String> = (b'a'..=b'z').map(|c| (c as char).to_string()).collect();
+    for k in &keys {
+        meta.put(k.clone(), format!("v-{k}")).await.unwrap();
+    }
+
+    let (left, right) = meta.split("m").await.unwrap();
+    assert_eq!((left.range_id, left.end.as_deref()), (1, Some(&b"m"[..])));
+    assert_eq!((right.start.as_ref(), right.end.as_deref()), (&b"m"[..], None));
+    assert!(right.range_id >= FIRST_ALLOCATED_ID, "allocated, never a node id: {}", right.range_id);
+    let ids: Vec<u64> = right.replicas.iter().map(|r| r.replica_id).collect();
+    assert!(ids.iter().all(|&id| id > right.range_id), "fresh replica ids {ids:?}");
+
+    // The right half runs on the node that split, at once; bad splits change nothing.
+    assert_eq!(meta.range_ids(), vec![1, right.range_id]);
+    for (at, why) in [("m", "not strictly inside"), ("", "key")] {
+        let err = meta.split(at).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)) && err.to_string().contains(why), "{at:?}: {err}");
+    }
+
+    // Both ranges serve their keys, each through its own leader.
+    let r2 = leader_of(&cluster, right.range_id).await;
+    let meta = leader_of(&cluster, 1).await;
+    r2.put("x", "new-x").await.unwrap();
+    meta.put("b", "new-b").await.unwrap();
+    for k in &keys {
+        let via = if k.as_str() < "m" { &meta } else { &r2 };
+        let want = match k.as_str() {
+            "x" => "new-x".to_string(),
+            "b" => "new-b".to_string(),
+            _ => format!("v-{k}"),
+        };
+        let (got, _) = via.get(k.as_bytes(), ReadConsistency::Linearizable).await.unwrap();
+        assert_eq!(got.as_deref(), Some(want.as_bytes()), "key {k}");
+    }
+
+    // A scan inside one range; a batch or scan across the boundary is refused.
+    let page = r2
+        .scan(&Scan { start: std::ops::Bound::Included(Bytes::from_static(b"m")), ..Scan::default() })
+        .await
+        .unwrap();
+    let got: Vec<&[u8]> = page.pairs.iter().map(|(k, _)| k.as_ref()).collect();
+    let want: Vec<&[u8]> = keys.iter().filter(|k| k.as_str() >= "m").map(|k| k.as_bytes()).collect();
+    assert_eq!(got, want);
+    let err = meta.scan(&Scan::default()).await.unwrap_err();
+    assert!(err.to_string().contains("crosses the end of range 1"), "{err}");
+    let batch = vec![
+        Mutation::Put { key: Bytes::from_static(b"c"), value: Bytes::from_static(b"1") },
+        Mutation::Put { key: Bytes::from_static(b"y"), value: Bytes::from_static(b"1") },
+    ];
+    let err = meta.batch(batch).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument(_)) && err.to_string().contains("different ranges"),
+        "{err}"
+    );
+    assert_eq!(stale(&meta, "c").await.as_deref(), Some(&b"v-c"[..]), "the refused batch wrote nothing");
+
+    // A restarted node starts both groups from its stored descriptors and catches up.
+    let victim = cluster.running().map(|n| n.id()).find(|&id| id != meta.id() && id != r2.id()).unwrap_or(3);
+    cluster.stop_node(victim).await;
+    r2.put("y", "after-restart").await.unwrap();
+    cluster.restart_node(victim).await.unwrap();
+    let node = cluster.node(victim).unwrap().handle();
+    assert_eq!(node.range_ids(), vec![1, right.range_id]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stale(&node, "y").await.as_deref() != Some(&b"after-restart"[..]) {
+        assert!(tokio::time::Instant::now() < deadline, "the restarted node's range never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stale(&node, "b").await.as_deref(), Some(&b"new-b"[..]));
+    cluster.shutdown().await;
+}
