@@ -129,7 +129,8 @@ impl Ranges {
 
     /// The local replica of the range that holds user key `key`.
     pub(crate) fn for_key(&self, node_id: NodeId, key: &[u8]) -> Result<Arc<RangeReplica>> {
-        self.all().into_iter().find(|r| r.desc.borrow().contains(key)).ok_or_else(|| {
+        let map = self.map.read().expect("ranges lock");
+        map.values().find(|r| r.desc.borrow().contains(key)).cloned().ok_or_else(|| {
             Error::NotFound(format!("node {node_id} holds no replica of the range of key {key:?}"))
         })
     }
