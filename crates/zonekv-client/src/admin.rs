@@ -85,6 +85,20 @@ impl AdminClient {
         Ok(())
     }
 
+    /// Splits the range holding `key` at `key` (at the leader); returns the ids of the left
+    /// (split) and right (new) ranges.
+    pub async fn split(&self, key: impl Into<bytes::Bytes>) -> Result<(u64, u64)> {
+        let req = pb::SplitRequest { key: key.into() };
+        let resp = self
+            .router
+            .call(Kind::Write, |n| {
+                let req = req.clone();
+                async move { PbAdminClient::new(n.channel).split(req).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+        Ok((resp.left_range_id, resp.right_range_id))
+    }
+
     /// Moves leadership of `range_id` to `to_node_id` (at the leader).
     pub async fn transfer_leader(&self, range_id: u64, to_node_id: u64) -> Result<()> {
         let req = pb::TransferLeaderRequest { range_id, to_node_id };

@@ -2,10 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use openraft::ChangeMembers;
 use openraft::errors::{ClientWriteError, InitializeError, RaftError};
-use openraft::{ChangeMembers, RaftMetrics};
 use zonekv_raft::{NodeId, NodeInfo, TypeConfig};
 
+use crate::ranges::RangeReplica;
 use crate::replica::Replica;
 use crate::{Error, NodeHandle, Result};
 
@@ -34,6 +35,10 @@ pub struct Member {
 pub struct RangeStatus {
     /// Range (Raft group) id.
     pub range_id: u64,
+    /// First user key of the range (inclusive).
+    pub start: bytes::Bytes,
+    /// First user key after the range; `None`: the end of the keyspace.
+    pub end: Option<bytes::Bytes>,
     /// "leader", "follower", "candidate", "learner" or "shutdown".
     pub state: String,
     /// Current term.
@@ -67,7 +72,9 @@ pub struct NodeStatus {
     pub ranges: Vec<RangeStatus>,
 }
 
-fn range_status(r: &Replica, m: &RaftMetrics<TypeConfig>) -> RangeStatus {
+fn range_status(range: &RangeReplica) -> RangeStatus {
+    let (r, m) = (&range.replica, &range.replica.metrics());
+    let desc = range.descriptor();
     let membership = m.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let mut members: Vec<Member> = membership
@@ -81,6 +88,8 @@ fn range_status(r: &Replica, m: &RaftMetrics<TypeConfig>) -> RangeStatus {
     members.sort_by_key(|m| (m.role == Role::Learner, m.node_id));
     RangeStatus {
         range_id: r.range,
+        start: desc.start,
+        end: desc.end,
         state: Replica::state_name(m).to_string(),
         term: m.current_term,
         leader: m.current_leader.map(|id| (id, membership.get_node(&id).map(|n| n.addr.clone()))),
@@ -217,8 +226,7 @@ impl NodeHandle {
     /// This node's view of itself and its ranges.
     pub async fn status(&self) -> NodeStatus {
         let first = self.inner.ranges.first().replica.metrics();
-        let ranges =
-            self.inner.ranges.all().iter().map(|r| range_status(&r.replica, &r.replica.metrics())).collect();
+        let ranges = self.inner.ranges.all().iter().map(|r| range_status(r)).collect();
         NodeStatus {
             node_id: self.id(),
             addr: self.addr().to_string(),

@@ -112,3 +112,29 @@ async fn a_split_runs_a_new_range_on_every_node_and_survives_a_restart() {
     assert_eq!(stale(&node, "b").await.as_deref(), Some(&b"new-b"[..]));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_split_over_grpc_and_see_every_range_with_its_span() {
+    let cluster = LocalCluster::start(3, None).await.unwrap();
+    cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let admin = zonekv_client::AdminClient::new(cluster.addrs()).unwrap();
+
+    // Any node will do: the client follows the not-leader redirect.
+    let (left, right) = admin.split("k").await.unwrap();
+    assert_eq!(left, 1);
+    leader_of(&cluster, right).await;
+    let status = admin.status(&cluster.addrs()[0]).await.unwrap();
+    let spans: Vec<(u64, &[u8], &[u8])> =
+        status.ranges.iter().map(|r| (r.range_id, r.start_key.as_ref(), r.end_key.as_ref())).collect();
+    assert_eq!(spans, vec![(1, &b""[..], &b"k"[..]), (right, &b"k"[..], &b""[..])]);
+
+    // Bad input: a clear error naming the problem, and nothing changes.
+    let err = admin.split("k").await.unwrap_err();
+    assert!(
+        matches!(&err, zonekv_client::ClientError::InvalidArgument(m) if m.contains("not strictly inside")),
+        "{err:?}"
+    );
+    let status = admin.status(&cluster.addrs()[1]).await.unwrap();
+    assert_eq!(status.ranges.len(), 2);
+    cluster.shutdown().await;
+}

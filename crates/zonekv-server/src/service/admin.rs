@@ -50,6 +50,11 @@ impl Admin for AdminService {
         Ok(Response::new(pb::TransferLeaderResponse {}))
     }
 
+    async fn split(&self, req: Request<pb::SplitRequest>) -> Result<Response<pb::SplitResponse>, Status> {
+        let (left, right) = self.node.split(req.into_inner().key).await?;
+        Ok(Response::new(pb::SplitResponse { left_range_id: left.range_id, right_range_id: right.range_id }))
+    }
+
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let s = self.node.status().await;
         let ranges = s
@@ -57,8 +62,8 @@ impl Admin for AdminService {
             .into_iter()
             .map(|r| pb::RangeStatus {
                 range_id: r.range_id,
-                start_key: Default::default(),
-                end_key: Default::default(),
+                start_key: r.start,
+                end_key: r.end.unwrap_or_default(),
                 state: r.state,
                 term: r.term,
                 leader_id: r.leader.as_ref().map_or(0, |l| l.0),

@@ -32,6 +32,14 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:7001")]
         addr: String,
     },
+    /// Splits the range holding KEY at KEY (send to the leader; redirects are followed).
+    Split {
+        /// A node of the cluster.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        addr: String,
+        /// The first key of the new range.
+        key: String,
+    },
     /// Key-value commands.
     Kv(KvArgs),
     /// Starts a 3-node cluster in this process, writes, kills the leader, and checks that

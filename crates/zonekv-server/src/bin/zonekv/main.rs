@@ -51,6 +51,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Start(args) => start(args).await,
         Command::Init { addr, nodes } => init(addr, &nodes).await,
         Command::Status { addr } => status(&addr).await,
+        Command::Split { addr, key } => {
+            let admin = AdminClient::new([addr.clone()])?;
+            let (left, right) =
+                admin.split(key.clone()).await.with_context(|| format!("splitting at {key:?}"))?;
+            println!("range {left} split at {key:?}; the new range {right} starts there");
+            Ok(())
+        }
         Command::Kv(kv) => kv::run(kv).await,
         Command::Demo { data_dir } => {
             zonekv_server::demo::run(data_dir.as_deref()).await?;
@@ -140,7 +147,15 @@ async fn status(addr: &str) -> Result<()> {
         } else {
             format!("node {} at {}", r.leader_id, r.leader_addr)
         };
-        println!("range {}: {} term {}, leader {leader}", r.range_id, r.state, r.term);
+        let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
+        let end = if r.end_key.is_empty() { "∞".to_string() } else { show(&r.end_key) };
+        println!(
+            "range {} [{}, {end}): {} term {}, leader {leader}",
+            r.range_id,
+            show(&r.start_key),
+            r.state,
+            r.term
+        );
         println!(
             "  last log {}  committed {}  applied {}  purged {}",
             r.last_log_index, r.committed_index, r.applied_index, r.purged_index
