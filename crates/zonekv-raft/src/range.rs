@@ -104,9 +104,9 @@ impl RangeDescriptor {
 
 impl fmt::Display for RangeDescriptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show = |k: &[u8]| String::from_utf8_lossy(k).escape_debug().to_string();
+        let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
         let end = self.end.as_deref().map_or("∞".to_string(), show);
-        write!(f, "range {} [{:?}, {}) {}", self.range_id, show(&self.start), end, self.epoch)
+        write!(f, "range {} [{}, {}) {}", self.range_id, show(&self.start), end, self.epoch)
     }
 }
 
