@@ -34,7 +34,7 @@ async fn a_thousand_writes_survive_sigkill_of_the_leader() {
     let out = cli(&["kv", "--endpoints", &endpoints, "cas", "cli-key", "--expected", "nope", "--new", "x"]);
     assert!(out.contains("not swapped (value was cli value)"), "{out}");
     let status = cli(&["status", "--addr", &members[1].1]);
-    assert!(status.contains("range 1:") && status.contains("member node 3"), "{status}");
+    assert!(status.contains("range 1 [\"\", ∞): ") && status.contains("member node 3"), "{status}");
 
     let mut config = ClientConfig::new(members.iter().map(|m| m.1.clone()));
     config.request_timeout = Duration::from_secs(5);
