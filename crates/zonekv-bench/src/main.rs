@@ -160,8 +160,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Run { target, opts } => (target, None, opts),
         Command::Compare { targets, baseline, opts } => (targets, baseline, opts),
     };
-    let specs: Vec<TargetSpec> =
-        targets.split(',').map(|t| TargetSpec::parse(t.trim())).collect::<Result<_>>()?;
+    let specs = TargetSpec::parse_list(&targets)?;
     let names: Vec<&str> = specs.iter().map(TargetSpec::name).collect();
     let baseline = match baseline {
         Some(b) if !names.contains(&b.as_str()) => {

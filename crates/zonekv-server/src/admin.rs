@@ -70,6 +70,10 @@ pub struct NodeStatus {
     pub initialized: bool,
     /// One entry per range replica on this node.
     pub ranges: Vec<RangeStatus>,
+    /// WAL syncs of the Raft log since start (group commit over every range).
+    pub log_syncs: u64,
+    /// Appends those syncs made durable.
+    pub log_appends_synced: u64,
 }
 
 fn range_status(range: &RangeReplica) -> RangeStatus {
@@ -232,6 +236,13 @@ impl NodeHandle {
             addr: self.addr().to_string(),
             initialized: first.membership_config.membership().voter_ids().next().is_some(),
             ranges,
+            log_syncs: self.inner.syncer.stats().syncs.load(std::sync::atomic::Ordering::Relaxed),
+            log_appends_synced: self
+                .inner
+                .syncer
+                .stats()
+                .callbacks
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

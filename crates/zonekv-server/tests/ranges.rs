@@ -46,6 +46,15 @@ async fn a_split_runs_a_new_range_on_every_node_and_survives_a_restart() {
         meta.put(k.clone(), format!("v-{k}")).await.unwrap();
     }
 
+    // Group commit is visible to operators: every sync covered at least one append.
+    let s = meta.status().await;
+    assert!(
+        s.log_syncs > 0 && s.log_appends_synced >= s.log_syncs,
+        "{} syncs, {} appends",
+        s.log_syncs,
+        s.log_appends_synced
+    );
+
     let (left, right) = meta.split("m").await.unwrap();
     assert_eq!((left.range_id, left.end.as_deref()), (1, Some(&b"m"[..])));
     assert_eq!((right.start.as_ref(), right.end.as_deref()), (&b"m"[..], None));

@@ -65,6 +65,25 @@ impl TargetSpec {
         })
     }
 
+    /// Parses a comma-separated list of targets, where a target's own endpoints are
+    /// comma-separated too: `zonekv=A,B,C,etcd=D,E,postgres` is three targets. A piece that does
+    /// not start with a target name continues the endpoint list of the target before it.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>> {
+        const NAMES: [&str; 4] = ["zonekv-embedded", "zonekv", "etcd", "postgres"];
+        let starts_target = |p: &str| NAMES.iter().any(|n| p == *n || p.starts_with(&format!("{n}=")));
+        let mut specs: Vec<String> = Vec::new();
+        for piece in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match specs.last_mut() {
+                Some(last) if !starts_target(piece) => {
+                    last.push(',');
+                    last.push_str(piece);
+                }
+                _ => specs.push(piece.to_string()),
+            }
+        }
+        specs.iter().map(|t| Self::parse(t)).collect()
+    }
+
     /// The short name used in tables and files.
     pub fn name(&self) -> &'static str {
         match self {
@@ -152,5 +171,16 @@ mod tests {
             TargetSpec::Postgres(Some("host=/tmp user=x".into()))
         );
         assert!(TargetSpec::parse("redis").is_err());
+        let list =
+            TargetSpec::parse_list("zonekv=127.0.0.1:1,127.0.0.1:2,etcd,postgres=host=/tmp user=x").unwrap();
+        assert_eq!(
+            list,
+            vec![
+                TargetSpec::Zonekv(Some(vec!["127.0.0.1:1".into(), "127.0.0.1:2".into()])),
+                TargetSpec::Etcd(None),
+                TargetSpec::Postgres(Some("host=/tmp user=x".into())),
+            ]
+        );
+        assert!(TargetSpec::parse_list("127.0.0.1:1,zonekv").is_err(), "an endpoint needs a target");
     }
 }

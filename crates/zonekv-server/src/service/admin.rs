@@ -92,6 +92,8 @@ impl Admin for AdminService {
             addr: s.addr,
             initialized: s.initialized,
             ranges,
+            log_syncs: s.log_syncs,
+            log_appends_synced: s.log_appends_synced,
         }))
     }
 }

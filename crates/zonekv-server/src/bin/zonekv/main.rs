@@ -141,6 +141,14 @@ async fn status(addr: &str) -> Result<()> {
         s.addr,
         if s.initialized { "initialized" } else { "not initialized" }
     );
+    if s.log_syncs > 0 {
+        println!(
+            "log: {} syncs made {} appends durable ({:.1} per sync)",
+            s.log_syncs,
+            s.log_appends_synced,
+            s.log_appends_synced as f64 / s.log_syncs as f64
+        );
+    }
     for r in s.ranges {
         let leader = if r.leader_id == 0 {
             "unknown".to_string()
