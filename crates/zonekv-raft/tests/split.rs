@@ -254,9 +254,13 @@ async fn openraft_runs_the_right_hand_range_from_its_seeded_state() {
         .unwrap(),
     );
     let raft = zonekv_raft::Raft::new(7, config, NobodyFactory, log, rhs).await.unwrap();
+    // Leadership is visible before the leader's blank entry is applied; wait for both.
     let m = raft
         .wait(Some(std::time::Duration::from_secs(5)))
-        .metrics(|m| m.current_leader == Some(7), "the only replica leads")
+        .metrics(
+            |m| m.current_leader == Some(7) && m.last_applied.is_some_and(|id| id.index >= 6),
+            "the only replica leads and applied its blank entry",
+        )
         .await
         .unwrap();
     assert_eq!(m.last_applied.map(|id| id.index), Some(6), "L0 + the new leader's blank entry");
