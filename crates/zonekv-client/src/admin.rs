@@ -66,7 +66,7 @@ impl AdminClient {
         let req =
             pb::AddNodeRequest { member: Some(pb::Member { node_id, addr: addr.to_string() }), learner_only };
         self.router
-            .call(Kind::Read, |n| {
+            .call(Kind::Read, None, |n| {
                 let req = req.clone();
                 async move { PbAdminClient::new(n.channel).add_node(req).await.map(tonic::Response::into_inner) }
             })
@@ -78,20 +78,22 @@ impl AdminClient {
     pub async fn remove_node(&self, node_id: u64) -> Result<()> {
         let req = pb::RemoveNodeRequest { node_id };
         self.router
-            .call(Kind::Write, |n| async move {
+            .call(Kind::Write, None, |n| async move {
                 PbAdminClient::new(n.channel).remove_node(req).await.map(tonic::Response::into_inner)
             })
             .await?;
         Ok(())
     }
 
-    /// Splits the range holding `key` at `key` (at the leader); returns the ids of the left
-    /// (split) and right (new) ranges.
+    /// Splits the range holding `key` at `key` (at that range's leader); returns the ids of
+    /// the left (split) and right (new) ranges.
     pub async fn split(&self, key: impl Into<bytes::Bytes>) -> Result<(u64, u64)> {
-        let req = pb::SplitRequest { key: key.into() };
+        let key = key.into();
+        let route = crate::ranges::RouteKey::At(key.clone());
+        let req = pb::SplitRequest { key };
         let resp = self
             .router
-            .call(Kind::Write, |n| {
+            .call(Kind::Write, Some(&route), |n| {
                 let req = req.clone();
                 async move { PbAdminClient::new(n.channel).split(req).await.map(tonic::Response::into_inner) }
             })
@@ -103,7 +105,7 @@ impl AdminClient {
     pub async fn transfer_leader(&self, range_id: u64, to_node_id: u64) -> Result<()> {
         let req = pb::TransferLeaderRequest { range_id, to_node_id };
         self.router
-            .call(Kind::Write, |n| async move {
+            .call(Kind::Write, None, |n| async move {
                 PbAdminClient::new(n.channel).transfer_leader(req).await.map(tonic::Response::into_inner)
             })
             .await?;

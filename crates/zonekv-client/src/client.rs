@@ -9,6 +9,7 @@ use zonekv_proto::kv::v1 as pb;
 use zonekv_proto::kv::v1::call::Request as Q;
 use zonekv_proto::kv::v1::reply::Response as A;
 
+use crate::ranges::RouteKey;
 use crate::retry::{Kind, Router};
 use crate::{ClientError, Result};
 
@@ -86,7 +87,7 @@ pub struct ScanOptions {
     pub start: Bound<Bytes>,
     /// Upper bound.
     pub end: Bound<Bytes>,
-    /// Most pairs (0: server default).
+    /// Most pairs (0: 1,000).
     pub limit: u32,
     /// Descending order.
     pub reverse: bool,
@@ -114,7 +115,7 @@ impl Default for ScanOptions {
 pub struct ScanPage {
     /// Pairs in the requested order.
     pub pairs: Vec<(Bytes, Bytes)>,
-    /// More pairs remain in the range.
+    /// The limit stopped the scan before its end bound: more pairs may remain.
     pub more: bool,
 }
 
@@ -131,6 +132,17 @@ pub struct CasOutcome {
 #[derive(Clone)]
 pub struct Client {
     router: Arc<Router>,
+}
+
+/// Pairs a scan returns when it sets no limit (the server's default too).
+const DEFAULT_SCAN_LIMIT: u32 = 1000;
+
+/// The key a bound starts at ("" when unbounded).
+fn bound_key(b: &Bound<Bytes>) -> Bytes {
+    match b {
+        Bound::Included(k) | Bound::Excluded(k) => k.clone(),
+        Bound::Unbounded => Bytes::new(),
+    }
 }
 
 fn bound(b: &Bound<Bytes>) -> Option<pb::Bound> {
@@ -161,12 +173,13 @@ impl Client {
     async fn call<T>(
         &self,
         kind: Kind,
+        key: RouteKey,
         request: pb::call::Request,
         unpack: fn(pb::reply::Response) -> Option<T>,
     ) -> Result<T> {
         let response = self
             .router
-            .call(kind, |node| {
+            .call(kind, Some(&key), |node| {
                 let request = request.clone();
                 async move { node.mux.call(request).await }
             })
@@ -188,9 +201,10 @@ impl Client {
         key: impl Into<Bytes>,
         consistency: ReadConsistency,
     ) -> Result<Option<Bytes>> {
-        let req = pb::GetRequest { key: key.into(), consistency: consistency.to_pb() };
+        let key = key.into();
+        let req = pb::GetRequest { key: key.clone(), consistency: consistency.to_pb() };
         let resp = self
-            .call(consistency.kind(), Q::Get(req), |r| match r {
+            .call(consistency.kind(), RouteKey::At(key), Q::Get(req), |r| match r {
                 A::Get(g) => Some(g),
                 _ => None,
             })
@@ -200,14 +214,16 @@ impl Client {
 
     /// Writes a key.
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<()> {
-        let req = pb::PutRequest { key: key.into(), value: value.into() };
-        self.call(Kind::Write, Q::Put(req), |r| matches!(r, A::Put(_)).then_some(())).await
+        let key = key.into();
+        let req = pb::PutRequest { key: key.clone(), value: value.into() };
+        self.call(Kind::Write, RouteKey::At(key), Q::Put(req), |r| matches!(r, A::Put(_)).then_some(())).await
     }
 
     /// Removes a key; returns whether it existed.
     pub async fn delete(&self, key: impl Into<Bytes>) -> Result<bool> {
-        let req = pb::DeleteRequest { key: key.into() };
-        self.call(Kind::Write, Q::Delete(req), |r| match r {
+        let key = key.into();
+        let req = pb::DeleteRequest { key: key.clone() };
+        self.call(Kind::Write, RouteKey::At(key), Q::Delete(req), |r| match r {
             A::Delete(d) => Some(d.existed),
             _ => None,
         })
@@ -222,16 +238,22 @@ impl Client {
         expected: Option<Bytes>,
         new_value: Option<Bytes>,
     ) -> Result<CasOutcome> {
-        let req = pb::CompareAndSwapRequest { key: key.into(), expected, new_value };
-        self.call(Kind::Write, Q::Cas(req), |r| match r {
+        let key = key.into();
+        let req = pb::CompareAndSwapRequest { key: key.clone(), expected, new_value };
+        self.call(Kind::Write, RouteKey::At(key), Q::Cas(req), |r| match r {
             A::Cas(c) => Some(CasOutcome { succeeded: c.succeeded, current: c.current }),
             _ => None,
         })
         .await
     }
 
-    /// Applies puts and deletes atomically.
+    /// Applies puts and deletes atomically. All keys must lie in one range: atomicity across
+    /// ranges needs transactions, which are not built yet, so a batch spanning ranges fails
+    /// with [`ClientError::InvalidArgument`] and changes nothing.
     pub async fn batch(&self, mutations: Vec<Mutation>) -> Result<()> {
+        let first = mutations.first().map_or_else(Bytes::new, |m| match m {
+            Mutation::Put(k, _) | Mutation::Delete(k) => k.clone(),
+        });
         let mutations = mutations
             .into_iter()
             .map(|m| pb::Mutation {
@@ -242,26 +264,73 @@ impl Client {
             })
             .collect();
         let req = pb::BatchRequest { mutations };
-        self.call(Kind::Write, Q::Batch(req), |r| matches!(r, A::Batch(_)).then_some(())).await
+        self.call(Kind::Write, RouteKey::At(first), Q::Batch(req), |r| matches!(r, A::Batch(_)).then_some(()))
+            .await
     }
 
-    /// Reads one page of a range.
+    /// Reads keys in order (or reverse order) across ranges: up to `opts.limit` pairs (0:
+    /// 1,000), each key once. Each range serves its part; the client continues from one range
+    /// to the next. `more` is set when the limit stopped the scan before its end bound:
+    /// continue from after the last key returned (before it, for a reverse scan).
+    ///
+    /// Consistency is per range: each range's part is linearizable (or stale) on its own, read
+    /// at its own moment; a scan across ranges is not a snapshot of the whole keyspace.
     pub async fn scan(&self, opts: &ScanOptions) -> Result<ScanPage> {
-        let req = pb::ScanRequest {
-            start: bound(&opts.start),
-            end: bound(&opts.end),
-            limit: opts.limit,
-            reverse: opts.reverse,
-            consistency: opts.consistency.to_pb(),
-            keys_only: opts.keys_only,
-        };
-        let resp = self
-            .call(opts.consistency.kind(), Q::Scan(req), |r| match r {
-                A::Scan(s) => Some(s),
-                _ => None,
-            })
-            .await?;
-        Ok(ScanPage { pairs: resp.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(), more: resp.more })
+        let limit = if opts.limit == 0 { DEFAULT_SCAN_LIMIT } else { opts.limit };
+        let (mut start, mut end) = (opts.start.clone(), opts.end.clone());
+        let mut page = ScanPage::default();
+        loop {
+            let remaining = limit - page.pairs.len() as u32;
+            let route = match (opts.reverse, &end) {
+                (false, _) => RouteKey::At(bound_key(&start)),
+                (true, Bound::Included(k)) => RouteKey::At(k.clone()),
+                (true, Bound::Excluded(k)) if !k.is_empty() => RouteKey::Before(k.clone()),
+                (true, Bound::Excluded(_)) => RouteKey::At(Bytes::new()),
+                (true, Bound::Unbounded) => RouteKey::Last,
+            };
+            let req = pb::ScanRequest {
+                start: bound(&start),
+                end: bound(&end),
+                limit: remaining,
+                reverse: opts.reverse,
+                consistency: opts.consistency.to_pb(),
+                keys_only: opts.keys_only,
+            };
+            let resp = self
+                .call(opts.consistency.kind(), route, Q::Scan(req), |r| match r {
+                    A::Scan(s) => Some(s),
+                    _ => None,
+                })
+                .await?;
+            page.pairs.extend(resp.kvs.into_iter().map(|kv| (kv.key, kv.value)));
+            if resp.more {
+                page.more = true;
+                return Ok(page);
+            }
+            let Some(range) = resp.range else { return Ok(page) };
+            // Does the scan reach past the range that served it?
+            let next = if opts.reverse {
+                let before_start = match &start {
+                    Bound::Included(k) | Bound::Excluded(k) => k[..] < range.start[..],
+                    Bound::Unbounded => true,
+                };
+                (!range.start.is_empty() && before_start).then(|| (None, Some(Bound::Excluded(range.start))))
+            } else {
+                let past_end = match &end {
+                    Bound::Included(k) => k[..] >= range.end[..],
+                    Bound::Excluded(k) => k[..] > range.end[..],
+                    Bound::Unbounded => true,
+                };
+                (!range.end.is_empty() && past_end).then(|| (Some(Bound::Included(range.end)), None))
+            };
+            let Some((next_start, next_end)) = next else { return Ok(page) };
+            if page.pairs.len() as u32 >= limit {
+                page.more = true;
+                return Ok(page);
+            }
+            start = next_start.unwrap_or(start);
+            end = next_end.unwrap_or(end);
+        }
     }
 
     /// An admin client sharing this client's connections and retry settings.

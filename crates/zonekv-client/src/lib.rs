@@ -1,7 +1,10 @@
 //! An async Rust client for ZoneKV.
 //!
-//! [`Client`] talks to a cluster given any of its nodes' addresses. It sends linearizable
-//! requests to the leader, follows "not leader" redirects, and retries with backoff whatever is
+//! [`Client`] talks to a cluster given any of its nodes' addresses. It learns which range holds
+//! a key and where that range's replicas are (`LookupRange`), sends linearizable requests to the
+//! range's leader, follows "not leader" redirects, looks a range up again when a split moved
+//! its keys ("range key mismatch"), continues scans from range to range, and retries with
+//! backoff whatever is
 //! safe to retry: every read, and writes that provably had no effect (the server said so, or the
 //! connection was refused). A write whose outcome cannot be known (a timeout, a connection lost
 //! mid-request) is never retried behind your back: it fails with
@@ -19,6 +22,7 @@ mod admin;
 mod client;
 mod error;
 mod mux;
+mod ranges;
 mod retry;
 
 pub use admin::{AdminClient, RangeStatus, Replica, StatusResponse};

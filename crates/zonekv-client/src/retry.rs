@@ -10,7 +10,12 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use zonekv_proto::metadata;
 
+use bytes::Bytes;
+use zonekv_proto::kv::v1 as pb;
+use zonekv_proto::kv::v1::kv_client::KvClient;
+
 use crate::mux::Mux;
+use crate::ranges::{CachedRange, RangeCache, RouteKey};
 use crate::{ClientConfig, ClientError, Result};
 
 /// What a request is, for retry purposes.
@@ -28,13 +33,23 @@ enum Action {
     Fail(ClientError),
     Redirect(String),
     Rotate,
+    /// The range moved (split): look it up again.
+    Refresh,
 }
 
 struct State {
     endpoints: Vec<String>,
+    /// The leader of requests that name no key (admin calls: the first range's leader).
     leader: Option<String>,
     next: usize,
     nodes: HashMap<String, NodeConn>,
+    ranges: RangeCache,
+}
+
+/// Where one attempt goes: the node, and the cached range that chose it (by start key).
+struct Target {
+    addr: String,
+    range: Option<Bytes>,
 }
 
 /// The ways to reach one node: a gRPC channel for unary calls and a multiplexed stream for
@@ -72,6 +87,9 @@ fn never_sent(s: &Status) -> bool {
 fn classify(s: &Status, kind: Kind) -> Action {
     let md = s.metadata();
     let not_applied = md.get(metadata::NOT_APPLIED).is_some();
+    if md.get(metadata::RANGE_MISMATCH).is_some() {
+        return Action::Refresh;
+    }
     match s.code() {
         Code::Unavailable => {
             if kind != Kind::StaleRead
@@ -101,8 +119,13 @@ impl Router {
         if config.endpoints.is_empty() {
             return Err(ClientError::Config("no endpoints given".into()));
         }
-        let state =
-            State { endpoints: config.endpoints.clone(), leader: None, next: 0, nodes: HashMap::new() };
+        let state = State {
+            endpoints: config.endpoints.clone(),
+            leader: None,
+            next: 0,
+            nodes: HashMap::new(),
+            ranges: RangeCache::default(),
+        };
         Ok(Self { config, state: Mutex::new(state) })
     }
 
@@ -114,11 +137,60 @@ impl Router {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn target(&self, kind: Kind) -> String {
+    /// Where the next attempt goes. Requests with a key go to their range's leader (reads and
+    /// writes) or one of its replicas (stale reads, or while the leader is unknown); a range not
+    /// in the cache is looked up first. Requests without one (admin) go to the first range's
+    /// leader, or round the endpoints.
+    async fn target(&self, kind: Kind, key: Option<&RouteKey>) -> Target {
+        if let Some(key) = key {
+            if self.lock().ranges.get(key).is_none() {
+                self.lookup(key).await;
+            }
+            let st = self.lock();
+            if let Some(r) = st.ranges.get(key) {
+                let addr = match (&r.leader, kind) {
+                    (Some(l), Kind::Read | Kind::Write) => l.clone(),
+                    _ if !r.replicas.is_empty() => r.replicas[st.next % r.replicas.len()].clone(),
+                    _ => st.endpoints[st.next % st.endpoints.len()].clone(),
+                };
+                return Target { addr, range: Some(r.start.clone()) };
+            }
+        }
         let st = self.lock();
-        match (&st.leader, kind) {
+        let addr = match (&st.leader, kind) {
             (Some(l), Kind::Read | Kind::Write) => l.clone(),
             _ => st.endpoints[st.next % st.endpoints.len()].clone(),
+        };
+        Target { addr, range: None }
+    }
+
+    /// Asks the nodes, in turn, which range serves `key`, and caches the first answer. Failing
+    /// that (no node reachable, cluster not initialised), requests go round the endpoints and
+    /// their errors say why.
+    async fn lookup(&self, key: &RouteKey) {
+        let (k, before) = key.lookup();
+        let endpoints = self.lock().endpoints.clone();
+        let first = self.lock().next;
+        for i in 0..endpoints.len() {
+            let addr = &endpoints[(first + i) % endpoints.len()];
+            let Ok(channel) = self.channel(addr) else { continue };
+            let req = pb::LookupRangeRequest { key: k.clone(), before };
+            let mut client = KvClient::new(channel);
+            let call = client.lookup_range(req);
+            let Ok(Ok(resp)) = tokio::time::timeout(self.config.request_timeout, call).await else {
+                continue;
+            };
+            let resp = resp.into_inner();
+            let Some(info) = resp.range else { continue };
+            let range = CachedRange {
+                start: info.start,
+                end: (!info.end.is_empty()).then_some(info.end),
+                leader: (!resp.leader_addr.is_empty()).then_some(resp.leader_addr),
+                replicas: resp.replica_addrs,
+            };
+            tracing::debug!(?range, "range looked up");
+            self.lock().ranges.insert(range);
+            return;
         }
     }
 
@@ -141,21 +213,27 @@ impl Router {
         Ok(node)
     }
 
-    fn set_leader(&self, addr: &str) {
-        self.lock().leader = Some(addr.to_string());
+    fn set_leader(&self, target: &Target, addr: &str) {
+        let mut st = self.lock();
+        match &target.range {
+            Some(start) => st.ranges.set_leader(start, addr),
+            None => st.leader = Some(addr.to_string()),
+        }
     }
 
-    fn rotate(&self, failed: &str) {
+    fn rotate(&self, target: &Target) {
         let mut st = self.lock();
-        if st.leader.as_deref() == Some(failed) {
-            st.leader = None;
+        match &target.range {
+            Some(start) => st.ranges.clear_leader(start, &target.addr),
+            None if st.leader.as_deref() == Some(&target.addr) => st.leader = None,
+            None => {}
         }
         st.next = st.next.wrapping_add(1);
     }
 
     /// Runs `f` against the right node until it succeeds, fails for good, or the retry budget
     /// is spent.
-    pub(crate) async fn call<T, F, Fut>(&self, kind: Kind, mut f: F) -> Result<T>
+    pub(crate) async fn call<T, F, Fut>(&self, kind: Kind, key: Option<&RouteKey>, mut f: F) -> Result<T>
     where
         F: FnMut(NodeConn) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -165,12 +243,13 @@ impl Router {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let addr = self.target(kind);
+            let target = self.target(kind, key).await;
+            let addr = target.addr.clone();
             let node = self.node(&addr)?;
             let last = match tokio::time::timeout(self.config.request_timeout, f(node)).await {
                 Ok(Ok(resp)) => {
                     if kind != Kind::StaleRead {
-                        self.set_leader(&addr);
+                        self.set_leader(&target, &addr);
                     }
                     return Ok(resp);
                 }
@@ -178,15 +257,26 @@ impl Router {
                     Action::Fail(e) => return Err(e),
                     Action::Redirect(leader) if leader != addr => {
                         tracing::debug!(from = %addr, to = %leader, "following leader redirect");
-                        self.set_leader(&leader);
+                        self.set_leader(&target, &leader);
                         if Instant::now() < deadline {
                             continue;
                         }
                         status.message().to_string()
                     }
+                    Action::Refresh => {
+                        tracing::debug!(addr = %addr, msg = status.message(), "range moved; looking it up again");
+                        if let Some(start) = &target.range {
+                            self.lock().ranges.remove(start);
+                        }
+                        // The first refresh is immediate: a split is routine, not trouble.
+                        if attempts == 1 && Instant::now() < deadline {
+                            continue;
+                        }
+                        format!("{addr}: {}", status.message())
+                    }
                     Action::Redirect(_) | Action::Rotate => {
                         tracing::debug!(addr = %addr, code = ?status.code(), msg = status.message(), "retrying elsewhere");
-                        self.rotate(&addr);
+                        self.rotate(&target);
                         format!("{addr}: {}", status.message())
                     }
                 },
@@ -197,7 +287,7 @@ impl Router {
                     )));
                 }
                 Err(_) => {
-                    self.rotate(&addr);
+                    self.rotate(&target);
                     format!("{addr}: no answer within {:?}", self.config.request_timeout)
                 }
             };

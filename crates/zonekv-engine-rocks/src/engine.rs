@@ -170,4 +170,24 @@ impl Engine for RocksEngine {
     fn snapshot(&self) -> RocksSnapshot<'_> {
         RocksSnapshot { db: &self.db, snap: self.db.snapshot() }
     }
+
+    fn approximate_size(&self, cf: Cf, range: &KeyRange) -> Result<u64> {
+        if range.is_empty() {
+            return Ok(0);
+        }
+        // RocksDB wants [start, end); an open end becomes a key above the keys we store (data
+        // keys start with a one-byte prefix below 0xff, group ids stay far below 2^56).
+        let (lower, upper) = range.to_half_open();
+        let (lower, upper) = (lower.unwrap_or_default(), upper.unwrap_or_else(|| vec![0xff; 8]));
+        let sizes =
+            self.db.get_approximate_sizes_cf(cf_handle(&self.db, cf), &[rocksdb::Range::new(&lower, &upper)]);
+        Ok(sizes.first().copied().unwrap_or(0))
+    }
+
+    fn flush(&self) -> Result<()> {
+        for cf in Cf::ALL {
+            self.db.flush_cf(cf_handle(&self.db, cf)).map_err(map_err)?;
+        }
+        Ok(())
+    }
 }

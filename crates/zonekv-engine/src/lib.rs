@@ -103,4 +103,14 @@ pub trait Engine: Reader + Clone + Send + Sync + 'static {
 
     /// Takes a consistent snapshot. Reads through it see the engine as of this call.
     fn snapshot(&self) -> Self::Snapshot<'_>;
+
+    /// Estimated bytes the pairs in `range` take, for deciding when to split a range: cheap,
+    /// not exact. RocksDB counts only data already flushed from memtables to files (after
+    /// compression); in-memory engines count keys and values exactly.
+    fn approximate_size(&self, cf: Cf, range: &KeyRange) -> Result<u64>;
+
+    /// Moves buffered writes from memory to the engine's files (RocksDB: flushes memtables).
+    /// A no-op for in-memory engines. Durability does not depend on it (the WAL has the
+    /// writes); size estimates and backups see flushed data.
+    fn flush(&self) -> Result<()>;
 }

@@ -22,7 +22,8 @@ macro_rules! engine_conformance_tests {
             batch_is_ordered_and_atomic, delete_range_is_half_open, scan_forward_bounds,
             scan_reverse_bounds, scan_empty_and_inverted_ranges, snapshot_is_isolated,
             scan_does_not_see_later_writes, binary_keys_and_empty_values,
-            export_import_round_trip, export_detects_corruption, model_check);
+            export_import_round_trip, export_detects_corruption, approximate_size_sees_flushed_data,
+            model_check);
     };
     (@cases $make:expr; $($case:ident),*) => {
         $(
@@ -50,6 +51,36 @@ fn fill(e: &impl Engine, keys: &[&[u8]]) {
         b.put(Cf::Data, *k, [b"v-", *k].concat());
     }
     e.write(&b, true).expect("write");
+}
+
+/// After a flush, a span's size estimate reflects the data in it (incompressible values, so
+/// compressing engines estimate them near their real size) and an empty span's is 0.
+pub fn approximate_size_sees_flushed_data<E: Engine, G>(make: impl Fn() -> (E, G)) {
+    let (e, _g) = make();
+    let mut b = WriteBatch::new();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..2048u32 {
+        let value: Vec<u8> = (0..512)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        b.put(Cf::Data, format!("a{i:05}"), value);
+    }
+    e.write(&b, true).expect("write");
+    e.flush().expect("flush");
+    let filled = KeyRange::prefix(b"a");
+    let size = e.approximate_size(Cf::Data, &filled).expect("estimate");
+    assert!(
+        (512 << 10..=2 << 20).contains(&size),
+        "2048 pairs of 512 random bytes estimated at {size} bytes"
+    );
+    let empty = KeyRange::prefix(b"b");
+    assert_eq!(e.approximate_size(Cf::Data, &empty).expect("estimate"), 0);
+    assert_eq!(e.approximate_size(Cf::RaftLog, &filled).expect("estimate"), 0, "other column families");
 }
 
 /// A missing key reads as `None`.

@@ -44,6 +44,9 @@ pub mod metadata {
     /// Set to `true` on errors returned before anything was proposed: the request had no
     /// effect and may be retried anywhere, even if it is not idempotent.
     pub const NOT_APPLIED: &str = "zonekv-not-applied";
+    /// Set to `true` on "range key mismatch" errors: the key is not in the range that
+    /// received the request; refresh the range and retry.
+    pub const RANGE_MISMATCH: &str = "zonekv-range-mismatch";
 }
 
 /// The status a unary call returns for an error that a stream carries in-band: same code,
@@ -65,6 +68,9 @@ impl From<kv::v1::Error> for tonic::Status {
         }
         if e.not_applied {
             md.insert(metadata::NOT_APPLIED, "true".parse().expect("valid metadata"));
+        }
+        if e.range_mismatch {
+            md.insert(metadata::RANGE_MISMATCH, "true".parse().expect("valid metadata"));
         }
         status
     }

@@ -36,6 +36,24 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// RocksDB tuning.
     pub storage: StorageConfig,
+    /// When ranges split.
+    pub split: SplitConfig,
+}
+
+/// Automatic range splits (docs/multiraft.md, "Split"). The leader of a range checks it
+/// periodically and splits it in the middle once it passes a threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SplitConfig {
+    /// Split a range once its data passes this size, in bytes, as RocksDB estimates it from
+    /// flushed files (0: never by size). Default: 64 MiB (67108864).
+    pub range_max_bytes: u64,
+    /// Split a range once it holds more keys than this (0: never by count). Counting keys
+    /// means scanning them, so this is for tests and small deployments. Default: 0.
+    pub range_max_keys: u64,
+    /// How often the leader of a range that took writes checks it, in milliseconds.
+    /// Default: 1000.
+    pub check_interval_ms: u64,
 }
 
 /// Raft settings.
@@ -122,7 +140,14 @@ impl Default for NodeConfig {
             raft: RaftConfig::default(),
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            split: SplitConfig::default(),
         }
+    }
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self { range_max_bytes: 64 << 20, range_max_keys: 0, check_interval_ms: 1000 }
     }
 }
 
@@ -218,6 +243,9 @@ impl NodeConfig {
                 "storage.max-wal-bytes ({}) must be at least storage.write-buffer-bytes ({}), which must not be 0",
                 st.max_wal_bytes, st.write_buffer_bytes
             ));
+        }
+        if self.split.check_interval_ms == 0 {
+            return fail("split.check-interval-ms must not be 0".into());
         }
         Ok(())
     }

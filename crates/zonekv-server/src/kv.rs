@@ -5,7 +5,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 use zonekv_engine::{Cf, KeyRange, Reader};
 use zonekv_raft::keys::{self, DATA_PREFIX};
-use zonekv_raft::{Mutation, Op, OpResult};
+use zonekv_raft::{Mutation, Op, OpResult, RangeDescriptor};
 
 use crate::replica::ReadConsistency;
 use crate::{Error, NodeHandle, Result, validate};
@@ -27,6 +27,51 @@ pub struct Scan {
     pub consistency: ReadConsistency,
 }
 
+impl Scan {
+    /// The key a forward scan starts at ("" when unbounded).
+    pub(crate) fn start_key(&self) -> &[u8] {
+        match &self.start {
+            Bound::Included(k) | Bound::Excluded(k) => k,
+            Bound::Unbounded => b"",
+        }
+    }
+
+    /// This scan's data-key span, narrowed to the user keys of range `d`.
+    fn within(&self, d: &RangeDescriptor) -> KeyRange {
+        let start = match &self.start {
+            Bound::Included(k) | Bound::Excluded(k) if k[..] < d.start[..] => {
+                Bound::Included(d.start.clone())
+            }
+            Bound::Unbounded => Bound::Included(d.start.clone()),
+            b => b.clone(),
+        };
+        let end = match (&self.end, &d.end) {
+            (Bound::Included(k) | Bound::Excluded(k), Some(e)) if k[..] >= e[..] => {
+                Bound::Excluded(e.clone())
+            }
+            (Bound::Unbounded, Some(e)) => Bound::Excluded(e.clone()),
+            (b, _) => b.clone(),
+        };
+        KeyRange {
+            start: data_bound(&start, Bound::Included(vec![DATA_PREFIX])),
+            end: data_bound(&end, Bound::Excluded(vec![DATA_PREFIX + 1])),
+        }
+    }
+
+    /// Whether range `d` is the one to serve this scan (see `NodeHandle::scan_range`).
+    pub(crate) fn starts_in(&self, d: &RangeDescriptor) -> bool {
+        if !self.reverse {
+            return d.contains(self.start_key());
+        }
+        match &self.end {
+            Bound::Included(k) => d.contains(k),
+            Bound::Excluded(k) if k.is_empty() => d.contains(b""),
+            Bound::Excluded(k) => d.start[..] < k[..] && d.end.as_ref().is_none_or(|e| k[..] <= e[..]),
+            Bound::Unbounded => d.end.is_none(),
+        }
+    }
+}
+
 impl Default for Scan {
     fn default() -> Self {
         Self {
@@ -41,7 +86,7 @@ impl Default for Scan {
 }
 
 /// What a scan found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanPage {
     /// Pairs in the requested order.
     pub pairs: Vec<(Bytes, Bytes)>,
@@ -49,6 +94,9 @@ pub struct ScanPage {
     pub more: bool,
     /// The log index the read reflects.
     pub index: u64,
+    /// The range that served the scan: the pairs are all inside it. If the scan's bounds reach
+    /// past it, the rest is in the next range (or the previous one, for a reverse scan).
+    pub range: RangeDescriptor,
 }
 
 /// The outcome of a compare-and-swap.
@@ -77,6 +125,13 @@ impl NodeHandle {
         let range = self.range_of(key)?;
         let r = &range.replica;
         let index = r.read_barrier(consistency).await?;
+        // A split applied while the read waited may have moved the key to another range, which
+        // may since have taken writes this replica does not see.
+        let desc = range.desc.borrow();
+        if !desc.contains(key) {
+            return Err(Error::RangeKeyMismatch(Box::new(desc.clone())));
+        }
+        drop(desc);
         let value = zonekv_raft::read_user_value(&r.engine, r.range, key)?;
         Ok((value, index))
     }
@@ -143,14 +198,16 @@ impl NodeHandle {
             0 => limits.default_scan_limit,
             n => n.min(limits.max_scan_limit),
         } as usize;
-        let range = self.scan_range(scan)?;
-        let r = &range.replica;
+        let replica = self.scan_range(scan)?;
+        let r = &replica.replica;
         let index = r.read_barrier(scan.consistency).await?;
-        let range = KeyRange {
-            start: data_bound(&scan.start, Bound::Included(vec![DATA_PREFIX])),
-            end: data_bound(&scan.end, Bound::Excluded(vec![DATA_PREFIX + 1])),
-        };
-        let mut page = ScanPage { index, ..ScanPage::default() };
+        // The descriptor as of the barrier: a split applied meanwhile shrank the range.
+        let desc = replica.descriptor();
+        if !scan.starts_in(&desc) {
+            return Err(Error::RangeKeyMismatch(Box::new(desc)));
+        }
+        let range = scan.within(&desc);
+        let mut page = ScanPage { index, more: false, pairs: Vec::new(), range: desc };
         let mut bytes = 0usize;
         for pair in r.engine.scan(Cf::Data, &range, scan.reverse)? {
             let (k, stored) = pair?;

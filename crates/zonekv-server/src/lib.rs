@@ -5,8 +5,9 @@
 //! key-value and admin operations are available in-process on [`NodeHandle`] (which [`Node`]
 //! dereferences to), and [`LocalCluster`] runs a whole cluster inside one process.
 //!
-//! Today one range (Raft group 1) covers the whole keyspace; every request already names the
-//! keys it targets and every error names the range, so ranges can split without API changes.
+//! The keyspace is split into ranges, each its own Raft group; range 1, the meta range, holds
+//! the range directory. Requests are served by the range holding their key
+//! (docs/multiraft.md).
 
 mod admin;
 mod cluster;
@@ -16,6 +17,7 @@ mod error;
 mod faults;
 mod join;
 mod kv;
+mod meta;
 mod network;
 mod node;
 mod proposer;
@@ -23,15 +25,16 @@ mod ranges;
 mod replica;
 mod route;
 mod service;
+mod splitter;
 mod status;
 mod validate;
 
 pub use admin::{Member, NodeStatus, RangeStatus, Role};
 pub use cluster::LocalCluster;
-pub use config::{Limits, MAX_KEY_BYTES, NodeConfig, RaftConfig, StorageConfig};
+pub use config::{Limits, MAX_KEY_BYTES, NodeConfig, RaftConfig, SplitConfig, StorageConfig};
 pub use error::{Error, LeaderHint, Result};
 pub use faults::{FaultStats, LinkRule, NetFaults, Verdict};
 pub use kv::{CasOutcome, Scan, ScanPage};
 pub use node::{FIRST_RANGE, Node, NodeHandle, NodeOptions};
 pub use replica::ReadConsistency;
-pub use zonekv_raft::Mutation;
+pub use zonekv_raft::{Mutation, RangeDescriptor};

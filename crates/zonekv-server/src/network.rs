@@ -39,7 +39,7 @@ impl Channels {
         Self { channels: Arc::default(), max_message_bytes }
     }
 
-    fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, String> {
+    pub(crate) fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, String> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match map.get(addr) {
             Some(c) => c.clone(),

@@ -176,6 +176,10 @@ impl Node {
         let stopping = watch::Sender::new(false);
         let inner = Arc::new(NodeInner { config, addr, engine, syncer, ranges, starter, stopping });
         tokio::spawn(start_split_ranges(Arc::downgrade(&inner), split_rx));
+        let split = inner.config.split.clone();
+        if split.range_max_keys > 0 || split.range_max_bytes > 0 {
+            tokio::spawn(crate::splitter::run(Arc::downgrade(&inner), split));
+        }
 
         let (tx, rx) = oneshot::channel();
         let router = service::router(NodeHandle { inner: inner.clone() });

@@ -129,9 +129,24 @@ impl Ranges {
 
     /// The local replica of the range that holds user key `key`.
     pub(crate) fn for_key(&self, node_id: NodeId, key: &[u8]) -> Result<Arc<RangeReplica>> {
+        self.find(node_id, |d| d.contains(key)).map_err(|_| {
+            Error::Unavailable(format!(
+                "node {node_id} holds no replica of the range of key {key:?} (now); ask another node"
+            ))
+        })
+    }
+
+    /// The local replica whose descriptor satisfies `pred`.
+    pub(crate) fn find(
+        &self,
+        node_id: NodeId,
+        pred: impl Fn(&RangeDescriptor) -> bool,
+    ) -> Result<Arc<RangeReplica>> {
         let map = self.map.read().expect("ranges lock");
-        map.values().find(|r| r.desc.borrow().contains(key)).cloned().ok_or_else(|| {
-            Error::NotFound(format!("node {node_id} holds no replica of the range of key {key:?}"))
+        map.values().find(|r| pred(&r.desc.borrow())).cloned().ok_or_else(|| {
+            Error::Unavailable(format!(
+                "node {node_id} holds no replica of the range asked for; ask another node"
+            ))
         })
     }
 }

@@ -1,16 +1,17 @@
 //! Which local range serves a request, and splitting a range (docs/multiraft.md).
 //!
-//! Requests are served by the range that holds their key. Until cross-range batches
-//! (transactions) and cross-range scans (client-side continuation) exist, a batch or scan that
-//! spans ranges is refused with a clear error rather than served from one of them.
+//! Requests are served by the range that holds their key. A scan is served by one range and
+//! returns only its keys, naming the range, so clients continue past it. A batch must stay in
+//! one range: it is atomic, and atomicity across ranges needs transactions, which are not built
+//! yet, so a batch spanning ranges is refused with a clear error.
 
-use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use zonekv_raft::{Mutation, Op, OpResult, RangeDescriptor, Split};
 
 use crate::kv::Scan;
+use crate::node::FIRST_RANGE;
 use crate::ranges::RangeReplica;
 use crate::{Error, NodeHandle, Result};
 
@@ -45,32 +46,51 @@ impl NodeHandle {
         Ok(range)
     }
 
-    /// The range of a scan: its whole span must lie in one range.
+    /// The range that serves (the first part of) a scan: for a forward scan the range holding
+    /// its start, for a reverse scan the range holding its last possible key. The scan returns
+    /// only that range's keys ([`Scan::within`]); clients continue past it.
     pub(crate) fn scan_range(&self, scan: &Scan) -> Result<Arc<RangeReplica>> {
-        let start = match &scan.start {
-            Bound::Included(k) | Bound::Excluded(k) => &k[..],
-            Bound::Unbounded => &[][..],
+        self.inner.ranges.find(self.id(), |d| scan.starts_in(d))
+    }
+
+    /// Which range holds `key` (with `before`, the keys just below `key`; with `before` and
+    /// an empty key, the last range), and where: this node's own replica of it if it has one,
+    /// else its copy of the range directory. Returns the descriptor, the leader's address if
+    /// known, and the addresses of the replicas' nodes.
+    pub fn lookup_range(
+        &self,
+        key: &[u8],
+        before: bool,
+    ) -> Result<(RangeDescriptor, Option<String>, Vec<String>)> {
+        let pred = |d: &RangeDescriptor| match (before, key.is_empty()) {
+            (false, _) => d.contains(key),
+            (true, true) => d.end.is_none(),
+            (true, false) => &d.start[..] < key && d.end.as_ref().is_none_or(|e| key <= &e[..]),
         };
-        let range = self.range_of(start)?;
-        let desc = range.descriptor();
-        if let Some(end) = &desc.end {
-            let inside = match &scan.end {
-                Bound::Included(k) => k < end,
-                Bound::Excluded(k) => k <= end,
-                Bound::Unbounded => false,
-            };
-            if !inside {
-                return Err(Error::InvalidArgument(format!(
-                    "the scan crosses the end of {desc}; scans across ranges are not built yet"
-                )));
-            }
+        if let Ok(range) = self.inner.ranges.find(self.id(), pred) {
+            let desc = range.descriptor();
+            let m = range.replica.metrics();
+            let membership = m.membership_config.membership();
+            let leader = m.current_leader.and_then(|id| membership.get_node(&id)).map(|n| n.addr.clone());
+            let addrs = membership.nodes().map(|(_, n)| n.addr.clone()).collect();
+            return Ok((desc, leader, addrs));
         }
-        Ok(range)
+        let meta = self.inner.ranges.first();
+        let known = zonekv_raft::directory::entries(&meta.replica.engine, FIRST_RANGE)?;
+        let desc = known.into_iter().find(|d| pred(d)).ok_or_else(|| {
+            Error::Unavailable(format!("node {} knows no range holding key {key:?} yet", self.id()))
+        })?;
+        let m = meta.replica.metrics();
+        let nodes = m.membership_config.membership();
+        let addrs =
+            desc.replicas.iter().filter_map(|r| nodes.get_node(&r.node_id)).map(|n| n.addr.clone()).collect();
+        Ok((desc, None, addrs))
     }
 
     /// Splits the range holding `key` at `key`: `[start, key)` stays, `[key, end)` becomes a new
-    /// range with fresh replica ids on the same nodes. Must run on the leader of that range and
-    /// of the meta range (which allocates the ids). Returns both halves.
+    /// range with fresh replica ids on the same nodes. Must run on the leader of that range; the
+    /// meta range (which allocates the ids), wherever it leads, is asked over the network.
+    /// Returns both halves.
     pub async fn split(&self, key: impl Into<Bytes>) -> Result<(RangeDescriptor, RangeDescriptor)> {
         let key = key.into();
         crate::validate::key(&key)?;
@@ -81,9 +101,8 @@ impl NodeHandle {
                 "split key {key:?} is not strictly inside {desc} (a split key must leave both halves non-empty)"
             )));
         }
-        let meta = self.inner.ranges.first();
         let count = 1 + desc.replicas.len() as u64;
-        let (ids, _) = meta.proposer.propose(Op::AllocateIds { count }).await?;
+        let ids = self.propose_meta(Op::AllocateIds { count }).await?;
         let OpResult::Ids { first } = ids else {
             return Err(Error::FailedPrecondition(format!("the meta range did not allocate ids: {ids:?}")));
         };
@@ -101,9 +120,8 @@ impl NodeHandle {
         };
         // The meta range records its own splits itself; other ranges report theirs. A lost
         // report only leaves the directory stale, which requests correct (range key mismatch).
-        if range.replica.range != meta.replica.range
-            && let Err(e) =
-                meta.proposer.propose(Op::UpdateDirectory(vec![left.clone(), right.clone()])).await
+        if range.replica.range != FIRST_RANGE
+            && let Err(e) = self.propose_meta(Op::UpdateDirectory(vec![left.clone(), right.clone()])).await
         {
             tracing::warn!(error = %e, "the directory did not take the split; it stays stale until the next report");
         }

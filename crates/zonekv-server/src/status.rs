@@ -60,6 +60,7 @@ impl From<Error> for pb::Error {
             leader_id,
             leader_addr,
             not_applied: not_applied(&e),
+            range_mismatch: matches!(e, Error::RangeKeyMismatch(_)),
         }
     }
 }

@@ -38,6 +38,15 @@ fn bound(b: Option<pb::Bound>) -> Bound<bytes::Bytes> {
     }
 }
 
+fn range_info(d: &zonekv_raft::RangeDescriptor) -> pb::RangeInfo {
+    pb::RangeInfo {
+        range_id: d.range_id,
+        start: d.start.clone(),
+        end: d.end.clone().unwrap_or_default(),
+        version: d.epoch.version,
+    }
+}
+
 /// The handlers, independent of how the request arrived.
 impl KvService {
     fn header(&self, range_id: u64, index: u64) -> Option<pb::ResponseHeader> {
@@ -71,15 +80,12 @@ impl KvService {
             keys_only: req.keys_only,
             consistency: consistency(req.consistency)?,
         };
-        let range = self.node.range_id_of(match &scan.start {
-            Bound::Included(k) | Bound::Excluded(k) => k,
-            Bound::Unbounded => &[][..],
-        });
         let page = self.node.scan(&scan).await?;
         Ok(pb::ScanResponse {
-            header: self.header(range, page.index),
+            header: self.header(page.range.range_id, page.index),
             kvs: page.pairs.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
             more: page.more,
+            range: Some(range_info(&page.range)),
         })
     }
 
@@ -153,6 +159,19 @@ impl Kv for KvService {
 
     async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
         Ok(Response::new(self.do_batch(req.into_inner()).await?))
+    }
+
+    async fn lookup_range(
+        &self,
+        req: Request<pb::LookupRangeRequest>,
+    ) -> Result<Response<pb::LookupRangeResponse>, Status> {
+        let req = req.into_inner();
+        let (desc, leader, addrs) = self.node.lookup_range(&req.key, req.before)?;
+        Ok(Response::new(pb::LookupRangeResponse {
+            range: Some(range_info(&desc)),
+            leader_addr: leader.unwrap_or_default(),
+            replica_addrs: addrs,
+        }))
     }
 
     type StreamStream = BoxStream<'static, Result<pb::StreamResponse, Status>>;

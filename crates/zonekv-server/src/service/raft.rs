@@ -224,4 +224,13 @@ impl RaftTransport for RaftService {
         })
         .await
     }
+
+    async fn propose_meta(&self, req: Request<pb::Op>) -> Result<Response<pb::ProposeMetaResponse>, Status> {
+        self.until_stopped(async {
+            let op = crate::meta::meta_op(req.into_inner())?;
+            let (result, _) = self.inner.ranges.first().proposer.propose(op).await?;
+            Ok(Response::new(crate::meta::response(&result)))
+        })
+        .await
+    }
 }

@@ -1,0 +1,115 @@
+//! Automatic splits (docs/multiraft.md, "Split", step 1): every `split.check-interval-ms`, the
+//! node looks at each range it leads that applied something since its last look, and splits it
+//! in the middle once it holds more than `split.range-max-keys` keys or more than
+//! `split.range-max-bytes` bytes (RocksDB's estimate).
+
+use std::collections::HashMap;
+use std::sync::Weak;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::ServerState;
+use zonekv_engine::{Cf, Engine, Reader};
+use zonekv_engine_rocks::RocksEngine;
+use zonekv_raft::{RangeDescriptor, keys};
+
+use crate::node::NodeInner;
+use crate::{NodeHandle, Result, SplitConfig};
+
+/// Runs until the node stops. Holds the node only while checking.
+pub(crate) async fn run(node: Weak<NodeInner>, config: SplitConfig) {
+    let interval = Duration::from_millis(config.check_interval_ms);
+    // Range → the applied index at its last check: ranges that took no writes are skipped.
+    let mut checked: HashMap<u64, u64> = HashMap::new();
+    loop {
+        let stopped = match node.upgrade() {
+            Some(n) => n.stopped(),
+            None => return,
+        };
+        tokio::select! {
+            () = stopped => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let Some(inner) = node.upgrade() else { return };
+        let handle = NodeHandle { inner };
+        for range in handle.inner.ranges.all() {
+            let m = range.replica.metrics();
+            let applied = m.last_applied.map_or(0, |id| id.index);
+            if m.state != ServerState::Leader || checked.get(&range.replica.range) == Some(&applied) {
+                continue;
+            }
+            checked.insert(range.replica.range, applied);
+            let (engine, desc, cfg) = (range.replica.engine.clone(), range.descriptor(), config.clone());
+            let found = tokio::task::spawn_blocking(move || split_key(&engine, &desc, &cfg)).await;
+            let key = match found {
+                Ok(Ok(Some(key))) => key,
+                Ok(Ok(None)) => continue,
+                Ok(Err(e)) => {
+                    tracing::warn!(range = range.replica.range, error = %e, "split check failed");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(range = range.replica.range, error = %e, "split check panicked");
+                    continue;
+                }
+            };
+            if *handle.inner.stopping.borrow() {
+                return;
+            }
+            if let Err(e) = handle.split(key.clone()).await {
+                // Leadership moved, the range changed meanwhile, or the meta range is
+                // unreachable: the next check tries again if the range is still too big.
+                tracing::info!(range = range.replica.range, key = ?key, error = %e, "automatic split did not happen");
+                checked.remove(&range.replica.range);
+            }
+        }
+    }
+}
+
+/// Where to split `desc`, if it is over a threshold: the middle key by count, or by bytes.
+pub(crate) fn split_key(
+    engine: &RocksEngine,
+    desc: &RangeDescriptor,
+    cfg: &SplitConfig,
+) -> Result<Option<Bytes>> {
+    let span = desc.data_spans().pop().expect("a range owns a span of user keys");
+    let middle = if cfg.range_max_keys > 0 {
+        let limit = usize::try_from(cfg.range_max_keys).unwrap_or(usize::MAX).saturating_add(1);
+        let mut keys = Vec::new();
+        for pair in engine.scan(Cf::Data, &span, false)?.take(limit) {
+            keys.push(pair?.0);
+        }
+        (keys.len() == limit).then(|| keys.swap_remove(keys.len() / 2))
+    } else {
+        None
+    };
+    let middle = match middle {
+        Some(k) => Some(k),
+        None if cfg.range_max_bytes > 0
+            && engine.approximate_size(Cf::Data, &span)? > cfg.range_max_bytes =>
+        {
+            middle_by_bytes(engine, &span)?
+        }
+        None => None,
+    };
+    Ok(middle.and_then(|k| keys::user_key(&k).map(Bytes::copy_from_slice)).filter(|k| desc.can_split_at(k)))
+}
+
+/// The first key past half of the bytes in `span` (keys and values as stored), never its
+/// first key.
+fn middle_by_bytes(engine: &RocksEngine, span: &zonekv_engine::KeyRange) -> Result<Option<Vec<u8>>> {
+    let size = |pair: &(Vec<u8>, Vec<u8>)| (pair.0.len() + pair.1.len()) as u64;
+    let mut total = 0;
+    for pair in engine.scan(Cf::Data, span, false)? {
+        total += size(&pair?);
+    }
+    let mut seen = 0;
+    for (i, pair) in engine.scan(Cf::Data, span, false)?.enumerate() {
+        let pair = pair?;
+        seen += size(&pair);
+        if i > 0 && seen * 2 >= total {
+            return Ok(Some(pair.0));
+        }
+    }
+    Ok(None)
+}
