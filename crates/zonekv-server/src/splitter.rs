@@ -73,16 +73,8 @@ pub(crate) fn split_key(
     cfg: &SplitConfig,
 ) -> Result<Option<Bytes>> {
     let span = desc.data_spans().pop().expect("a range owns a span of user keys");
-    let middle = if cfg.range_max_keys > 0 {
-        let limit = usize::try_from(cfg.range_max_keys).unwrap_or(usize::MAX).saturating_add(1);
-        let mut keys = Vec::new();
-        for pair in engine.scan(Cf::Data, &span, false)?.take(limit) {
-            keys.push(pair?.0);
-        }
-        (keys.len() == limit).then(|| keys.swap_remove(keys.len() / 2))
-    } else {
-        None
-    };
+    let middle =
+        if cfg.range_max_keys > 0 { middle_by_count(engine, &span, cfg.range_max_keys)? } else { None };
     let middle = match middle {
         Some(k) => Some(k),
         None if cfg.range_max_bytes > 0
@@ -93,6 +85,21 @@ pub(crate) fn split_key(
         None => None,
     };
     Ok(middle.and_then(|k| keys::user_key(&k).map(Bytes::copy_from_slice)).filter(|k| desc.can_split_at(k)))
+}
+
+/// The middle key of `span` if it holds more than `max` keys. Counts them all (up to a
+/// million), so a range far past the threshold (writes outran the checks) splits in half, not
+/// at the threshold's middle.
+fn middle_by_count(
+    engine: &RocksEngine,
+    span: &zonekv_engine::KeyRange,
+    max: u64,
+) -> Result<Option<Vec<u8>>> {
+    let mut keys = Vec::new();
+    for pair in engine.scan(Cf::Data, span, false)?.take(1 << 20) {
+        keys.push(pair?.0);
+    }
+    Ok((keys.len() as u64 > max).then(|| keys.swap_remove(keys.len() / 2)))
 }
 
 /// The first key past half of the bytes in `span` (keys and values as stored), never its
