@@ -57,6 +57,8 @@ pub struct RangeStatus {
     pub members: Vec<Member>,
     /// Why the replica stopped, if it did.
     pub fatal_error: Option<String>,
+    /// Estimated bytes of the range's data on this node ([`zonekv_engine::Engine::approximate_size`]).
+    pub approximate_bytes: u64,
 }
 
 /// What this node knows about itself.
@@ -90,6 +92,13 @@ fn range_status(range: &RangeReplica) -> RangeStatus {
         })
         .collect();
     members.sort_by_key(|m| (m.role == Role::Learner, m.node_id));
+    let approximate_bytes = desc
+        .data_spans()
+        .iter()
+        .map(|span| {
+            zonekv_engine::Engine::approximate_size(&r.engine, zonekv_engine::Cf::Data, span).unwrap_or(0)
+        })
+        .sum();
     RangeStatus {
         range_id: r.range,
         start: desc.start,
@@ -103,6 +112,7 @@ fn range_status(range: &RangeReplica) -> RangeStatus {
         purged_index: m.purged.as_ref().map_or(0, |c| c.index),
         members,
         fatal_error: m.running_state.as_ref().err().map(|e| e.to_string()),
+        approximate_bytes,
     }
 }
 

@@ -108,6 +108,16 @@ async fn a_hundred_thousand_keys_split_into_many_ranges_and_survive_sigkill() {
         ranges = range_count(&admin, &addrs[0]).await;
     }
 
+    // Operators see every range.
+    let listing = cli(&["ranges", "--addr", &addrs[1]]);
+    let lines: Vec<&str> = listing.lines().filter(|l| l.starts_with("range ")).collect();
+    assert!(lines.len() >= 50, "{listing}");
+    assert!(
+        lines.iter().all(|l| l.contains(" leader ") && l.contains(" KiB  replicas 127.0.0.1:")),
+        "{listing}"
+    );
+    assert!(lines[0].starts_with("range 1 [\"\", "), "{listing}");
+
     // Every acknowledged write reads back; a full scan returns every key once, in order.
     let all = scan_all(&client).await;
     assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "scan out of order or with a duplicate");

@@ -71,6 +71,7 @@ impl Admin for AdminService {
                 last_log_index: r.last_log_index,
                 committed_index: r.committed_index,
                 applied_index: r.applied_index,
+                approximate_bytes: r.approximate_bytes,
                 replicas: r
                     .members
                     .into_iter()

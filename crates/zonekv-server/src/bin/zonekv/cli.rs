@@ -32,6 +32,12 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:7001")]
         addr: String,
     },
+    /// Lists the ranges a node holds: span, leader, applied index, estimated size, replicas.
+    Ranges {
+        /// The node to ask.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        addr: String,
+    },
     /// Splits the range holding KEY at KEY (send to the leader; redirects are followed).
     Split {
         /// A node of the cluster.

@@ -51,6 +51,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Start(args) => start(args).await,
         Command::Init { addr, nodes } => init(addr, &nodes).await,
         Command::Status { addr } => status(&addr).await,
+        Command::Ranges { addr } => ranges(&addr).await,
         Command::Split { addr, key } => {
             let admin = AdminClient::new([addr.clone()])?;
             let (left, right) =
@@ -129,6 +130,28 @@ async fn init(addr: Option<String>, nodes: &str) -> Result<()> {
     let admin = AdminClient::new([target.clone()])?;
     admin.initialize(&target, &members).await.with_context(|| format!("initializing through {target}"))?;
     println!("initialized a cluster of {} nodes through {target}", members.len());
+    Ok(())
+}
+
+/// One line per range: `range ID [START, END)  leader ADDR  applied N  ~SIZE  replicas A,B,C`.
+async fn ranges(addr: &str) -> Result<()> {
+    let admin = AdminClient::new([addr.to_string()])?;
+    let s = admin.status(addr).await.with_context(|| format!("asking {addr}"))?;
+    let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
+    println!("node {} holds {} ranges", s.node_id, s.ranges.len());
+    for r in s.ranges {
+        let end = if r.end_key.is_empty() { "∞".to_string() } else { show(&r.end_key) };
+        let leader = if r.leader_addr.is_empty() { "unknown" } else { &r.leader_addr };
+        let replicas: Vec<&str> = r.replicas.iter().map(|m| m.addr.as_str()).collect();
+        println!(
+            "range {} [{}, {end})  leader {leader}  applied {}  ~{} KiB  replicas {}",
+            r.range_id,
+            show(&r.start_key),
+            r.applied_index,
+            r.approximate_bytes / 1024,
+            replicas.join(",")
+        );
+    }
     Ok(())
 }
 
