@@ -320,6 +320,37 @@ impl Fault<Cluster> for RemoveFollower {
     }
 }
 
+/// Splits the range holding a random workload key at that key, so the workload's keys spread
+/// over more and more ranges (with their own leaders) while the other faults go on. A split is
+/// permanent: healing does nothing.
+struct SplitRange;
+
+#[async_trait]
+impl Fault<Cluster> for SplitRange {
+    fn name(&self) -> &'static str {
+        "split-range"
+    }
+
+    async fn inject(&self, c: &Cluster, rng: &mut StdRng) -> Option<String> {
+        let key = crate::workload::split_point(rng);
+        // Only the range's leader can split it; try every running node.
+        for id in c.ids.clone() {
+            let Some(h) = c.handle(id).await else { continue };
+            if let Ok(Ok((left, right))) =
+                tokio::time::timeout(Duration::from_secs(5), h.split(key.clone())).await
+            {
+                return Some(format!(
+                    "range {} split at {key:?}: new range {}",
+                    left.range_id, right.range_id
+                ));
+            }
+        }
+        None
+    }
+
+    async fn heal(&self, _: &Cluster) {}
+}
+
 /// Every built-in fault.
 pub fn catalogue() -> Vec<Arc<dyn Fault<Cluster>>> {
     vec![
@@ -333,5 +364,6 @@ pub fn catalogue() -> Vec<Arc<dyn Fault<Cluster>>> {
         Arc::new(StopStart { leader: true }),
         Arc::new(TransferLeader),
         Arc::new(RemoveFollower),
+        Arc::new(SplitRange),
     ]
 }

@@ -314,6 +314,26 @@ impl Fault<Processes> for Pause {
     }
 }
 
+/// Splits the range holding a random workload key there, through the admin API (which finds
+/// the range's leader). Permanent: healing does nothing.
+struct SplitRange;
+
+#[async_trait]
+impl Fault<Processes> for SplitRange {
+    fn name(&self) -> &'static str {
+        "split-range"
+    }
+
+    async fn inject(&self, c: &Processes, rng: &mut StdRng) -> Option<String> {
+        let key = crate::workload::split_point(rng);
+        let split = tokio::time::timeout(Duration::from_secs(10), c.admin.split(key.clone())).await;
+        let (left, right) = split.ok()?.ok()?;
+        Some(format!("range {left} split at {key:?}: new range {right}"))
+    }
+
+    async fn heal(&self, _: &Processes) {}
+}
+
 /// Every process fault.
 pub fn catalogue() -> Vec<Arc<dyn Fault<Processes>>> {
     vec![
@@ -323,5 +343,6 @@ pub fn catalogue() -> Vec<Arc<dyn Fault<Processes>>> {
         Arc::new(Pause(Target::Random)),
         Arc::new(Pause(Target::Leader)),
         Arc::new(Kill(Target::All)),
+        Arc::new(SplitRange),
     ]
 }

@@ -21,6 +21,13 @@ pub fn register_key(k: u32) -> Bytes {
     Bytes::from(format!("register/{k}"))
 }
 
+/// A key to split the keyspace at, chosen so that ranges divide the default workload (4
+/// registers, 2 sets): each split moves live keys into a new range.
+pub fn split_point(rng: &mut impl Rng) -> Bytes {
+    const POINTS: [&str; 5] = ["register/1", "register/2", "register/3", "s", "set/1"];
+    Bytes::from_static(POINTS[rng.random_range(0..POINTS.len())].as_bytes())
+}
+
 /// The storage key of set `k`.
 pub fn set_key(k: u32) -> Bytes {
     Bytes::from(format!("set/{k}"))

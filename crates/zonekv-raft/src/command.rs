@@ -78,6 +78,15 @@ pub enum Mutation {
 }
 
 impl Mutation {
+    /// The user key the mutation writes.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Mutation::Put { key, .. } | Mutation::Delete { key } => key,
+        }
+    }
+}
+
+impl Mutation {
     /// Bytes of keys and values it carries.
     pub fn bytes(&self) -> usize {
         match self {

@@ -108,9 +108,7 @@ fn key_outside<'a>(op: &'a Op, desc: &RangeDescriptor) -> Option<&'a [u8]> {
     let outside = |k: &'a Bytes| (!desc.contains(k)).then_some(&k[..]);
     match op {
         Op::Put { key, .. } | Op::Delete { key } | Op::CompareAndSwap { key, .. } => outside(key),
-        Op::Batch(muts) => muts.iter().find_map(|m| match m {
-            Mutation::Put { key, .. } | Mutation::Delete { key } => outside(key),
-        }),
+        Op::Batch(muts) => muts.iter().find_map(|m| outside(m.key())),
         Op::Split(_) | Op::AllocateIds { .. } | Op::UpdateDirectory(_) => None,
     }
 }

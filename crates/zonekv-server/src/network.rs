@@ -16,10 +16,11 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::SnapshotOf;
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use zonekv_proto::raft::v1 as pb;
 use zonekv_proto::raft::v1::raft_transport_client::RaftTransportClient;
-use zonekv_raft::{NodeId, NodeInfo, SnapshotData, TypeConfig, Vote, codec};
+use zonekv_raft::{NodeId, NodeInfo, RangeDescriptor, SnapshotData, TypeConfig, Vote, codec};
 
 use crate::faults::{NetFaults, Verdict};
 
@@ -69,14 +70,42 @@ pub struct NetworkFactory {
     node_id: NodeId,
     group: u64,
     channels: Channels,
-    faults: Option<NetFaults>,
+    faults: Option<(NetFaults, NodeId, watch::Receiver<RangeDescriptor>)>,
+}
+
+/// The fault table as one link of one group sees it. The table is keyed by node ids; Raft
+/// addresses replicas, so the target replica is mapped to its node through the range's
+/// descriptor at every decision (membership changes add replicas).
+#[derive(Clone)]
+struct LinkFaults {
+    table: NetFaults,
+    from_node: NodeId,
+    to_replica: NodeId,
+    desc: watch::Receiver<RangeDescriptor>,
+}
+
+impl LinkFaults {
+    fn decide(&self) -> Verdict {
+        let to = self.desc.borrow().replicas.iter().find(|r| r.replica_id == self.to_replica).map_or(
+            // The first range's replica ids are node ids.
+            self.to_replica,
+            |r| r.node_id,
+        );
+        self.table.decide(self.from_node, to)
+    }
 }
 
 impl NetworkFactory {
-    /// The network of `group` on node `node_id`; with `faults`, every outgoing message first
-    /// asks the fault table what happens to it (tests only).
-    pub fn new(node_id: NodeId, group: u64, channels: Channels, faults: Option<NetFaults>) -> Self {
-        Self { node_id, group, channels, faults }
+    /// The network of `group`'s replica `replica_id`; with `faults`, every outgoing message
+    /// first asks the fault table what happens to it (tests only): the table, this node's id,
+    /// and the range's descriptor (to find the node of a target replica).
+    pub(crate) fn new(
+        replica_id: NodeId,
+        group: u64,
+        channels: Channels,
+        faults: Option<(NetFaults, NodeId, watch::Receiver<RangeDescriptor>)>,
+    ) -> Self {
+        Self { node_id: replica_id, group, channels, faults }
     }
 }
 
@@ -85,7 +114,7 @@ pub struct PeerNetwork {
     header: pb::RaftHeader,
     addr: String,
     channels: Channels,
-    faults: Option<NetFaults>,
+    faults: Option<LinkFaults>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -96,7 +125,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             header: pb::RaftHeader { group_id: self.group, from_node: self.node_id, to_node: target },
             addr: node.addr.clone(),
             channels: self.channels.clone(),
-            faults: self.faults.clone(),
+            faults: self.faults.clone().map(|(table, from_node, desc)| LinkFaults {
+                table,
+                from_node,
+                to_replica: target,
+                desc,
+            }),
         }
     }
 }
@@ -117,9 +151,9 @@ fn injected_loss() -> Unreachable<TypeConfig> {
 }
 
 /// Holds a message for its injected delay; `None` if it is lost, else whether to send it twice.
-async fn admit(faults: Option<&NetFaults>, header: &pb::RaftHeader) -> Option<bool> {
+async fn admit(faults: Option<&LinkFaults>) -> Option<bool> {
     let Some(f) = faults else { return Some(false) };
-    match f.decide(header.from_node, header.to_node) {
+    match f.decide() {
         Verdict::Drop => None,
         Verdict::Deliver { delay, duplicate } => {
             if !delay.is_zero() {
@@ -138,7 +172,7 @@ impl PeerNetwork {
     /// Applies injected faults to a unary RPC about to be sent: `Err` if it is lost, else
     /// whether a second copy goes out too.
     async fn admit(&self) -> Result<bool, RPCError<TypeConfig>> {
-        admit(self.faults.as_ref(), &self.header).await.ok_or_else(|| RPCError::Unreachable(injected_loss()))
+        admit(self.faults.as_ref()).await.ok_or_else(|| RPCError::Unreachable(injected_loss()))
     }
 
     async fn call<T, F>(&self, action: RPCTypes, ttl: Duration, f: F) -> Result<T, RPCError<TypeConfig>>
@@ -223,7 +257,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 .then(move |r| {
                     let (faults, lost) = (faults.clone(), lost_in.clone());
                     async move {
-                        let admitted = admit(faults.as_ref(), &header).await.is_some();
+                        let admitted = admit(faults.as_ref()).await.is_some();
                         if !admitted {
                             lost.store(true, Ordering::Relaxed);
                         }

@@ -226,14 +226,12 @@ impl Node {
 
     async fn stop(&mut self) {
         // Stop the Raft groups first, so requests still in flight fail fast instead of waiting.
-        let mut stopped = std::collections::BTreeSet::new();
         for r in self.inner.ranges.all() {
             r.stop().await;
-            stopped.insert(r.replica.range);
         }
         self.inner.stopping.send_replace(true);
         // A split may have started a range meanwhile; past `stopping`, none starts any more.
-        for r in self.inner.ranges.all().into_iter().filter(|r| !stopped.contains(&r.replica.range)) {
+        for r in self.inner.ranges.all() {
             r.stop().await;
         }
         if let Some((tx, mut task)) = self.server.take() {

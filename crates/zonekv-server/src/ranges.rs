@@ -3,6 +3,7 @@
 //! (docs/multiraft.md, build step 2).
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub(crate) struct RangeReplica {
     pub(crate) replica: Replica,
     pub(crate) proposer: Proposer,
     pub(crate) desc: watch::Receiver<RangeDescriptor>,
+    /// Set by the first [`RangeReplica::stop`].
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl RangeReplica {
@@ -31,8 +34,11 @@ impl RangeReplica {
         self.desc.borrow().clone()
     }
 
-    /// Stops the group, then its proposer.
+    /// Stops the group, then its proposer. Later calls do nothing.
     pub(crate) async fn stop(&self) {
+        if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         if let Err(e) = self.replica.raft.shutdown().await {
             tracing::warn!(range = self.replica.range, error = %e, "raft shutdown");
         }
@@ -69,7 +75,8 @@ impl GroupStarter {
         };
         let desc_rx = sm.watch_descriptor();
         let log = LogStore::new(self.engine.clone(), range, self.syncer.clone());
-        let network = NetworkFactory::new(replica_id, range, self.channels.clone(), self.faults.clone());
+        let faults = self.faults.clone().map(|f| (f, self.node_id, desc_rx.clone()));
+        let network = NetworkFactory::new(replica_id, range, self.channels.clone(), faults);
         let raft = zonekv_raft::Raft::new(replica_id, self.raft_config.clone(), network, log, sm)
             .await
             .map_err(|e| Error::ReplicaStopped { range, reason: e.to_string() })?;
@@ -80,10 +87,11 @@ impl GroupStarter {
             engine: self.engine.clone(),
             apply_wait: self.apply_wait,
             unsafe_local_reads: self.unsafe_local_reads,
+            desc: desc_rx.clone(),
         };
         let proposer = Proposer::start(replica.clone(), self.limits);
         tracing::info!(range, replica_id, %desc, "range replica started");
-        Ok(Some(RangeReplica { replica, proposer, desc: desc_rx }))
+        Ok(Some(RangeReplica { replica, proposer, desc: desc_rx, stopped: Default::default() }))
     }
 }
 
@@ -103,19 +111,30 @@ pub(crate) fn stored_ranges(engine: &RocksEngine) -> Result<Vec<u64>> {
     Ok(ids)
 }
 
-/// The replicas this node runs, by range id.
+/// The replicas this node runs, by range id and by start key. A range's start never changes
+/// (a split keeps the left half's start; there are no merges), so the start-key index only
+/// grows with the ranges started here.
 #[derive(Default)]
 pub(crate) struct Ranges {
-    map: RwLock<BTreeMap<u64, Arc<RangeReplica>>>,
+    map: RwLock<Maps>,
+}
+
+#[derive(Default)]
+struct Maps {
+    by_id: BTreeMap<u64, Arc<RangeReplica>>,
+    by_start: BTreeMap<bytes::Bytes, u64>,
 }
 
 impl Ranges {
     pub(crate) fn insert(&self, r: RangeReplica) {
-        self.map.write().expect("ranges lock").insert(r.replica.range, Arc::new(r));
+        let start = r.desc.borrow().start.clone();
+        let mut maps = self.map.write().expect("ranges lock");
+        maps.by_start.insert(start, r.replica.range);
+        maps.by_id.insert(r.replica.range, Arc::new(r));
     }
 
     pub(crate) fn get(&self, range: u64) -> Option<Arc<RangeReplica>> {
-        self.map.read().expect("ranges lock").get(&range).cloned()
+        self.map.read().expect("ranges lock").by_id.get(&range).cloned()
     }
 
     /// The first range (the meta range); every node runs it.
@@ -124,26 +143,33 @@ impl Ranges {
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<RangeReplica>> {
-        self.map.read().expect("ranges lock").values().cloned().collect()
+        self.map.read().expect("ranges lock").by_id.values().cloned().collect()
     }
 
-    /// The local replica of the range that holds user key `key`.
+    /// The local replica of the range that holds user key `key`: the range with the greatest
+    /// start at or below `key`, if its span (as of its last apply) reaches `key`.
     pub(crate) fn for_key(&self, node_id: NodeId, key: &[u8]) -> Result<Arc<RangeReplica>> {
-        self.find(node_id, |d| d.contains(key)).map_err(|_| {
-            Error::Unavailable(format!(
-                "node {node_id} holds no replica of the range of key {key:?} (now); ask another node"
-            ))
-        })
+        let maps = self.map.read().expect("ranges lock");
+        let found = maps.by_start.range::<[u8], _>((Bound::Unbounded, Bound::Included(key))).next_back();
+        found
+            .and_then(|(_, id)| maps.by_id.get(id))
+            .filter(|r| r.desc.borrow().contains(key))
+            .cloned()
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "node {node_id} holds no replica of the range of key {key:?} (now); ask another node"
+                ))
+            })
     }
 
-    /// The local replica whose descriptor satisfies `pred`.
+    /// The local replica whose descriptor satisfies `pred` (a pass over every range).
     pub(crate) fn find(
         &self,
         node_id: NodeId,
         pred: impl Fn(&RangeDescriptor) -> bool,
     ) -> Result<Arc<RangeReplica>> {
-        let map = self.map.read().expect("ranges lock");
-        map.values().find(|r| pred(&r.desc.borrow())).cloned().ok_or_else(|| {
+        let maps = self.map.read().expect("ranges lock");
+        maps.by_id.values().find(|r| pred(&r.desc.borrow())).cloned().ok_or_else(|| {
             Error::Unavailable(format!(
                 "node {node_id} holds no replica of the range asked for; ask another node"
             ))

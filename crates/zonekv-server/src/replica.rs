@@ -30,6 +30,8 @@ pub(crate) struct Replica {
     pub(crate) apply_wait: std::time::Duration,
     /// Test hook: linearizable reads skip the leadership check (see `NodeOptions`).
     pub(crate) unsafe_local_reads: bool,
+    /// The range's descriptor as of the last apply: which node hosts which replica.
+    pub(crate) desc: tokio::sync::watch::Receiver<zonekv_raft::RangeDescriptor>,
 }
 
 impl Replica {
@@ -37,12 +39,19 @@ impl Replica {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// The node hosting replica `replica_id` of this range (the first range's replica ids are
+    /// node ids).
+    pub(crate) fn node_of(&self, replica_id: NodeId) -> NodeId {
+        let desc = self.desc.borrow();
+        desc.replicas.iter().find(|r| r.replica_id == replica_id).map_or(replica_id, |r| r.node_id)
+    }
+
     /// The leader as this replica knows it.
     pub(crate) fn leader_hint(&self) -> Option<LeaderHint> {
         let m = self.metrics();
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id).map(|n| n.addr.clone());
-        Some(LeaderHint { node_id: id, addr })
+        Some(LeaderHint { node_id: self.node_of(id), addr })
     }
 
     /// Asks Raft itself (not the metrics, which may lag an `initialize` by a moment).
@@ -62,10 +71,13 @@ impl Replica {
             return Error::NotInitialized(self.node_id);
         }
         let leader = match f {
-            Some(ForwardToLeader { leader_id: Some(id), leader_node, .. }) => {
-                Some(LeaderHint { node_id: *id, addr: leader_node.as_ref().map(|n| n.addr.clone()) })
-            }
-            _ => self.leader_hint().filter(|h| h.node_id != self.node_id),
+            Some(ForwardToLeader { leader_id: Some(id), leader_node, .. }) => Some(LeaderHint {
+                node_id: self.node_of(*id),
+                addr: leader_node.as_ref().map(|n| n.addr.clone()),
+            }),
+            // Never name this replica itself (it is not the leader, whatever metrics lag says).
+            _ if self.metrics().current_leader == Some(self.node_id) => None,
+            _ => self.leader_hint(),
         };
         Error::NotLeader { range: self.range, leader }
     }

@@ -15,12 +15,6 @@ use crate::node::FIRST_RANGE;
 use crate::ranges::RangeReplica;
 use crate::{Error, NodeHandle, Result};
 
-fn mutation_key(m: &Mutation) -> &Bytes {
-    match m {
-        Mutation::Put { key, .. } | Mutation::Delete { key } => key,
-    }
-}
-
 impl NodeHandle {
     /// The local replica of the range holding `key`.
     pub(crate) fn range_of(&self, key: &[u8]) -> Result<Arc<RangeReplica>> {
@@ -34,10 +28,10 @@ impl NodeHandle {
 
     /// The range of a batch: all its keys must be in one range.
     pub(crate) fn batch_range(&self, mutations: &[Mutation]) -> Result<Arc<RangeReplica>> {
-        let first = mutations.first().map_or(&[][..], |m| &mutation_key(m)[..]);
+        let first = mutations.first().map_or(&[][..], |m| &m.key()[..]);
         let range = self.range_of(first)?;
         let desc = range.descriptor();
-        if let Some(other) = mutations.iter().map(mutation_key).find(|k| !desc.contains(k)) {
+        if let Some(other) = mutations.iter().map(Mutation::key).find(|k| !desc.contains(k)) {
             return Err(Error::InvalidArgument(format!(
                 "the batch's keys {first:?} and {other:?} are in different ranges ({desc} holds only the first); \
                  batches across ranges need transactions, which are not built yet"
@@ -50,6 +44,9 @@ impl NodeHandle {
     /// its start, for a reverse scan the range holding its last possible key. The scan returns
     /// only that range's keys ([`Scan::within`]); clients continue past it.
     pub(crate) fn scan_range(&self, scan: &Scan) -> Result<Arc<RangeReplica>> {
+        if !scan.reverse {
+            return self.range_of(scan.start_key());
+        }
         self.inner.ranges.find(self.id(), |d| scan.starts_in(d))
     }
 

@@ -158,3 +158,46 @@ async fn operators_split_over_grpc_and_see_every_range_with_its_span() {
     assert_eq!(status.ranges.len(), 2);
     cluster.shutdown().await;
 }
+
+/// The fault table is keyed by node ids while Raft addresses replicas: a partition of a node
+/// must cut the traffic of every range it holds, split-off ranges included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_loses_the_leadership_of_split_off_ranges_too() {
+    let faults = zonekv_server::NetFaults::new(7);
+    let mut template = zonekv_server::NodeConfig::default();
+    template.raft.heartbeat_interval_ms = 100;
+    template.raft.election_timeout_min_ms = 400;
+    template.raft.election_timeout_max_ms = 800;
+    let options = zonekv_server::NodeOptions { faults: Some(faults.clone()), ..Default::default() };
+    let cluster = LocalCluster::start_with_options(3, None, template, options).await.unwrap();
+    cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let meta = leader_of(&cluster, 1).await;
+    let (_, right) = meta.split("m").await.unwrap();
+    let old = leader_of(&cluster, right.range_id).await;
+    let others: Vec<u64> = cluster.running().map(|n| n.id()).filter(|&id| id != old.id()).collect();
+    faults.partition(&[old.id()], &others);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut new_leader = None;
+        for n in cluster.running().filter(|n| n.id() != old.id()) {
+            let s = n.status().await;
+            if s.ranges.iter().any(|r| r.range_id == right.range_id && r.state == "leader") {
+                new_leader = Some(n.handle());
+            }
+        }
+        if let Some(l) = new_leader {
+            l.put("x", "written on the majority side").await.unwrap();
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the majority side never elected a leader of the split-off range"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The isolated node cannot commit in that range any more.
+    let write = tokio::time::timeout(Duration::from_secs(3), old.put("y", "isolated")).await;
+    assert!(!matches!(write, Ok(Ok(_))), "the isolated node still commits: {write:?}");
+    faults.heal();
+    cluster.shutdown().await;
+}

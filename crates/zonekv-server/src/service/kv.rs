@@ -108,9 +108,7 @@ impl KvService {
                 None => return Err(Error::InvalidArgument(format!("mutation {i} has no operation"))),
             });
         }
-        let range = mutations.first().map_or(0, |m| match m {
-            Mutation::Put { key, .. } | Mutation::Delete { key } => self.node.range_id_of(key),
-        });
+        let range = mutations.first().map_or(0, |m| self.node.range_id_of(m.key()));
         let index = self.node.batch(mutations).await?;
         Ok(pb::BatchResponse { header: self.header(range, index) })
     }
