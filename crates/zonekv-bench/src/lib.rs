@@ -8,6 +8,7 @@
 //!   connections, latencies in an HDR histogram;
 //! - [`settle`]: waiting for the machine to go quiet between measurements, so one target's
 //!   background work does not land on the next one's;
+//! - [`ranges`]: the idle cost and failover time of many ranges in one process;
 //! - [`report`]: tables, ratios against a baseline, the JSON result file; [`chart`] the SVG.
 //!
 //! A benchmark harness, so errors are `anyhow` throughout.
@@ -15,6 +16,7 @@
 pub mod chart;
 pub mod machine;
 pub mod procs;
+pub mod ranges;
 pub mod report;
 pub mod runner;
 pub mod settle;

@@ -52,6 +52,19 @@ enum Command {
         #[command(flatten)]
         opts: Opts,
     },
+    /// A 3-node cluster in this process split into many ranges: CPU and memory while idle, and
+    /// how long the ranges led by a node take to get new leaders once it is cut off.
+    Ranges {
+        /// Ranges to create.
+        #[arg(long, default_value_t = 1000)]
+        ranges: usize,
+        /// How long to measure idleness (e.g. 10s).
+        #[arg(long, default_value = "10s")]
+        idle: String,
+        /// A node config file (TOML) for the nodes.
+        #[arg(long)]
+        zonekv_config: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -157,6 +170,25 @@ async fn until_interrupted(work: tokio::task::JoinHandle<Result<()>>) -> Result<
 
 async fn run(cli: Cli) -> Result<()> {
     let (targets, baseline, opts) = match cli.command {
+        Command::Ranges { ranges, idle, zonekv_config } => {
+            let template = match zonekv_config {
+                Some(path) => zonekv_server::NodeConfig::from_file(&path)?,
+                None => zonekv_server::NodeConfig::default(),
+            };
+            let report = zonekv_bench::ranges::run(ranges, parse_duration(&idle)?, template).await?;
+            eprintln!(
+                "{} ranges (3 replicas each, one process) made in {:.1} s; idle: {:.1} % of one core, {} MiB resident; \
+                 a node leading {} ranges cut off: all had new leaders after {:.2} s",
+                report.ranges,
+                report.split_secs,
+                report.idle_cpu_share * 100.0,
+                report.rss_bytes >> 20,
+                report.victim_led,
+                report.failover_secs
+            );
+            println!("{}", serde_json::to_string(&report)?);
+            return Ok(());
+        }
         Command::Run { target, opts } => (target, None, opts),
         Command::Compare { targets, baseline, opts } => (targets, baseline, opts),
     };
