@@ -122,13 +122,21 @@ pub async fn run(ranges: usize, idle: Duration, template: NodeConfig) -> Result<
     faults.partition(&[victim], &others);
     let deadline = cut + Duration::from_secs(60);
     loop {
-        let now_led: BTreeSet<u64> =
-            leaders(&cluster).await.into_iter().filter(|(id, _)| *id != victim).flat_map(|(_, l)| l).collect();
+        let now_led: BTreeSet<u64> = leaders(&cluster)
+            .await
+            .into_iter()
+            .filter(|(id, _)| *id != victim)
+            .flat_map(|(_, l)| l)
+            .collect();
         if led.is_subset(&now_led) {
             break;
         }
         if Instant::now() > deadline {
-            bail!("{} of {} ranges still without a new leader after 60 s", led.difference(&now_led).count(), led.len());
+            bail!(
+                "{} of {} ranges still without a new leader after 60 s",
+                led.difference(&now_led).count(),
+                led.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

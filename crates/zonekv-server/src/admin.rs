@@ -59,6 +59,8 @@ pub struct RangeStatus {
     pub fatal_error: Option<String>,
     /// Estimated bytes of the range's data on this node ([`zonekv_engine::Engine::approximate_size`]).
     pub approximate_bytes: u64,
+    /// This replica leads the range and the range is quiesced (idle, no heartbeats).
+    pub quiesced: bool,
 }
 
 /// What this node knows about itself.
@@ -113,6 +115,7 @@ fn range_status(range: &RangeReplica) -> RangeStatus {
         members,
         fatal_error: m.running_state.as_ref().err().map(|e| e.to_string()),
         approximate_bytes,
+        quiesced: r.quiet.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 

@@ -87,6 +87,16 @@ pub struct RaftConfig {
     /// 2-core machine, 2 gave 40k writes/s at 256 clients where 8 gave 29k (bigger batches,
     /// less per-entry work; see docs/benchmarks.md).
     pub max_proposals_in_flight: usize,
+    /// Let idle ranges stop their Raft timers (no heartbeats, no election timers) while their
+    /// leader's node is live; node liveness pings replace them (docs/multiraft.md). Default:
+    /// true.
+    pub quiesce: bool,
+    /// How often each node pings every other node (node liveness), in milliseconds; also how
+    /// often replicas are checked for quiescence. Default: 250.
+    pub node_liveness_interval_ms: u64,
+    /// A node that has not pinged this one for this long is taken for dead: the ranges it led
+    /// wake up and elect. Milliseconds. Default: 2000.
+    pub node_liveness_timeout_ms: u64,
 }
 
 /// Limits on client requests. Requests over a limit fail with `INVALID_ARGUMENT` and change
@@ -164,6 +174,9 @@ impl Default for RaftConfig {
             max_ops_per_entry: 1024,
             max_bytes_per_entry: 1 << 20,
             max_proposals_in_flight: 2,
+            quiesce: true,
+            node_liveness_interval_ms: 250,
+            node_liveness_timeout_ms: 2000,
         }
     }
 }
@@ -229,6 +242,12 @@ impl NodeConfig {
                 "raft.max-ops-per-entry, max-bytes-per-entry and max-proposals-in-flight must not be 0"
                     .into(),
             );
+        }
+        if r.node_liveness_interval_ms == 0 || r.node_liveness_timeout_ms <= 2 * r.node_liveness_interval_ms {
+            return fail(format!(
+                "raft.node-liveness-timeout-ms ({}) must exceed twice raft.node-liveness-interval-ms ({}), which must not be 0",
+                r.node_liveness_timeout_ms, r.node_liveness_interval_ms
+            ));
         }
         let l = &self.limits;
         if l.max_value_bytes == 0 || l.max_batch_ops == 0 || l.max_batch_bytes == 0 {

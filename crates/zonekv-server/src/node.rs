@@ -73,6 +73,8 @@ pub(crate) struct NodeInner {
     pub(crate) ranges: Ranges,
     /// Starts groups for ranges created by local splits.
     pub(crate) starter: GroupStarter,
+    /// When each peer node last pinged this one.
+    pub(crate) liveness: crate::liveness::Liveness,
     /// Set when shutdown begins; long-lived server streams (replication, client streams) end
     /// on it, so the gRPC server can drain.
     pub(crate) stopping: watch::Sender<bool>,
@@ -174,8 +176,15 @@ impl Node {
             return Err(e);
         }
         let stopping = watch::Sender::new(false);
-        let inner = Arc::new(NodeInner { config, addr, engine, syncer, ranges, starter, stopping });
+        let liveness =
+            crate::liveness::Liveness::new(Duration::from_millis(config.raft.node_liveness_timeout_ms));
+        let inner = Arc::new(NodeInner { config, addr, engine, syncer, ranges, starter, liveness, stopping });
         tokio::spawn(start_split_ranges(Arc::downgrade(&inner), split_rx));
+        if inner.config.raft.quiesce {
+            let interval = Duration::from_millis(inner.config.raft.node_liveness_interval_ms);
+            tokio::spawn(crate::liveness::run(Arc::downgrade(&inner), interval));
+            tokio::spawn(crate::quiesce::run(Arc::downgrade(&inner), interval));
+        }
         let split = inner.config.split.clone();
         if split.range_max_keys > 0 || split.range_max_bytes > 0 {
             tokio::spawn(crate::splitter::run(Arc::downgrade(&inner), split));

@@ -88,6 +88,7 @@ impl GroupStarter {
             apply_wait: self.apply_wait,
             unsafe_local_reads: self.unsafe_local_reads,
             desc: desc_rx.clone(),
+            quiet: Default::default(),
         };
         let proposer = Proposer::start(replica.clone(), self.limits);
         tracing::info!(range, replica_id, %desc, "range replica started");

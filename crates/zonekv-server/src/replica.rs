@@ -32,6 +32,9 @@ pub(crate) struct Replica {
     pub(crate) unsafe_local_reads: bool,
     /// The range's descriptor as of the last apply: which node hosts which replica.
     pub(crate) desc: tokio::sync::watch::Receiver<zonekv_raft::RangeDescriptor>,
+    /// Set while this replica leads a quiesced range (`quiesce.rs`): its heartbeats are off, so
+    /// its leader lease lapses and openraft refuses writes until a quorum round renews it.
+    pub(crate) quiet: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Replica {
@@ -86,11 +89,35 @@ impl Replica {
         self.stopped().unwrap_or_else(|| Error::ReplicaStopped { range: self.range, reason: f.to_string() })
     }
 
+    /// Wakes a quiesced range: its ticker runs again, and one heartbeat round to a quorum
+    /// renews the leader's lease, without which openraft refuses writes.
+    async fn wake(&self) {
+        self.quiet.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.raft.runtime_config().tick(true);
+        let renew = self.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+        if let Ok(Err(e)) = tokio::time::timeout(self.apply_wait, renew).await {
+            tracing::debug!(range = self.range, error = %e, "renewing the lease of a quiet range failed");
+        }
+    }
+
     /// Proposes `cmd` and waits until it is applied. Returns one result per op and the log
     /// index the command was committed at.
     pub(crate) async fn propose(&self, cmd: Command) -> Result<(Vec<OpResult>, u64)> {
+        if self.quiet.load(std::sync::atomic::Ordering::Relaxed) {
+            self.wake().await;
+        }
         match self.raft.client_write(cmd).await {
             Ok(resp) => Ok((resp.data.results, resp.log_id.index)),
+            // The range went quiet between the check above and the write.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                if f.reason == openraft::errors::ForwardReason::LeaseExpired =>
+            {
+                self.wake().await;
+                Err(Error::Unavailable(format!(
+                    "range {}: the leader's lease had lapsed while the range was idle; it is renewed, retry",
+                    self.range
+                )))
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(self.not_leader(Some(&f)).await)
             }

@@ -72,6 +72,7 @@ impl Admin for AdminService {
                 committed_index: r.committed_index,
                 applied_index: r.applied_index,
                 approximate_bytes: r.approximate_bytes,
+                quiesced: r.quiesced,
                 replicas: r
                     .members
                     .into_iter()

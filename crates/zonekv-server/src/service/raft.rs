@@ -233,4 +233,9 @@ impl RaftTransport for RaftService {
         })
         .await
     }
+
+    async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+        self.inner.liveness.heard(req.into_inner().from_node);
+        Ok(Response::new(pb::PingResponse {}))
+    }
 }

@@ -144,9 +144,10 @@ async fn ranges(addr: &str) -> Result<()> {
         let leader = if r.leader_addr.is_empty() { "unknown" } else { &r.leader_addr };
         let replicas: Vec<&str> = r.replicas.iter().map(|m| m.addr.as_str()).collect();
         println!(
-            "range {} [{}, {end})  leader {leader}  applied {}  ~{} KiB  replicas {}",
+            "range {} [{}, {end})  leader {leader}{}  applied {}  ~{} KiB  replicas {}",
             r.range_id,
             show(&r.start_key),
+            if r.quiesced { " (quiet)" } else { "" },
             r.applied_index,
             r.approximate_bytes / 1024,
             replicas.join(",")
