@@ -41,16 +41,7 @@ impl Liveness {
 /// Pings every other member of the first range (every node of the cluster) each `interval`,
 /// until the node stops.
 pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration) {
-    loop {
-        let stopped = match node.upgrade() {
-            Some(n) => n.stopped(),
-            None => return,
-        };
-        tokio::select! {
-            () = stopped => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        let Some(n) = node.upgrade() else { return };
+    while let Some(n) = crate::node::next_tick(&node, interval).await {
         let me = n.config.node_id;
         let peers: Vec<(NodeId, String)> = {
             let m = n.ranges.first().replica.metrics();

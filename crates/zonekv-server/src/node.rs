@@ -323,6 +323,20 @@ impl Drop for Node {
     }
 }
 
+/// Waits `interval`, then returns the node, or `None` once it stops (or is gone): the loop of a
+/// node's periodic background task is `while let Some(n) = next_tick(&node, interval).await`.
+/// The caller holds the node only while handling one tick.
+pub(crate) async fn next_tick(
+    node: &std::sync::Weak<NodeInner>,
+    interval: Duration,
+) -> Option<Arc<NodeInner>> {
+    let stopped = node.upgrade()?.stopped();
+    tokio::select! {
+        () = stopped => None,
+        () = tokio::time::sleep(interval) => node.upgrade().filter(|n| !*n.stopping.borrow()),
+    }
+}
+
 /// Starts the group of every range a local split creates. Holds the node only while starting
 /// one, and ends when the node stops.
 async fn start_split_ranges(

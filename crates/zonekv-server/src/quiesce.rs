@@ -31,16 +31,7 @@ const IDLE_CHECKS: u32 = 4;
 pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration) {
     // Range → (the leader's last log index at the last look, looks it has stayed there).
     let mut idle: HashMap<u64, (Option<u64>, u32)> = HashMap::new();
-    loop {
-        let stopped = match node.upgrade() {
-            Some(n) => n.stopped(),
-            None => return,
-        };
-        tokio::select! {
-            () = stopped => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        let Some(n) = node.upgrade() else { return };
+    while let Some(n) = crate::node::next_tick(&node, interval).await {
         for r in n.ranges.all() {
             let replica = &r.replica;
             let (tick, leads) = {

@@ -21,16 +21,7 @@ pub(crate) async fn run(node: Weak<NodeInner>, config: SplitConfig) {
     let interval = Duration::from_millis(config.check_interval_ms);
     // Range → the applied index at its last check: ranges that took no writes are skipped.
     let mut checked: HashMap<u64, u64> = HashMap::new();
-    loop {
-        let stopped = match node.upgrade() {
-            Some(n) => n.stopped(),
-            None => return,
-        };
-        tokio::select! {
-            () = stopped => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        let Some(inner) = node.upgrade() else { return };
+    while let Some(inner) = crate::node::next_tick(&node, interval).await {
         let handle = NodeHandle { inner };
         for range in handle.inner.ranges.all() {
             let m = range.replica.metrics();
