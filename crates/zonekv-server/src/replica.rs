@@ -106,15 +106,27 @@ impl Replica {
         if self.quiet.load(std::sync::atomic::Ordering::Relaxed) {
             self.wake().await;
         }
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok((resp.data.results, resp.log_id.index)),
-            // The range went quiet between the check above and the write.
+        // openraft refuses a write, appending nothing, when the leader's lease has lapsed: the
+        // range went quiet after the check above, or a new leader has no quorum ack yet. One
+        // heartbeat round renews it; then the write is tried once more (a copy is kept for
+        // that: shared buffers, cheap next to a Raft round).
+        let retry = cmd.clone();
+        let result = match self.raft.client_write(cmd).await {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
                 if f.reason == openraft::errors::ForwardReason::LeaseExpired =>
             {
                 self.wake().await;
+                self.raft.client_write(retry).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(resp) => Ok((resp.data.results, resp.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                if f.reason == openraft::errors::ForwardReason::LeaseExpired =>
+            {
                 Err(Error::Unavailable(format!(
-                    "range {}: the leader's lease had lapsed while the range was idle; it is renewed, retry",
+                    "range {}: the leader cannot renew its lease (no quorum answers); nothing was written",
                     self.range
                 )))
             }
