@@ -358,12 +358,36 @@ async fn start_split_ranges(
         }
         match n.starter.start(desc.range_id).await {
             Ok(Some(r)) if *n.stopping.borrow() => r.stop().await,
-            Ok(Some(r)) => n.ranges.insert(r),
+            Ok(Some(r)) => {
+                campaign_if_parent_leads(&n, &r);
+                n.ranges.insert(r);
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(range = desc.range_id, error = %e, "starting a range created by a split failed")
             }
         }
+    }
+}
+
+/// A range made by a split has no leader until its first election, one election timeout
+/// (1–2 s) after it starts: requests for its keys wait that long. The node whose replica leads
+/// the parent (the left neighbour, which just applied the split) campaigns at once instead,
+/// after a moment for the other replicas to apply the split and start the group too.
+fn campaign_if_parent_leads(n: &NodeInner, right: &crate::ranges::RangeReplica) {
+    let start = right.desc.borrow().start.clone();
+    let parent_leads = n.ranges.all().into_iter().any(|r| {
+        r.desc.borrow().end.as_ref() == Some(&start)
+            && r.replica.metrics().current_leader == Some(r.replica.node_id)
+    });
+    if parent_leads {
+        let raft = right.replica.raft.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Err(e) = raft.trigger().elect(true).await {
+                tracing::debug!(error = %e, "campaigning for a range made by a split failed");
+            }
+        });
     }
 }
 
