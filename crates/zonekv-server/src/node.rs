@@ -376,10 +376,8 @@ async fn start_split_ranges(
 /// after a moment for the other replicas to apply the split and start the group too.
 fn campaign_if_parent_leads(n: &NodeInner, right: &crate::ranges::RangeReplica) {
     let start = right.desc.borrow().start.clone();
-    let parent_leads = n.ranges.all().into_iter().any(|r| {
-        r.desc.borrow().end.as_ref() == Some(&start)
-            && r.replica.metrics().current_leader == Some(r.replica.node_id)
-    });
+    let parent = n.ranges.find(n.config.node_id, |d| d.end.as_ref() == Some(&start));
+    let parent_leads = parent.is_ok_and(|r| r.replica.metrics().current_leader == Some(r.replica.node_id));
     if parent_leads {
         let raft = right.replica.raft.clone();
         tokio::spawn(async move {
