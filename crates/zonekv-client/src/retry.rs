@@ -52,6 +52,28 @@ struct Target {
     range: Option<Bytes>,
 }
 
+impl State {
+    /// Where an attempt goes by what is known now: the cached range of `key`, if any (its
+    /// leader for reads and writes, else one of its replicas), else the first range's leader
+    /// or the next endpoint.
+    fn target(&self, kind: Kind, key: Option<&RouteKey>) -> Target {
+        let round = |addrs: &[String]| addrs[self.next % addrs.len()].clone();
+        if let Some(r) = key.and_then(|k| self.ranges.get(k)) {
+            let addr = match (&r.leader, kind) {
+                (Some(l), Kind::Read | Kind::Write) => l.clone(),
+                _ if !r.replicas.is_empty() => round(&r.replicas),
+                _ => round(&self.endpoints),
+            };
+            return Target { addr, range: Some(r.start.clone()) };
+        }
+        let addr = match (&self.leader, kind) {
+            (Some(l), Kind::Read | Kind::Write) => l.clone(),
+            _ => round(&self.endpoints),
+        };
+        Target { addr, range: None }
+    }
+}
+
 /// The ways to reach one node: a gRPC channel for unary calls and a multiplexed stream for
 /// key-value calls, sharing one HTTP/2 connection.
 #[derive(Clone)]
@@ -142,26 +164,10 @@ impl Router {
     /// in the cache is looked up first. Requests without one (admin) go to the first range's
     /// leader, or round the endpoints.
     async fn target(&self, kind: Kind, key: Option<&RouteKey>) -> Target {
-        if let Some(key) = key {
-            if self.lock().ranges.get(key).is_none() {
-                self.lookup(key).await;
-            }
-            let st = self.lock();
-            if let Some(r) = st.ranges.get(key) {
-                let addr = match (&r.leader, kind) {
-                    (Some(l), Kind::Read | Kind::Write) => l.clone(),
-                    _ if !r.replicas.is_empty() => r.replicas[st.next % r.replicas.len()].clone(),
-                    _ => st.endpoints[st.next % st.endpoints.len()].clone(),
-                };
-                return Target { addr, range: Some(r.start.clone()) };
-            }
-        }
-        let st = self.lock();
-        let addr = match (&st.leader, kind) {
-            (Some(l), Kind::Read | Kind::Write) => l.clone(),
-            _ => st.endpoints[st.next % st.endpoints.len()].clone(),
-        };
-        Target { addr, range: None }
+        let target = self.lock().target(kind, key);
+        let Some(key) = key.filter(|_| target.range.is_none()) else { return target };
+        self.lookup(key).await;
+        self.lock().target(kind, Some(key))
     }
 
     /// Asks the nodes, in turn, which range serves `key`, and caches the first answer. Failing
@@ -169,8 +175,10 @@ impl Router {
     /// their errors say why.
     async fn lookup(&self, key: &RouteKey) {
         let (k, before) = key.lookup();
-        let endpoints = self.lock().endpoints.clone();
-        let first = self.lock().next;
+        let (endpoints, first) = {
+            let st = self.lock();
+            (st.endpoints.clone(), st.next)
+        };
         for i in 0..endpoints.len() {
             let addr = &endpoints[(first + i) % endpoints.len()];
             let Ok(channel) = self.channel(addr) else { continue };

@@ -70,6 +70,19 @@ impl RangeDescriptor {
         key >= &self.start[..] && self.end.as_ref().is_none_or(|end| key < &end[..])
     }
 
+    /// Whether the range holds the keys just below `key` (non-empty): the range a reverse scan
+    /// ending before `key` starts in.
+    pub fn holds_keys_below(&self, key: &[u8]) -> bool {
+        &self.start[..] < key && self.end.as_ref().is_none_or(|end| key <= &end[..])
+    }
+
+    /// The node hosting replica `replica_id`. A replica the descriptor does not name is taken
+    /// to be hosted by the node of the same id: true of the first range, whose replica ids are
+    /// node ids.
+    pub fn node_of(&self, replica_id: NodeId) -> NodeId {
+        self.replicas.iter().find(|r| r.replica_id == replica_id).map_or(replica_id, |r| r.node_id)
+    }
+
     /// Whether `key` may split the range: strictly inside it, so both halves are non-empty.
     pub fn can_split_at(&self, key: &[u8]) -> bool {
         key > &self.start[..] && self.contains(key)
@@ -87,16 +100,17 @@ impl RangeDescriptor {
     }
 
     /// The replicas after a membership change to `membership`: replicas already known keep
-    /// their node; a new replica id is taken to be hosted by the node of the same id (true of
-    /// the first range, whose replica ids are node ids; ranges created later name their nodes
-    /// in their descriptors).
+    /// their node; a new replica id is taken to be hosted by the node of the same id
+    /// ([`RangeDescriptor::node_of`]; ranges created later name their nodes in their
+    /// descriptors).
     pub fn replicas_of(&self, membership: &Membership) -> Vec<ReplicaDesc> {
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         membership
             .nodes()
-            .map(|(id, _)| {
-                let node_id = self.replicas.iter().find(|r| r.replica_id == *id).map_or(*id, |r| r.node_id);
-                ReplicaDesc { replica_id: *id, node_id, learner: !voters.contains(id) }
+            .map(|(id, _)| ReplicaDesc {
+                replica_id: *id,
+                node_id: self.node_of(*id),
+                learner: !voters.contains(id),
             })
             .collect()
     }

@@ -244,18 +244,14 @@ impl NodeHandle {
     pub async fn status(&self) -> NodeStatus {
         let first = self.inner.ranges.first().replica.metrics();
         let ranges = self.inner.ranges.all().iter().map(|r| range_status(r)).collect();
+        let sync = self.inner.starter.syncer.stats();
         NodeStatus {
             node_id: self.id(),
             addr: self.addr().to_string(),
             initialized: first.membership_config.membership().voter_ids().next().is_some(),
             ranges,
-            log_syncs: self.inner.syncer.stats().syncs.load(std::sync::atomic::Ordering::Relaxed),
-            log_appends_synced: self
-                .inner
-                .syncer
-                .stats()
-                .callbacks
-                .load(std::sync::atomic::Ordering::Relaxed),
+            log_syncs: sync.syncs.load(std::sync::atomic::Ordering::Relaxed),
+            log_appends_synced: sync.callbacks.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

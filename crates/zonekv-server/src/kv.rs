@@ -66,7 +66,7 @@ impl Scan {
         match &self.end {
             Bound::Included(k) => d.contains(k),
             Bound::Excluded(k) if k.is_empty() => d.contains(b""),
-            Bound::Excluded(k) => d.start[..] < k[..] && d.end.as_ref().is_none_or(|e| k[..] <= e[..]),
+            Bound::Excluded(k) => d.holds_keys_below(k),
             Bound::Unbounded => d.end.is_none(),
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::Code;
 use zonekv_proto::metadata;
 use zonekv_proto::raft::v1 as pb;
-use zonekv_raft::{Command, Op, OpResult, codec};
+use zonekv_raft::{Op, OpResult, codec};
 
 use crate::{Error, NodeHandle, Result};
 
@@ -18,10 +18,8 @@ const ATTEMPTS: usize = 8;
 
 /// The op of a `ProposeMeta` request, if it is one the meta range takes from peers.
 pub(crate) fn meta_op(op: pb::Op) -> Result<Op> {
-    let mut cmd = codec::command_from_pb(pb::Command { ops: vec![op] })
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    match cmd.ops.pop() {
-        Some(op @ (Op::AllocateIds { .. } | Op::UpdateDirectory(_))) => Ok(op),
+    match codec::op_from_pb(op).map_err(|e| Error::InvalidArgument(e.to_string()))? {
+        op @ (Op::AllocateIds { .. } | Op::UpdateDirectory(_)) => Ok(op),
         other => Err(Error::InvalidArgument(format!(
             "ProposeMeta takes AllocateIds or UpdateDirectory, not {other:?}"
         ))),
@@ -87,8 +85,7 @@ impl NodeHandle {
     ) -> std::result::Result<OpResult, (tonic::Status, Option<String>)> {
         let mut client =
             self.inner.starter.channels.client(addr).map_err(|e| (tonic::Status::unavailable(e), None))?;
-        let wire = codec::command_to_pb(&Command { ops: vec![op.clone()] }).ops.pop().expect("one op");
-        match client.propose_meta(wire).await {
+        match client.propose_meta(codec::op_to_pb(op)).await {
             Ok(resp) => {
                 let resp = resp.into_inner();
                 Ok(match op {

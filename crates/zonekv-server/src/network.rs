@@ -70,40 +70,42 @@ pub struct NetworkFactory {
     node_id: NodeId,
     group: u64,
     channels: Channels,
-    faults: Option<(NetFaults, NodeId, watch::Receiver<RangeDescriptor>)>,
+    faults: Option<GroupFaults>,
 }
 
-/// The fault table as one link of one group sees it. The table is keyed by node ids; Raft
-/// addresses replicas, so the target replica is mapped to its node through the range's
+/// The fault table as one group on one node sees it (tests only). The table is keyed by node
+/// ids; Raft addresses replicas, so a target replica is mapped to its node through the range's
 /// descriptor at every decision (membership changes add replicas).
 #[derive(Clone)]
+pub(crate) struct GroupFaults {
+    pub(crate) table: NetFaults,
+    /// This node.
+    pub(crate) node: NodeId,
+    pub(crate) desc: watch::Receiver<RangeDescriptor>,
+}
+
+/// [`GroupFaults`] for the link to one replica.
+#[derive(Clone)]
 struct LinkFaults {
-    table: NetFaults,
-    from_node: NodeId,
+    group: GroupFaults,
     to_replica: NodeId,
-    desc: watch::Receiver<RangeDescriptor>,
 }
 
 impl LinkFaults {
     fn decide(&self) -> Verdict {
-        let to = self.desc.borrow().replicas.iter().find(|r| r.replica_id == self.to_replica).map_or(
-            // The first range's replica ids are node ids.
-            self.to_replica,
-            |r| r.node_id,
-        );
-        self.table.decide(self.from_node, to)
+        let to = self.group.desc.borrow().node_of(self.to_replica);
+        self.group.table.decide(self.group.node, to)
     }
 }
 
 impl NetworkFactory {
     /// The network of `group`'s replica `replica_id`; with `faults`, every outgoing message
-    /// first asks the fault table what happens to it (tests only): the table, this node's id,
-    /// and the range's descriptor (to find the node of a target replica).
+    /// first asks the fault table what happens to it (tests only).
     pub(crate) fn new(
         replica_id: NodeId,
         group: u64,
         channels: Channels,
-        faults: Option<(NetFaults, NodeId, watch::Receiver<RangeDescriptor>)>,
+        faults: Option<GroupFaults>,
     ) -> Self {
         Self { node_id: replica_id, group, channels, faults }
     }
@@ -125,12 +127,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             header: pb::RaftHeader { group_id: self.group, from_node: self.node_id, to_node: target },
             addr: node.addr.clone(),
             channels: self.channels.clone(),
-            faults: self.faults.clone().map(|(table, from_node, desc)| LinkFaults {
-                table,
-                from_node,
-                to_replica: target,
-                desc,
-            }),
+            faults: self.faults.clone().map(|group| LinkFaults { group, to_replica: target }),
         }
     }
 }

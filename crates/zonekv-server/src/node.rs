@@ -67,11 +67,10 @@ impl std::ops::Deref for Node {
 pub(crate) struct NodeInner {
     pub(crate) config: NodeConfig,
     pub(crate) addr: String,
-    pub(crate) engine: RocksEngine,
-    pub(crate) syncer: LogSyncer,
     /// The ranges this node runs a replica of.
     pub(crate) ranges: Ranges,
-    /// Starts groups for ranges created by local splits.
+    /// Starts groups for ranges created by local splits; holds the node's engine and log
+    /// syncer, which every group shares.
     pub(crate) starter: GroupStarter,
     /// When each peer node last pinged this one.
     pub(crate) liveness: crate::liveness::Liveness,
@@ -178,7 +177,7 @@ impl Node {
         let stopping = watch::Sender::new(false);
         let liveness =
             crate::liveness::Liveness::new(Duration::from_millis(config.raft.node_liveness_timeout_ms));
-        let inner = Arc::new(NodeInner { config, addr, engine, syncer, ranges, starter, liveness, stopping });
+        let inner = Arc::new(NodeInner { config, addr, ranges, starter, liveness, stopping });
         tokio::spawn(start_split_ranges(Arc::downgrade(&inner), split_rx));
         if inner.config.raft.quiesce {
             let interval = Duration::from_millis(inner.config.raft.node_liveness_interval_ms);
@@ -252,9 +251,9 @@ impl Node {
                 let _ = task.await;
             }
         }
-        self.inner.syncer.close();
+        self.inner.starter.syncer.close();
         // Unsynced writes (applied state) may sit in the WAL buffer: a clean stop keeps them.
-        if let Err(e) = self.inner.engine.sync() {
+        if let Err(e) = self.inner.starter.engine.sync() {
             tracing::warn!(node_id = self.id(), error = %e, "final WAL sync failed");
         }
         // Storage closes when the last handle goes; wait briefly for connection tasks to let go,

@@ -14,7 +14,7 @@ use zonekv_raft::keys::{FIRST_RANGE, MetaKey};
 use zonekv_raft::{LogStore, LogSyncer, NodeId, RangeDescriptor, StateMachine};
 
 use crate::faults::NetFaults;
-use crate::network::{Channels, NetworkFactory};
+use crate::network::{Channels, GroupFaults, NetworkFactory};
 use crate::proposer::{BatchLimits, Proposer};
 use crate::replica::Replica;
 use crate::{Error, Result};
@@ -75,7 +75,8 @@ impl GroupStarter {
         };
         let desc_rx = sm.watch_descriptor();
         let log = LogStore::new(self.engine.clone(), range, self.syncer.clone());
-        let faults = self.faults.clone().map(|f| (f, self.node_id, desc_rx.clone()));
+        let faults =
+            self.faults.clone().map(|table| GroupFaults { table, node: self.node_id, desc: desc_rx.clone() });
         let network = NetworkFactory::new(replica_id, range, self.channels.clone(), faults);
         let raft = zonekv_raft::Raft::new(replica_id, self.raft_config.clone(), network, log, sm)
             .await

@@ -42,11 +42,9 @@ impl Replica {
         self.raft.metrics().borrow_watched().clone()
     }
 
-    /// The node hosting replica `replica_id` of this range (the first range's replica ids are
-    /// node ids).
+    /// The node hosting replica `replica_id` of this range.
     pub(crate) fn node_of(&self, replica_id: NodeId) -> NodeId {
-        let desc = self.desc.borrow();
-        desc.replicas.iter().find(|r| r.replica_id == replica_id).map_or(replica_id, |r| r.node_id)
+        self.desc.borrow().node_of(replica_id)
     }
 
     /// The leader as this replica knows it.

@@ -62,15 +62,13 @@ impl NodeHandle {
         let pred = |d: &RangeDescriptor| match (before, key.is_empty()) {
             (false, _) => d.contains(key),
             (true, true) => d.end.is_none(),
-            (true, false) => &d.start[..] < key && d.end.as_ref().is_none_or(|e| key <= &e[..]),
+            (true, false) => d.holds_keys_below(key),
         };
         if let Ok(range) = self.inner.ranges.find(self.id(), pred) {
-            let desc = range.descriptor();
+            let leader = range.replica.leader_hint().and_then(|h| h.addr);
             let m = range.replica.metrics();
-            let membership = m.membership_config.membership();
-            let leader = m.current_leader.and_then(|id| membership.get_node(&id)).map(|n| n.addr.clone());
-            let addrs = membership.nodes().map(|(_, n)| n.addr.clone()).collect();
-            return Ok((desc, leader, addrs));
+            let addrs = m.membership_config.membership().nodes().map(|(_, n)| n.addr.clone()).collect();
+            return Ok((range.descriptor(), leader, addrs));
         }
         let meta = self.inner.ranges.first();
         let known = zonekv_raft::directory::entries(&meta.replica.engine, FIRST_RANGE)?;

@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::ServerState;
-use zonekv_engine::{Cf, Engine, Reader};
+use zonekv_engine::{Cf, Engine, KeyRange, KvPair, Reader};
 use zonekv_engine_rocks::RocksEngine;
 use zonekv_raft::{RangeDescriptor, keys};
 
 use crate::node::NodeInner;
 use crate::{NodeHandle, Result, SplitConfig};
+
+/// Keys a split check by count reads at most: a range far beyond the threshold still splits,
+/// in the middle of its first million keys.
+const MAX_COUNTED: usize = 1 << 20;
 
 /// Runs until the node stops. Holds the node only while checking.
 pub(crate) async fn run(node: Weak<NodeInner>, config: SplitConfig) {
@@ -81,31 +85,58 @@ pub(crate) fn split_key(
 /// The middle key of `span` if it holds more than `max` keys. Counts them all (up to a
 /// million), so a range far past the threshold (writes outran the checks) splits in half, not
 /// at the threshold's middle.
-fn middle_by_count(
-    engine: &RocksEngine,
-    span: &zonekv_engine::KeyRange,
-    max: u64,
-) -> Result<Option<Vec<u8>>> {
-    let mut keys = Vec::new();
-    for pair in engine.scan(Cf::Data, span, false)?.take(1 << 20) {
-        keys.push(pair?.0);
+fn middle_by_count(engine: &RocksEngine, span: &KeyRange, max: u64) -> Result<Option<Vec<u8>>> {
+    let count = fold_pairs(engine, span, MAX_COUNTED, |_| 1)?;
+    if count <= max {
+        return Ok(None);
     }
-    Ok((keys.len() as u64 > max).then(|| keys.swap_remove(keys.len() / 2)))
+    let middle = count / 2;
+    let mut seen = 0;
+    first_key_where(engine, span, MAX_COUNTED, |_| {
+        seen += 1;
+        seen > middle
+    })
 }
 
 /// The first key past half of the bytes in `span` (keys and values as stored), never its
 /// first key.
-fn middle_by_bytes(engine: &RocksEngine, span: &zonekv_engine::KeyRange) -> Result<Option<Vec<u8>>> {
-    let size = |pair: &(Vec<u8>, Vec<u8>)| (pair.0.len() + pair.1.len()) as u64;
+fn middle_by_bytes(engine: &RocksEngine, span: &KeyRange) -> Result<Option<Vec<u8>>> {
+    let size = |pair: &KvPair| (pair.0.len() + pair.1.len()) as u64;
+    let total = fold_pairs(engine, span, usize::MAX, size)?;
+    let (mut seen, mut first) = (0, true);
+    first_key_where(engine, span, usize::MAX, |pair| {
+        seen += size(pair);
+        let past = !first && seen * 2 >= total;
+        first = false;
+        past
+    })
+}
+
+/// The sum of `weight` over the first `limit` pairs of `span`.
+fn fold_pairs(
+    engine: &RocksEngine,
+    span: &KeyRange,
+    limit: usize,
+    weight: impl Fn(&KvPair) -> u64,
+) -> Result<u64> {
     let mut total = 0;
-    for pair in engine.scan(Cf::Data, span, false)? {
-        total += size(&pair?);
+    for pair in engine.scan(Cf::Data, span, false)?.take(limit) {
+        total += weight(&pair?);
     }
-    let mut seen = 0;
-    for (i, pair) in engine.scan(Cf::Data, span, false)?.enumerate() {
+    Ok(total)
+}
+
+/// The key of the first pair among the first `limit` of `span` for which `reached` (called on
+/// each pair in order) is true.
+fn first_key_where(
+    engine: &RocksEngine,
+    span: &KeyRange,
+    limit: usize,
+    mut reached: impl FnMut(&KvPair) -> bool,
+) -> Result<Option<Vec<u8>>> {
+    for pair in engine.scan(Cf::Data, span, false)?.take(limit) {
         let pair = pair?;
-        seen += size(&pair);
-        if i > 0 && seen * 2 >= total {
+        if reached(&pair) {
             return Ok(Some(pair.0));
         }
     }

@@ -159,18 +159,33 @@ async fn operators_split_over_grpc_and_see_every_range_with_its_span() {
     cluster.shutdown().await;
 }
 
-/// The fault table is keyed by node ids while Raft addresses replicas: a partition of a node
-/// must cut the traffic of every range it holds, split-off ranges included.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_node_loses_the_leadership_of_split_off_ranges_too() {
-    let faults = zonekv_server::NetFaults::new(7);
+/// Raft timing for fault tests: failures noticed in well under a second.
+fn fast_raft() -> zonekv_server::NodeConfig {
     let mut template = zonekv_server::NodeConfig::default();
     template.raft.heartbeat_interval_ms = 100;
     template.raft.election_timeout_min_ms = 400;
     template.raft.election_timeout_max_ms = 800;
+    template
+}
+
+/// A 3-node cluster of `template` nodes whose transport consults a fault table seeded with
+/// `seed`, once it has a leader.
+async fn start_with_faults(
+    seed: u64,
+    template: zonekv_server::NodeConfig,
+) -> (zonekv_server::NetFaults, LocalCluster) {
+    let faults = zonekv_server::NetFaults::new(seed);
     let options = zonekv_server::NodeOptions { faults: Some(faults.clone()), ..Default::default() };
     let cluster = LocalCluster::start_with_options(3, None, template, options).await.unwrap();
     cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    (faults, cluster)
+}
+
+/// The fault table is keyed by node ids while Raft addresses replicas: a partition of a node
+/// must cut the traffic of every range it holds, split-off ranges included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_loses_the_leadership_of_split_off_ranges_too() {
+    let (faults, cluster) = start_with_faults(7, fast_raft()).await;
     let meta = leader_of(&cluster, 1).await;
     let (_, right) = meta.split("m").await.unwrap();
     let old = leader_of(&cluster, right.range_id).await;
@@ -206,16 +221,10 @@ async fn a_partitioned_node_loses_the_leadership_of_split_off_ranges_too() {
 /// leading them is cut off, node liveness wakes their followers, which elect new leaders.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_ranges_quiesce_wake_for_writes_and_fail_over_by_node_liveness() {
-    let faults = zonekv_server::NetFaults::new(11);
-    let mut template = zonekv_server::NodeConfig::default();
-    template.raft.heartbeat_interval_ms = 100;
-    template.raft.election_timeout_min_ms = 400;
-    template.raft.election_timeout_max_ms = 800;
+    let mut template = fast_raft();
     template.raft.node_liveness_interval_ms = 100;
     template.raft.node_liveness_timeout_ms = 1000;
-    let options = zonekv_server::NodeOptions { faults: Some(faults.clone()), ..Default::default() };
-    let cluster = LocalCluster::start_with_options(3, None, template, options).await.unwrap();
-    cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let (faults, cluster) = start_with_faults(11, template).await;
     let meta = leader_of(&cluster, 1).await;
     let mut ids = vec![1];
     for k in ["t", "p", "h"] {

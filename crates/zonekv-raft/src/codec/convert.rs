@@ -108,9 +108,9 @@ fn delete_pb(key: &bytes::Bytes) -> pb::op::Op {
     pb::op::Op::Delete(pb::op::Delete { key: key.clone() })
 }
 
-/// Command → protobuf.
-pub fn command_to_pb(c: &Command) -> pb::Command {
-    let op = |o: &Op| pb::Op {
+/// Op → protobuf.
+pub fn op_to_pb(o: &Op) -> pb::Op {
+    pb::Op {
         op: Some(match o {
             Op::Put { key, value } => put_pb(key, value),
             Op::Delete { key } => delete_pb(key),
@@ -136,39 +136,42 @@ pub fn command_to_pb(c: &Command) -> pb::Command {
                 descriptors: descs.iter().map(super::range::descriptor_to_pb).collect(),
             }),
         }),
-    };
-    pb::Command { ops: c.ops.iter().map(op).collect() }
+    }
+}
+
+/// Protobuf → Op.
+pub fn op_from_pb(o: pb::Op) -> Result<Op> {
+    Ok(match o.op.ok_or_else(|| malformed("command op without a kind"))? {
+        pb::op::Op::Put(p) => Op::Put { key: p.key, value: p.value },
+        pb::op::Op::Delete(d) => Op::Delete { key: d.key },
+        pb::op::Op::Cas(c) => Op::CompareAndSwap { key: c.key, expected: c.expected, new_value: c.new_value },
+        pb::op::Op::Batch(b) => {
+            let mut muts = Vec::with_capacity(b.ops.len());
+            for m in b.ops {
+                muts.push(match m.op {
+                    Some(pb::op::Op::Put(p)) => Mutation::Put { key: p.key, value: p.value },
+                    Some(pb::op::Op::Delete(d)) => Mutation::Delete { key: d.key },
+                    _ => return Err(malformed("a batch may only hold puts and deletes")),
+                });
+            }
+            Op::Batch(muts)
+        }
+        pb::op::Op::Split(split) => Op::Split(super::range::split_from_pb(split)),
+        pb::op::Op::AllocateIds(a) => Op::AllocateIds { count: a.count },
+        pb::op::Op::UpdateDirectory(u) => {
+            Op::UpdateDirectory(u.descriptors.into_iter().map(super::range::descriptor_from_pb).collect())
+        }
+    })
+}
+
+/// Command → protobuf.
+pub fn command_to_pb(c: &Command) -> pb::Command {
+    pb::Command { ops: c.ops.iter().map(op_to_pb).collect() }
 }
 
 /// Protobuf → Command.
 pub fn command_from_pb(c: pb::Command) -> Result<Command> {
-    let mut ops = Vec::with_capacity(c.ops.len());
-    for o in c.ops {
-        ops.push(match o.op.ok_or_else(|| malformed("command op without a kind"))? {
-            pb::op::Op::Put(p) => Op::Put { key: p.key, value: p.value },
-            pb::op::Op::Delete(d) => Op::Delete { key: d.key },
-            pb::op::Op::Cas(c) => {
-                Op::CompareAndSwap { key: c.key, expected: c.expected, new_value: c.new_value }
-            }
-            pb::op::Op::Batch(b) => {
-                let mut muts = Vec::with_capacity(b.ops.len());
-                for m in b.ops {
-                    muts.push(match m.op {
-                        Some(pb::op::Op::Put(p)) => Mutation::Put { key: p.key, value: p.value },
-                        Some(pb::op::Op::Delete(d)) => Mutation::Delete { key: d.key },
-                        _ => return Err(malformed("a batch may only hold puts and deletes")),
-                    });
-                }
-                Op::Batch(muts)
-            }
-            pb::op::Op::Split(split) => Op::Split(super::range::split_from_pb(split)),
-            pb::op::Op::AllocateIds(a) => Op::AllocateIds { count: a.count },
-            pb::op::Op::UpdateDirectory(u) => {
-                Op::UpdateDirectory(u.descriptors.into_iter().map(super::range::descriptor_from_pb).collect())
-            }
-        });
-    }
-    Ok(Command { ops })
+    Ok(Command { ops: c.ops.into_iter().map(op_from_pb).collect::<Result<_>>()? })
 }
 
 /// Entry → protobuf.
