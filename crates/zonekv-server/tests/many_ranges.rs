@@ -108,14 +108,21 @@ async fn a_hundred_thousand_keys_split_into_many_ranges_and_survive_sigkill() {
         ranges = range_count(&admin, &addrs[0]).await;
     }
 
-    // Operators see every range.
-    let listing = cli(&["ranges", "--addr", &addrs[1]]);
+    // Operators see every range. A range split off a moment ago lists no members until its
+    // Raft group has published its first state, so list again until every line has them.
+    let complete = |l: &&str| l.contains(" leader ") && l.contains(" KiB  replicas 127.0.0.1:");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let listing = loop {
+        let listing = cli(&["ranges", "--addr", &addrs[1]]);
+        let settled = listing.lines().filter(|l| l.starts_with("range ")).all(|l| complete(&l));
+        if settled || tokio::time::Instant::now() > deadline {
+            break listing;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let lines: Vec<&str> = listing.lines().filter(|l| l.starts_with("range ")).collect();
     assert!(lines.len() >= 50, "{listing}");
-    assert!(
-        lines.iter().all(|l| l.contains(" leader ") && l.contains(" KiB  replicas 127.0.0.1:")),
-        "{listing}"
-    );
+    assert!(lines.iter().all(complete), "{listing}");
     assert!(lines[0].starts_with("range 1 [\"\", "), "{listing}");
 
     // Every acknowledged write reads back; a full scan returns every key once, in order.
