@@ -222,6 +222,7 @@ async fn a_partitioned_node_loses_the_leadership_of_split_off_ranges_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_ranges_quiesce_wake_for_writes_and_fail_over_by_node_liveness() {
     let mut template = fast_raft();
+    template.raft.quiesce = true;
     template.raft.node_liveness_interval_ms = 100;
     template.raft.node_liveness_timeout_ms = 1000;
     let (faults, cluster) = start_with_faults(11, template).await;
