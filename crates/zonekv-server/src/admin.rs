@@ -115,7 +115,7 @@ fn range_status(range: &RangeReplica) -> RangeStatus {
         members,
         fatal_error: m.running_state.as_ref().err().map(|e| e.to_string()),
         approximate_bytes,
-        quiesced: r.quiet.load(std::sync::atomic::Ordering::Relaxed),
+        quiesced: r.quiet.leads_quietly(),
     }
 }
 

@@ -88,10 +88,8 @@ pub struct RaftConfig {
     /// less per-entry work; see docs/benchmarks.md).
     pub max_proposals_in_flight: usize,
     /// Let idle ranges stop their Raft timers (no heartbeats, no election timers) while their
-    /// leader's node is live; node liveness pings replace them (docs/multiraft.md). Off by
-    /// default: a follower keeps trusting a leader whose node restarted within the liveness
-    /// timeout, which can leave a range without a leader (found by the process nemesis; the
-    /// fix is a boot id in the liveness pings). Default: false.
+    /// leader's node is live; node liveness pings replace them, and any vote request wakes a
+    /// replica (docs/multiraft.md, "Idle cost and failover"). Default: true.
     pub quiesce: bool,
     /// How often each node pings every other node (node liveness), in milliseconds; also how
     /// often replicas are checked for quiescence. Default: 250.
@@ -176,7 +174,7 @@ impl Default for RaftConfig {
             max_ops_per_entry: 1024,
             max_bytes_per_entry: 1 << 20,
             max_proposals_in_flight: 2,
-            quiesce: false,
+            quiesce: true,
             node_liveness_interval_ms: 250,
             node_liveness_timeout_ms: 2000,
         }

@@ -182,7 +182,9 @@ impl Node {
         if inner.config.raft.quiesce {
             let interval = Duration::from_millis(inner.config.raft.node_liveness_interval_ms);
             tokio::spawn(crate::liveness::run(Arc::downgrade(&inner), interval));
-            tokio::spawn(crate::quiesce::run(Arc::downgrade(&inner), interval));
+            // Long enough to span a candidate's next few campaigns (one per election timeout).
+            let campaign_window = Duration::from_millis(2 * inner.config.raft.election_timeout_max_ms);
+            tokio::spawn(crate::quiesce::run(Arc::downgrade(&inner), interval, campaign_window));
         }
         let split = inner.config.split.clone();
         if split.range_max_keys > 0 || split.range_max_bytes > 0 {

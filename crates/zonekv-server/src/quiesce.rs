@@ -12,23 +12,64 @@
 //!   (node liveness, `liveness.rs`); when that node goes quiet, or the leader is unknown (a
 //!   new term began), it ticks again and campaigns after its election timeout.
 //!
+//! - **any replica** that receives a vote or pre-vote request ticks for the next
+//!   `campaign_window`, whatever it believes: someone is campaigning, so the range may have no
+//!   leader. This is what catches a node restarted within the liveness timeout: its replicas
+//!   come back as followers (leader restore is off), and the quiet followers of a range it led
+//!   still trust it and its node still pings; if its log came back behind (entries committed
+//!   by the other two but not yet flushed here), only they can win, and they now campaign.
+//!
 //! Safety does not depend on any of this: Raft's votes and terms decide; the ticker only
 //! decides when a replica campaigns and when a leader heartbeats.
 
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
+use tokio::time::Instant;
 
 use crate::node::NodeInner;
 
 /// Looks with an unchanged, fully replicated log before a leader goes quiet.
 const IDLE_CHECKS: u32 = 4;
 
-/// Runs until the node stops.
-pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration) {
+/// A replica's quiescence state, shared by its handles.
+#[derive(Default)]
+pub(crate) struct Quiet {
+    /// Set while this replica leads a quiesced range: its heartbeats are off, so its leader
+    /// lease lapses and openraft refuses writes until a quorum round renews it.
+    leading: AtomicBool,
+    /// When a vote or pre-vote request for this replica last arrived.
+    campaign_heard: Mutex<Option<Instant>>,
+}
+
+impl Quiet {
+    /// Whether this replica leads a quiesced range.
+    pub(crate) fn leads_quietly(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
+    /// The replica is awake again (its ticker runs).
+    pub(crate) fn woke(&self) {
+        self.leading.store(false, Ordering::Relaxed);
+    }
+
+    /// A vote or pre-vote request arrived: keep ticking for a while (see the module doc).
+    pub(crate) fn heard_campaign(&self) {
+        *self.campaign_heard.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    fn campaign_within(&self, window: Duration) -> bool {
+        let heard = *self.campaign_heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.is_some_and(|at| at.elapsed() < window)
+    }
+}
+
+/// Runs until the node stops. A replica that heard a campaign ticks for `campaign_window`.
+pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration, campaign_window: Duration) {
     // Range → (the leader's last log index at the last look, looks it has stayed there).
     let mut idle: HashMap<u64, (Option<u64>, u32)> = HashMap::new();
     while let Some(n) = crate::node::next_tick(&node, interval).await {
@@ -59,8 +100,9 @@ pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration) {
                     ServerState::Candidate | ServerState::Shutdown => (true, false),
                 }
             };
+            let tick = tick || replica.quiet.campaign_within(campaign_window);
             // Set before the ticker stops, so a write that sees it clear finds the lease fresh.
-            replica.quiet.store(leads && !tick, std::sync::atomic::Ordering::Relaxed);
+            replica.quiet.leading.store(leads && !tick, Ordering::Relaxed);
             replica.raft.runtime_config().tick(tick);
         }
     }

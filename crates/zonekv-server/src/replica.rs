@@ -32,9 +32,8 @@ pub(crate) struct Replica {
     pub(crate) unsafe_local_reads: bool,
     /// The range's descriptor as of the last apply: which node hosts which replica.
     pub(crate) desc: tokio::sync::watch::Receiver<zonekv_raft::RangeDescriptor>,
-    /// Set while this replica leads a quiesced range (`quiesce.rs`): its heartbeats are off, so
-    /// its leader lease lapses and openraft refuses writes until a quorum round renews it.
-    pub(crate) quiet: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Quiescence state (`quiesce.rs`).
+    pub(crate) quiet: std::sync::Arc<crate::quiesce::Quiet>,
 }
 
 impl Replica {
@@ -90,7 +89,7 @@ impl Replica {
     /// Wakes a quiesced range: its ticker runs again, and one heartbeat round to a quorum
     /// renews the leader's lease, without which openraft refuses writes.
     async fn wake(&self) {
-        self.quiet.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.quiet.woke();
         self.raft.runtime_config().tick(true);
         let renew = self.raft.ensure_linearizable(ReadPolicy::ReadIndex);
         if let Ok(Err(e)) = tokio::time::timeout(self.apply_wait, renew).await {
@@ -98,10 +97,18 @@ impl Replica {
         }
     }
 
+    /// A vote or pre-vote request for this replica arrived: someone campaigns, so the range may
+    /// have no leader; this replica ticks again at once and for a while (`quiesce.rs`).
+    pub(crate) fn heard_campaign(&self) {
+        self.quiet.heard_campaign();
+        self.quiet.woke();
+        self.raft.runtime_config().tick(true);
+    }
+
     /// Proposes `cmd` and waits until it is applied. Returns one result per op and the log
     /// index the command was committed at.
     pub(crate) async fn propose(&self, cmd: Command) -> Result<(Vec<OpResult>, u64)> {
-        if self.quiet.load(std::sync::atomic::Ordering::Relaxed) {
+        if self.quiet.leads_quietly() {
             self.wake().await;
         }
         // openraft refuses a write, appending nothing, when the leader's lease has lapsed: the

@@ -151,6 +151,7 @@ impl RaftTransport for RaftService {
             let req = req.into_inner();
             let r = self.replica(req.header.as_ref())?;
             let rpc = codec::vote_request_from_pb(req).map_err(malformed)?;
+            r.heard_campaign();
             let resp = r.raft.vote(rpc).await.map_err(|e| raft_error(r.range, e))?;
             Ok(Response::new(codec::vote_response_to_pb(&resp)))
         })
@@ -162,6 +163,7 @@ impl RaftTransport for RaftService {
             let req = req.into_inner();
             let r = self.replica(req.header.as_ref())?;
             let rpc = codec::vote_request_from_pb(req).map_err(malformed)?;
+            r.heard_campaign();
             let resp = r.raft.pre_vote(rpc).await.map_err(|e| raft_error(r.range, e))?;
             Ok(Response::new(codec::vote_response_to_pb(&resp)))
         })
