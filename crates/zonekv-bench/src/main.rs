@@ -64,6 +64,11 @@ enum Command {
         /// A node config file (TOML) for the nodes.
         #[arg(long)]
         zonekv_config: Option<PathBuf>,
+        /// Before idling, spread leadership evenly over the nodes (what a leader-balancing
+        /// placement driver would do); without it, the node that ran the splits leads nearly
+        /// every range, the worst case for failover.
+        #[arg(long)]
+        balance_leaders: bool,
     },
 }
 
@@ -170,12 +175,13 @@ async fn until_interrupted(work: tokio::task::JoinHandle<Result<()>>) -> Result<
 
 async fn run(cli: Cli) -> Result<()> {
     let (targets, baseline, opts) = match cli.command {
-        Command::Ranges { ranges, idle, zonekv_config } => {
+        Command::Ranges { ranges, idle, zonekv_config, balance_leaders } => {
             let template = match zonekv_config {
                 Some(path) => zonekv_server::NodeConfig::from_file(&path)?,
                 None => zonekv_server::NodeConfig::default(),
             };
-            let report = zonekv_bench::ranges::run(ranges, parse_duration(&idle)?, template).await?;
+            let report =
+                zonekv_bench::ranges::run(ranges, parse_duration(&idle)?, template, balance_leaders).await?;
             eprintln!(
                 "{} ranges (3 replicas each, one process) made in {:.1} s; idle: {:.1} % of one core, {} MiB resident; \
                  a node leading {} ranges cut off: all had new leaders after {:.2} s",

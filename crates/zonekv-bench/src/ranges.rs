@@ -1,6 +1,6 @@
 //! The idle cost and the failover time of many ranges (multi-raft issue, item 6): a 3-node
-//! cluster in this process is split into N ranges, left idle while its CPU time and memory are
-//! measured, then one node is cut off from the others (as if it had died without a word: the
+//! cluster in this process is split into N ranges (leaders optionally spread evenly), left to
+//! settle for 5 s, then idle while its CPU time and memory are measured, then one node is cut off from the others (as if it had died without a word: the
 //! fault table drops everything it sends and everything sent to it) and the time until every
 //! range it led has a new leader is measured.
 
@@ -47,13 +47,14 @@ fn rss_bytes() -> Result<u64> {
     Ok(kib * 1024)
 }
 
+/// Pause between creating (and balancing) the ranges and measuring their idle cost.
+const SETTLE: Duration = Duration::from_secs(5);
+
 /// The ranges each node's replica leads, by node.
 async fn leaders(cluster: &LocalCluster) -> Vec<(u64, BTreeSet<u64>)> {
     let mut out = Vec::new();
     for n in cluster.running() {
-        let s = n.status().await;
-        let led = s.ranges.iter().filter(|r| r.state == "leader").map(|r| r.range_id).collect();
-        out.push((n.id(), led));
+        out.push((n.id(), n.leading().into_iter().collect()));
     }
     out
 }
@@ -84,9 +85,55 @@ async fn split_into(nodes: &[NodeHandle], ranges: usize) -> Result<()> {
     Ok(())
 }
 
+/// Hands the leadership of range number i (in id order) to the i-th of its voters (in id order),
+/// so each node leads about a third of the ranges, and waits until at least 95 % of the moves
+/// took effect.
+async fn balance_leaders(cluster: &LocalCluster) -> Result<()> {
+    let nodes: Vec<NodeHandle> = cluster.running().map(|n| n.handle()).collect();
+    let mut wanted = BTreeSet::new();
+    let mut moves = 0;
+    for n in &nodes {
+        let status = n.status().await;
+        for r in status.ranges.iter().filter(|r| r.state == "leader") {
+            // Members are named by replica id, the id leadership moves to.
+            let voters: Vec<u64> = r.members.iter().map(|m| m.node_id).collect();
+            let Some(&to) = voters.get(usize::try_from(r.range_id).unwrap_or(0) % voters.len().max(1)) else {
+                continue;
+            };
+            wanted.insert((r.range_id, to));
+            if r.leader.as_ref().map(|(id, _)| *id) != Some(to) {
+                n.transfer_leader(r.range_id, to).await?;
+                moves += 1;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut settled = 0;
+        for n in &nodes {
+            let status = n.status().await;
+            let leads = |r: &&zonekv_server::RangeStatus| r.state == "leader";
+            settled += status
+                .ranges
+                .iter()
+                .filter(leads)
+                .filter(|r| r.leader.as_ref().is_some_and(|(id, _)| wanted.contains(&(r.range_id, *id))))
+                .count();
+        }
+        if settled * 100 >= wanted.len() * 95 {
+            tracing::info!(moves, settled, "leaders balanced");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {settled} of {} ranges have their planned leader after 60 s", wanted.len());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Runs the measurement with `ranges` ranges, `idle` seconds of idleness, nodes configured by
-/// `template`.
-pub async fn run(ranges: usize, idle: Duration, template: NodeConfig) -> Result<RangesReport> {
+/// `template`, leaders spread evenly first if `balance`.
+pub async fn run(ranges: usize, idle: Duration, template: NodeConfig, balance: bool) -> Result<RangesReport> {
     let faults = NetFaults::new(1);
     let options = NodeOptions { faults: Some(faults.clone()), ..NodeOptions::default() };
     let cluster = LocalCluster::start_with_options(3, None, template, options).await?;
@@ -108,6 +155,11 @@ pub async fn run(ranges: usize, idle: Duration, template: NodeConfig) -> Result<
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let split_secs = started.elapsed().as_secs_f64();
+    if balance {
+        balance_leaders(&cluster).await?;
+    }
+    // Idle means settled: the last splits' and moves' elections done, their leaders quiet.
+    tokio::time::sleep(SETTLE).await;
 
     let (cpu0, t0) = (cpu_time()?, Instant::now());
     tokio::time::sleep(idle).await;
@@ -138,7 +190,7 @@ pub async fn run(ranges: usize, idle: Duration, template: NodeConfig) -> Result<
                 led.len()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let failover_secs = cut.elapsed().as_secs_f64();
     faults.heal();

@@ -240,6 +240,16 @@ impl NodeHandle {
             .map_err(|f| Error::ReplicaStopped { range: r.range, reason: f.to_string() })
     }
 
+    /// The ids of the ranges whose replica on this node leads. Cheap (Raft metrics only, no
+    /// size estimates): for watching leadership move.
+    pub fn leading(&self) -> Vec<u64> {
+        use openraft::async_runtime::WatchReceiver;
+        let leads = |r: &&std::sync::Arc<RangeReplica>| {
+            r.replica.raft.metrics().borrow_watched().state == openraft::ServerState::Leader
+        };
+        self.inner.ranges.all().iter().filter(leads).map(|r| r.replica.range).collect()
+    }
+
     /// This node's view of itself and its ranges.
     pub async fn status(&self) -> NodeStatus {
         let first = self.inner.ranges.first().replica.metrics();

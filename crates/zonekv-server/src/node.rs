@@ -182,9 +182,15 @@ impl Node {
         if inner.config.raft.quiesce {
             let interval = Duration::from_millis(inner.config.raft.node_liveness_interval_ms);
             tokio::spawn(crate::liveness::run(Arc::downgrade(&inner), interval));
-            // Long enough to span a candidate's next few campaigns (one per election timeout).
-            let campaign_window = Duration::from_millis(2 * inner.config.raft.election_timeout_max_ms);
-            tokio::spawn(crate::quiesce::run(Arc::downgrade(&inner), interval, campaign_window));
+            let raft = &inner.config.raft;
+            let pace = crate::quiesce::Pace {
+                interval,
+                // Long enough to span a candidate's next few campaigns (one per election timeout).
+                campaign_window: Duration::from_millis(2 * raft.election_timeout_max_ms),
+                // Time for one election to finish before the next survivor may start one.
+                stagger: Duration::from_millis(raft.election_timeout_min_ms),
+            };
+            tokio::spawn(crate::quiesce::run(Arc::downgrade(&inner), pace));
         }
         let split = inner.config.split.clone();
         if split.range_max_keys > 0 || split.range_max_bytes > 0 {

@@ -98,11 +98,10 @@ impl Replica {
     }
 
     /// A vote or pre-vote request for this replica arrived: someone campaigns, so the range may
-    /// have no leader; this replica ticks again at once and for a while (`quiesce.rs`).
+    /// have no leader; the next look of `quiesce.rs` wakes this replica until an election ran.
     pub(crate) fn heard_campaign(&self) {
-        self.quiet.heard_campaign();
-        self.quiet.woke();
-        self.raft.runtime_config().tick(true);
+        let term = self.raft.metrics().borrow_watched().current_term;
+        self.quiet.heard_campaign(term);
     }
 
     /// Proposes `cmd` and waits until it is applied. Returns one result per op and the log
