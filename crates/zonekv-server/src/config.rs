@@ -77,6 +77,10 @@ pub struct RaftConfig {
     pub max_entries_per_append: u64,
     /// Deadline for sending a whole snapshot to a follower, in milliseconds. Default: 60000.
     pub snapshot_timeout_ms: u64,
+    /// Most snapshot bytes per second this node sends, and likewise receives, summed over all
+    /// its ranges (catching up a follower must not starve the writes); 0 means unlimited.
+    /// Default: 67108864 (64 MiB/s: a full-size range in about a second).
+    pub snapshot_max_bytes_per_sec: u64,
     /// Most client writes batched into one log entry. Default: 1024.
     pub max_ops_per_entry: usize,
     /// A batch stops growing once its keys and values reach this size, in bytes. Default:
@@ -171,6 +175,7 @@ impl Default for RaftConfig {
             keep_entries_after_snapshot: 1000,
             max_entries_per_append: 64,
             snapshot_timeout_ms: 60_000,
+            snapshot_max_bytes_per_sec: 64 << 20,
             max_ops_per_entry: 1024,
             max_bytes_per_entry: 1 << 20,
             max_proposals_in_flight: 2,

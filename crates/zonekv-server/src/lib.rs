@@ -24,6 +24,7 @@ mod node;
 mod proposer;
 mod quiesce;
 mod ranges;
+mod rate;
 mod replica;
 mod route;
 mod service;

@@ -23,21 +23,26 @@ use zonekv_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use zonekv_raft::{NodeId, NodeInfo, RangeDescriptor, SnapshotData, TypeConfig, Vote, codec};
 
 use crate::faults::{NetFaults, Verdict};
+use crate::rate::RateLimiter;
 
 /// Bytes of snapshot data per gRPC message.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
-/// gRPC channels to peers, keyed by address, shared by every group of the node.
-#[derive(Clone, Default)]
+/// gRPC channels to peers, keyed by address, shared by every group of the node, and the
+/// node's limit on the snapshot bytes it sends.
+#[derive(Clone)]
 pub struct Channels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     max_message_bytes: usize,
+    snapshot_send: Arc<RateLimiter>,
 }
 
 impl Channels {
-    /// A pool whose clients accept messages up to `max_message_bytes`.
-    pub fn new(max_message_bytes: usize) -> Self {
-        Self { channels: Arc::default(), max_message_bytes }
+    /// A pool whose clients accept messages up to `max_message_bytes` and send at most
+    /// `snapshot_bytes_per_sec` of snapshot data (0: unlimited).
+    pub(crate) fn new(max_message_bytes: usize, snapshot_bytes_per_sec: u64) -> Self {
+        let snapshot_send = Arc::new(RateLimiter::new(snapshot_bytes_per_sec));
+        Self { channels: Arc::default(), max_message_bytes, snapshot_send }
     }
 
     pub(crate) fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, String> {
@@ -342,14 +347,20 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let chunks = snapshot_chunks(self.header, &vote, &snapshot);
+        let limiter = self.channels.snapshot_send.clone();
+        let chunks =
+            snapshot_chunks(self.header, &vote, &snapshot, limiter.chunk_bytes(SNAPSHOT_CHUNK_BYTES));
         self.admit().await?;
         let mut client = self.client()?;
-        let send = self.call(
-            RPCTypes::InstallSnapshot,
-            option.soft_ttl(),
-            client.install_snapshot(tokio_stream::iter(chunks)),
-        );
+        // Each chunk waits for its share of the node's snapshot send rate.
+        let paced = futures::stream::iter(chunks).then(move |c| {
+            let limiter = limiter.clone();
+            async move {
+                limiter.acquire(c.data.len()).await;
+                c
+            }
+        });
+        let send = self.call(RPCTypes::InstallSnapshot, option.soft_ttl(), client.install_snapshot(paced));
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             resp = send => {
@@ -363,16 +374,17 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     }
 }
 
-/// Splits a snapshot into transport messages; the first carries header, vote and meta, and
-/// every one carries the CRC32 of its slice of data.
-pub fn snapshot_chunks(
+/// Splits a snapshot into transport messages of `chunk_bytes` of data; the first carries
+/// header, vote and meta, and every one carries the CRC32 of its slice of data.
+fn snapshot_chunks(
     header: pb::RaftHeader,
     vote: &Vote,
     snapshot: &SnapshotOf<TypeConfig, SnapshotData>,
+    chunk_bytes: usize,
 ) -> Vec<pb::SnapshotChunk> {
     let data = &snapshot.snapshot;
     let mut chunks: Vec<pb::SnapshotChunk> = data
-        .chunks(SNAPSHOT_CHUNK_BYTES)
+        .chunks(chunk_bytes)
         .map(|c| pb::SnapshotChunk {
             crc32: crc32fast::hash(c),
             data: bytes::Bytes::copy_from_slice(c),

@@ -74,6 +74,8 @@ pub(crate) struct NodeInner {
     pub(crate) starter: GroupStarter,
     /// When each peer node last pinged this one.
     pub(crate) liveness: crate::liveness::Liveness,
+    /// The node's limit on the snapshot bytes it receives (the send side is in `Channels`).
+    pub(crate) snapshot_recv: crate::rate::RateLimiter,
     /// Set when shutdown begins; long-lived server streams (replication, client streams) end
     /// on it, so the gRPC server can drain.
     pub(crate) stopping: watch::Sender<bool>,
@@ -146,7 +148,7 @@ impl Node {
             engine: engine.clone(),
             syncer: syncer.clone(),
             raft_config,
-            channels: Channels::new(raft_message_limit(&config)),
+            channels: Channels::new(raft_message_limit(&config), config.raft.snapshot_max_bytes_per_sec),
             faults: options.faults,
             limits: BatchLimits {
                 max_ops: config.raft.max_ops_per_entry,
@@ -177,7 +179,8 @@ impl Node {
         let stopping = watch::Sender::new(false);
         let liveness =
             crate::liveness::Liveness::new(Duration::from_millis(config.raft.node_liveness_timeout_ms));
-        let inner = Arc::new(NodeInner { config, addr, ranges, starter, liveness, stopping });
+        let snapshot_recv = crate::rate::RateLimiter::new(config.raft.snapshot_max_bytes_per_sec);
+        let inner = Arc::new(NodeInner { config, addr, ranges, starter, liveness, snapshot_recv, stopping });
         tokio::spawn(start_split_ranges(Arc::downgrade(&inner), split_rx));
         if inner.config.raft.quiesce {
             let interval = Duration::from_millis(inner.config.raft.node_liveness_interval_ms);

@@ -17,6 +17,28 @@ async fn stale_value(node: &Node, key: &str, want: &str, timeout: Duration) -> O
     }
 }
 
+/// A 3-node cluster that snapshots every 40 entries and keeps 5, with one follower stopped:
+/// (cluster, leader, stopped follower).
+async fn a_stopped_follower(raft: RaftConfig) -> (LocalCluster, u64, u64) {
+    let raft = RaftConfig { snapshot_after_entries: 40, keep_entries_after_snapshot: 5, ..raft };
+    let template = NodeConfig { raft, ..NodeConfig::default() };
+    let mut cluster = LocalCluster::start_with(3, None, template).await.unwrap();
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.stop_node(lagging).await;
+    (cluster, leader, lagging)
+}
+
+/// Waits until the leader has snapshotted and purged the entries a follower stopped at the
+/// start would need.
+async fn wait_for_purge(leader: &Node) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while leader.status().await.ranges[0].purged_index < 100 {
+        assert!(tokio::time::Instant::now() < deadline, "leader never purged its log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_node_joins_a_running_cluster_and_receives_its_data() {
     let cluster = LocalCluster::start(3, None).await.unwrap();
@@ -55,26 +77,14 @@ async fn a_new_node_joins_a_running_cluster_and_receives_its_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
-    let raft =
-        RaftConfig { snapshot_after_entries: 40, keep_entries_after_snapshot: 5, ..RaftConfig::default() };
-    let template = NodeConfig { raft, ..NodeConfig::default() };
-    let mut cluster = LocalCluster::start_with(3, None, template).await.unwrap();
-    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
-    let lagging = (1..=3).find(|id| *id != leader).unwrap();
-    cluster.stop_node(lagging).await;
-
+    let (mut cluster, leader, lagging) = a_stopped_follower(RaftConfig::default()).await;
     let l = cluster.node(leader).unwrap();
     for i in 0..300 {
         l.put(format!("key-{i:04}"), format!("value-{i}")).await.unwrap();
     }
     l.delete("key-0000").await.unwrap();
-    // The leader has snapshotted and purged the entries the stopped follower would need, so it
-    // can only catch up from a snapshot.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while l.status().await.ranges[0].purged_index < 100 {
-        assert!(tokio::time::Instant::now() < deadline, "leader never purged its log");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The stopped follower can only catch up from a snapshot.
+    wait_for_purge(l).await;
 
     cluster.restart_node(lagging).await.unwrap();
     let node = cluster.node(lagging).unwrap();
@@ -96,5 +106,28 @@ async fn a_follower_behind_the_purged_log_catches_up_by_snapshot() {
         .await
         .unwrap();
     assert_eq!(page.pairs.len(), 299);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_travel_no_faster_than_the_configured_rate() {
+    // 64 KiB/s each way, in 16 KiB chunks; ~320 KiB of data, so the snapshot needs ≥ 4.5 s.
+    let raft = RaftConfig { snapshot_max_bytes_per_sec: 64 << 10, ..RaftConfig::default() };
+    let (mut cluster, leader, lagging) = a_stopped_follower(raft).await;
+    let l = cluster.node(leader).unwrap();
+    let value = "v".repeat(1024);
+    for i in 0..320 {
+        l.put(format!("key-{i:04}"), value.clone()).await.unwrap();
+    }
+    wait_for_purge(l).await;
+
+    let started = tokio::time::Instant::now();
+    cluster.restart_node(lagging).await.unwrap();
+    let node = cluster.node(lagging).unwrap();
+    let got = stale_value(node, "key-0319", &value, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert_eq!(got.as_deref(), Some(value.as_str()), "the follower never caught up");
+    // Unlimited, the same catch-up took 0.2 s.
+    assert!(took >= Duration::from_millis(4500), "a ~320 KiB snapshot arrived in {took:?} at 64 KiB/s");
     cluster.shutdown().await;
 }

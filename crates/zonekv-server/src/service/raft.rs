@@ -195,6 +195,9 @@ impl RaftTransport for RaftService {
                 }
                 data.extend_from_slice(&c.data);
                 n += 1;
+                // Reading the next chunk waits for this one's share of the node's receive
+                // rate; HTTP/2 flow control holds the sender meanwhile.
+                self.inner.snapshot_recv.acquire(c.data.len()).await;
                 chunk = stream.next().await.transpose()?;
             }
             tracing::info!(range = r.range, bytes = data.len(), chunks = n, "received snapshot");
