@@ -20,7 +20,7 @@ pub async fn run(args: KvArgs) -> Result<()> {
     let client = Client::new(args.endpoints.split(',').map(str::trim).filter(|s| !s.is_empty()))?;
     match args.command {
         KvCommand::Get { key, stale } => match client.get_with(key.clone(), consistency(stale)).await? {
-            Some(v) => println!("{}", show(&v)),
+            Some(v) => out!("{}", show(&v)),
             None => {
                 eprintln!("{key}: not found");
                 std::process::exit(2);
@@ -28,11 +28,11 @@ pub async fn run(args: KvArgs) -> Result<()> {
         },
         KvCommand::Put { key, value } => {
             client.put(key, value).await?;
-            println!("OK");
+            out!("OK");
         }
         KvCommand::Del { key } => {
             let existed = client.delete(key).await?;
-            println!("{}", if existed { "deleted" } else { "not found" });
+            out!("{}", if existed { "deleted" } else { "not found" });
         }
         KvCommand::Scan { start, end, limit, reverse, stale } => {
             let opts = ScanOptions {
@@ -45,7 +45,7 @@ pub async fn run(args: KvArgs) -> Result<()> {
             };
             let page = client.scan(&opts).await?;
             for (k, v) in &page.pairs {
-                println!("{}\t{}", show(k), show(v));
+                out!("{}\t{}", show(k), show(v));
             }
             if page.more {
                 eprintln!("(more)");
@@ -54,7 +54,7 @@ pub async fn run(args: KvArgs) -> Result<()> {
         KvCommand::Cas { key, expected, new } => {
             let out = client.compare_and_swap(key, expected.map(Bytes::from), new.map(Bytes::from)).await?;
             let current = out.current.as_deref().map_or("<absent>".to_string(), show);
-            println!("{} (value was {current})", if out.succeeded { "swapped" } else { "not swapped" });
+            out!("{} (value was {current})", if out.succeeded { "swapped" } else { "not swapped" });
         }
     }
     Ok(())

@@ -3,6 +3,22 @@
 // A command-line tool reports to its user on stderr.
 #![allow(clippy::print_stderr)]
 
+/// `println!` for the command's output, except that a closed pipe (`zonekv ranges | head`)
+/// ends the program quietly and successfully, as it does other Unix tools, instead of with a
+/// panic.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("error: writing the output: {e}");
+                std::process::exit(1);
+            }
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod cli;
 mod kv;
 
@@ -56,7 +72,7 @@ async fn run(cli: Cli) -> Result<()> {
             let admin = AdminClient::new([addr.clone()])?;
             let (left, right) =
                 admin.split(key.clone()).await.with_context(|| format!("splitting at {key:?}"))?;
-            println!("range {left} split at {key:?}; the new range {right} starts there");
+            out!("range {left} split at {key:?}; the new range {right} starts there");
             Ok(())
         }
         Command::Kv(kv) => kv::run(kv).await,
@@ -99,7 +115,7 @@ async fn start(args: StartArgs) -> Result<()> {
         ..NodeOptions::default()
     };
     let node = Node::start_with(config, options).await.context("starting the node")?;
-    println!("zonekv node {} serving on {}", node.id(), node.addr());
+    out!("zonekv node {} serving on {}", node.id(), node.addr());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -129,7 +145,7 @@ async fn init(addr: Option<String>, nodes: &str) -> Result<()> {
     let target = addr.unwrap_or_else(|| members[0].1.clone());
     let admin = AdminClient::new([target.clone()])?;
     admin.initialize(&target, &members).await.with_context(|| format!("initializing through {target}"))?;
-    println!("initialized a cluster of {} nodes through {target}", members.len());
+    out!("initialized a cluster of {} nodes through {target}", members.len());
     Ok(())
 }
 
@@ -138,12 +154,12 @@ async fn ranges(addr: &str) -> Result<()> {
     let admin = AdminClient::new([addr.to_string()])?;
     let s = admin.status(addr).await.with_context(|| format!("asking {addr}"))?;
     let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
-    println!("node {} holds {} ranges", s.node_id, s.ranges.len());
+    out!("node {} holds {} ranges", s.node_id, s.ranges.len());
     for r in s.ranges {
         let end = if r.end_key.is_empty() { "∞".to_string() } else { show(&r.end_key) };
         let leader = if r.leader_addr.is_empty() { "unknown" } else { &r.leader_addr };
         let replicas: Vec<&str> = r.replicas.iter().map(|m| m.addr.as_str()).collect();
-        println!(
+        out!(
             "range {} [{}, {end})  leader {leader}{}  applied {}  ~{} KiB  replicas {}",
             r.range_id,
             show(&r.start_key),
@@ -159,14 +175,14 @@ async fn ranges(addr: &str) -> Result<()> {
 async fn status(addr: &str) -> Result<()> {
     let admin = AdminClient::new([addr.to_string()])?;
     let s = admin.status(addr).await.with_context(|| format!("asking {addr}"))?;
-    println!(
+    out!(
         "node {} at {} ({})",
         s.node_id,
         s.addr,
         if s.initialized { "initialized" } else { "not initialized" }
     );
     if s.log_syncs > 0 {
-        println!(
+        out!(
             "log: {} syncs made {} appends durable ({:.1} per sync)",
             s.log_syncs,
             s.log_appends_synced,
@@ -181,16 +197,19 @@ async fn status(addr: &str) -> Result<()> {
         };
         let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
         let end = if r.end_key.is_empty() { "∞".to_string() } else { show(&r.end_key) };
-        println!(
+        out!(
             "range {} [{}, {end}): {} term {}, leader {leader}",
             r.range_id,
             show(&r.start_key),
             r.state,
             r.term
         );
-        println!(
+        out!(
             "  last log {}  committed {}  applied {}  purged {}",
-            r.last_log_index, r.committed_index, r.applied_index, r.purged_index
+            r.last_log_index,
+            r.committed_index,
+            r.applied_index,
+            r.purged_index
         );
         for m in r.replicas {
             let role = if m.role == zonekv_proto::admin::v1::ReplicaRole::Learner as i32 {
@@ -198,10 +217,10 @@ async fn status(addr: &str) -> Result<()> {
             } else {
                 "voter"
             };
-            println!("  member node {} at {} ({role})", m.node_id, m.addr);
+            out!("  member node {} at {} ({role})", m.node_id, m.addr);
         }
         if !r.fatal_error.is_empty() {
-            println!("  STOPPED: {}", r.fatal_error);
+            out!("  STOPPED: {}", r.fatal_error);
         }
     }
     Ok(())
