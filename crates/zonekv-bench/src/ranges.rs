@@ -95,7 +95,6 @@ async fn balance_leaders(cluster: &LocalCluster) -> Result<()> {
     for n in &nodes {
         let status = n.status().await;
         for r in status.ranges.iter().filter(|r| r.state == "leader") {
-            // Members are named by replica id, the id leadership moves to.
             let voters: Vec<u64> = r.members.iter().map(|m| m.node_id).collect();
             let Some(&to) = voters.get(usize::try_from(r.range_id).unwrap_or(0) % voters.len().max(1)) else {
                 continue;

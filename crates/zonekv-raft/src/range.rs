@@ -83,6 +83,12 @@ impl RangeDescriptor {
         self.replicas.iter().find(|r| r.replica_id == replica_id).map_or(replica_id, |r| r.node_id)
     }
 
+    /// This range's replica on node `node_id`, by the same rule as [`RangeDescriptor::node_of`]
+    /// (a node the descriptor does not name is taken to host the replica of its own id).
+    pub fn replica_on(&self, node_id: NodeId) -> NodeId {
+        self.replicas.iter().find(|r| r.node_id == node_id).map_or(node_id, |r| r.replica_id)
+    }
+
     /// Whether `key` may split the range: strictly inside it, so both halves are non-empty.
     pub fn can_split_at(&self, key: &[u8]) -> bool {
         key > &self.start[..] && self.contains(key)

@@ -22,8 +22,10 @@ pub enum Role {
 /// A member of a range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// Node id.
+    /// The node hosting the replica.
     pub node_id: NodeId,
+    /// The replica's id in the range's Raft group (the node id for the first range).
+    pub replica_id: NodeId,
     /// Node address.
     pub addr: String,
     /// Role.
@@ -43,7 +45,7 @@ pub struct RangeStatus {
     pub state: String,
     /// Current term.
     pub term: u64,
-    /// The leader, if known.
+    /// The node of the leader and its address, if known.
     pub leader: Option<(NodeId, Option<String>)>,
     /// Index of the last log entry.
     pub last_log_index: u64,
@@ -88,7 +90,8 @@ fn range_status(range: &RangeReplica) -> RangeStatus {
     let mut members: Vec<Member> = membership
         .nodes()
         .map(|(id, n)| Member {
-            node_id: *id,
+            node_id: desc.node_of(*id),
+            replica_id: *id,
             addr: n.addr.clone(),
             role: if voters.contains(id) { Role::Voter } else { Role::Learner },
         })
@@ -101,13 +104,15 @@ fn range_status(range: &RangeReplica) -> RangeStatus {
             zonekv_engine::Engine::approximate_size(&r.engine, zonekv_engine::Cf::Data, span).unwrap_or(0)
         })
         .sum();
+    let leader =
+        m.current_leader.map(|id| (desc.node_of(id), membership.get_node(&id).map(|n| n.addr.clone())));
     RangeStatus {
         range_id: r.range,
         start: desc.start,
         end: desc.end,
         state: Replica::state_name(m).to_string(),
         term: m.current_term,
-        leader: m.current_leader.map(|id| (id, membership.get_node(&id).map(|n| n.addr.clone()))),
+        leader,
         last_log_index: m.last_log_index.unwrap_or(0),
         committed_index: m.local_committed.as_ref().map_or(0, |c| c.index),
         applied_index: m.last_applied.as_ref().map_or(0, |c| c.index),
@@ -220,14 +225,15 @@ impl NodeHandle {
         Ok(())
     }
 
-    /// Asks the leader of `range_id` to hand leadership to `to`, a voter.
+    /// Asks the leader of `range_id` to hand leadership to its replica on node `to`, a voter.
     pub async fn transfer_leader(&self, range_id: u64, to: NodeId) -> Result<()> {
         let Some(range) = self.inner.ranges.get(range_id) else {
             return Err(Error::NotFound(format!("range {range_id} has no replica on node {}", self.id())));
         };
         let r = &range.replica;
         let m = r.metrics();
-        if !m.membership_config.membership().voter_ids().any(|v| v == to) {
+        let replica = range.descriptor().replica_on(to);
+        if !m.membership_config.membership().voter_ids().any(|v| v == replica) {
             return Err(Error::InvalidArgument(format!("node {to} is not a voter of range {range_id}")));
         }
         if m.current_leader != Some(r.node_id) {
@@ -235,7 +241,7 @@ impl NodeHandle {
         }
         r.raft
             .trigger()
-            .transfer_leader(to)
+            .transfer_leader(replica)
             .await
             .map_err(|f| Error::ReplicaStopped { range: r.range, reason: f.to_string() })
     }

@@ -105,18 +105,27 @@ async fn a_range_led_away_from_the_meta_leader_splits_through_it() {
     let (_, right) = meta.split("m").await.unwrap();
     // Move the new range's leadership to a node that does not lead the meta range.
     let other = cluster.running().map(|n| n.handle()).find(|n| n.id() != meta.id()).unwrap();
-    let target = right.replicas.iter().find(|r| r.node_id == other.id()).unwrap().replica_id;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let leader = leader_of(&cluster, right.range_id).await;
         if leader.id() == other.id() {
             break;
         }
-        let _ = leader.transfer_leader(right.range_id, target).await;
+        let _ = leader.transfer_leader(right.range_id, other.id()).await;
         assert!(tokio::time::Instant::now() < deadline, "leadership never moved");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_ne!(leader_of(&cluster, 1).await.id(), other.id(), "the meta range stayed where it was");
+    // Status names nodes (and, separately, the range's own replica ids).
+    let status = other.status().await;
+    let r = status.ranges.iter().find(|r| r.range_id == right.range_id).unwrap();
+    assert_eq!(r.leader.as_ref().map(|l| l.0), Some(other.id()));
+    let mut nodes: Vec<(u64, u64)> = r.members.iter().map(|m| (m.node_id, m.replica_id)).collect();
+    nodes.sort_unstable();
+    let mut want: Vec<(u64, u64)> = right.replicas.iter().map(|x| (x.node_id, x.replica_id)).collect();
+    want.sort_unstable();
+    assert_eq!(nodes, want);
+    assert_eq!(nodes.iter().map(|n| n.0).collect::<Vec<_>>(), [1, 2, 3]);
 
     // Ids come from the meta range's leader on another node; the directory learns the split.
     other.put("x", "1").await.unwrap();

@@ -78,6 +78,7 @@ impl Admin for AdminService {
                     .into_iter()
                     .map(|m| pb::Replica {
                         node_id: m.node_id,
+                        replica_id: m.replica_id,
                         addr: m.addr,
                         role: match m.role {
                             Role::Voter => pb::ReplicaRole::Voter,
