@@ -246,6 +246,21 @@ impl NodeHandle {
             .map_err(|f| Error::ReplicaStopped { range: r.range, reason: f.to_string() })
     }
 
+    /// Stops this node's replica of `range_id` as a fatal storage error would, leaving the
+    /// node and its other replicas running: fault injection for tests. The replica stays
+    /// stopped (its requests fail with `ReplicaStopped`) until the node restarts.
+    pub async fn halt_replica(&self, range_id: u64) -> Result<()> {
+        let Some(range) = self.inner.ranges.get(range_id) else {
+            return Err(Error::NotFound(format!("range {range_id} has no replica on node {}", self.id())));
+        };
+        range
+            .replica
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| Error::ReplicaStopped { range: range_id, reason: e.to_string() })
+    }
+
     /// The ids of the ranges whose replica on this node leads. Cheap (Raft metrics only, no
     /// size estimates): for watching leadership move.
     pub fn leading(&self) -> Vec<u64> {

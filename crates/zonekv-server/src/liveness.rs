@@ -2,12 +2,16 @@
 //! node every `raft.node-liveness-interval-ms`; a node is live to this one while its pings keep
 //! arriving (within `raft.node-liveness-timeout-ms`). Only pings *received* count: a node that
 //! cannot send to us (a one-way partition) is dead to us, as its Raft heartbeats would be.
-//! Pings go through the transport's fault table like Raft messages.
+//! Pings go through the transport's fault table like Raft messages. A ping also names the
+//! sender's stopped replicas (a fatal storage error stops one replica, not its node): a leader
+//! replica that stopped sends no vote request and no heartbeat, so without this its quiet
+//! followers would trust it while its node kept pinging.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use tokio::time::Instant;
 use zonekv_proto::raft::v1 as pb;
 use zonekv_raft::NodeId;
@@ -15,10 +19,10 @@ use zonekv_raft::NodeId;
 use crate::faults::Verdict;
 use crate::node::NodeInner;
 
-/// When each peer node was last heard from.
+/// When each peer node was last heard from, and which of its replicas had stopped then.
 pub(crate) struct Liveness {
     timeout: Duration,
-    last_heard: Mutex<HashMap<NodeId, Instant>>,
+    last_heard: Mutex<HashMap<NodeId, (Instant, HashSet<u64>)>>,
 }
 
 impl Liveness {
@@ -26,15 +30,24 @@ impl Liveness {
         Self { timeout, last_heard: Mutex::default() }
     }
 
-    /// A ping from `node` arrived.
-    pub(crate) fn heard(&self, node: NodeId) {
-        self.last_heard.lock().unwrap_or_else(|p| p.into_inner()).insert(node, Instant::now());
+    /// A ping from `node` arrived, naming the ranges whose replica there has stopped.
+    pub(crate) fn heard(&self, node: NodeId, stopped_ranges: HashSet<u64>) {
+        self.last_heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, (Instant::now(), stopped_ranges));
     }
 
     /// Whether `node` pinged this node within the timeout.
     pub(crate) fn is_live(&self, node: NodeId) -> bool {
-        let heard = self.last_heard.lock().unwrap_or_else(|p| p.into_inner()).get(&node).copied();
-        heard.is_some_and(|at| at.elapsed() < self.timeout)
+        let heard = self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.get(&node).is_some_and(|(at, _)| at.elapsed() < self.timeout)
+    }
+
+    /// Whether `node` pinged within the timeout and its replica of `range` is running.
+    pub(crate) fn runs(&self, node: NodeId, range: u64) -> bool {
+        let heard = self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.get(&node).is_some_and(|(at, stopped)| at.elapsed() < self.timeout && !stopped.contains(&range))
     }
 }
 
@@ -52,6 +65,13 @@ pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration) {
                 .map(|(id, info)| (*id, info.addr.clone()))
                 .collect()
         };
+        let stopped_ranges: Vec<u64> = n
+            .ranges
+            .all()
+            .iter()
+            .filter(|r| r.replica.raft.metrics().borrow_watched().running_state.is_err())
+            .map(|r| r.replica.range)
+            .collect();
         for (peer, addr) in peers {
             if let Some(faults) = &n.starter.faults
                 && matches!(faults.decide(me, peer), Verdict::Drop)
@@ -59,10 +79,10 @@ pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration) {
                 continue;
             }
             let Ok(mut client) = n.starter.channels.client(&addr) else { continue };
+            let ping = pb::PingRequest { from_node: me, stopped_ranges: stopped_ranges.clone() };
             // Each ping on its own task: a dead peer must not delay the others' pings.
             tokio::spawn(async move {
-                let ping = client.ping(pb::PingRequest { from_node: me });
-                let _ = tokio::time::timeout(interval * 4, ping).await;
+                let _ = tokio::time::timeout(interval * 4, client.ping(ping)).await;
             });
         }
     }

@@ -9,8 +9,9 @@
 //!   without heartbeats, and openraft refuses writes without one, so the first write to a
 //!   quiet range renews it with one heartbeat round first (`Replica::wake`); reads on a quiet
 //!   leader confirm leadership with a round of their own (ReadIndex) anyway;
-//! - a **follower** stops ticking while it knows its leader and the leader's node is live
-//!   (node liveness, `liveness.rs`), and no campaign it heard is unresolved (below);
+//! - a **follower** stops ticking while it knows its leader, the leader's node is live (node
+//!   liveness, `liveness.rs`) and does not report the leader's replica stopped, and no
+//!   campaign it heard is unresolved (below);
 //! - a replica that receives a **vote or pre-vote request** distrusts its leader until its
 //!   term moves past the term it had then (an election ran: it voted, campaigned or learned a
 //!   newer leader) or `campaign_window` passes: someone is campaigning, so the range may have
@@ -140,7 +141,8 @@ pub(crate) async fn run(node: Weak<NodeInner>, pace: Pace) {
                         idle.remove(&replica.range);
                         let leader = m.current_leader.filter(|&l| l != replica.node_id);
                         let live = |id| id == replica.node_id || n.liveness.is_live(replica.node_of(id));
-                        if leader.is_some_and(live) && !unresolved {
+                        let runs = |id| n.liveness.runs(replica.node_of(id), replica.range);
+                        if leader.is_some_and(runs) && !unresolved {
                             woke.remove(&replica.range);
                             awake(false)
                         } else {

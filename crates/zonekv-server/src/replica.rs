@@ -107,6 +107,14 @@ impl Replica {
     /// Proposes `cmd` and waits until it is applied. Returns one result per op and the log
     /// index the command was committed at.
     pub(crate) async fn propose(&self, cmd: Command) -> Result<(Vec<OpResult>, u64)> {
+        // A replica that had stopped before the write came proposes nothing: the client may
+        // safely try elsewhere (another replica leads by now, or soon).
+        if let Some(Error::ReplicaStopped { reason, .. }) = self.stopped() {
+            return Err(Error::Unavailable(format!(
+                "range {}: the replica on this node has stopped ({reason}); nothing was written",
+                self.range
+            )));
+        }
         if self.quiet.leads_quietly() {
             self.wake().await;
         }

@@ -272,3 +272,53 @@ async fn idle_ranges_quiesce_wake_for_writes_and_fail_over_by_node_liveness() {
     faults.heal();
     cluster.shutdown().await;
 }
+
+/// A quiet range whose leader replica stops (as on a fatal storage error) while its node keeps
+/// running and pinging: the node's pings name the stopped replica, so the followers stop
+/// trusting it and elect a new leader. (Without that, they would wait forever: a stopped
+/// replica sends neither heartbeats nor vote requests, and its node stays live.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_range_whose_leader_replica_stops_elects_a_new_leader() {
+    let mut template = fast_raft();
+    template.raft.quiesce = true;
+    template.raft.node_liveness_interval_ms = 100;
+    template.raft.node_liveness_timeout_ms = 1000;
+    let (_faults, cluster) = start_with_faults(12, template).await;
+    let meta = leader_of(&cluster, 1).await;
+    let right = meta.split("m").await.unwrap().1.range_id;
+    let client = zonekv_client::Client::new(cluster.addrs()).unwrap();
+    client.put("x", "1").await.unwrap();
+    // Wait until the range is quiet.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let old = loop {
+        let leader = leader_of(&cluster, right).await;
+        let quiet = leader.status().await.ranges.iter().any(|r| r.range_id == right && r.quiesced);
+        if quiet {
+            break leader;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "range {right} never went quiet");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    old.halt_replica(right).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut new_leader = None;
+        for n in cluster.running().filter(|n| n.id() != old.id()) {
+            if n.leading().contains(&right) {
+                new_leader = Some(n.id());
+            }
+        }
+        if new_leader.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "range {right} has no new leader 10 s after its leader replica stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The range serves again, through its new leader.
+    client.put("y", "2").await.unwrap();
+    assert_eq!(client.get("x").await.unwrap().as_deref(), Some(&b"1"[..]));
+    cluster.shutdown().await;
+}

@@ -240,7 +240,8 @@ impl RaftTransport for RaftService {
     }
 
     async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
-        self.inner.liveness.heard(req.into_inner().from_node);
+        let req = req.into_inner();
+        self.inner.liveness.heard(req.from_node, req.stopped_ranges.into_iter().collect());
         Ok(Response::new(pb::PingResponse {}))
     }
 }
