@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -369,7 +370,7 @@ async fn start_split_ranges(
         match n.starter.start(desc.range_id).await {
             Ok(Some(r)) if *n.stopping.borrow() => r.stop().await,
             Ok(Some(r)) => {
-                campaign_if_parent_leads(&n, &r);
+                campaign_for_new_range(&n, &r);
                 n.ranges.insert(r);
             }
             Ok(None) => {}
@@ -381,22 +382,35 @@ async fn start_split_ranges(
 }
 
 /// A range made by a split has no leader until its first election, one election timeout
-/// (1–2 s) after it starts: requests for its keys wait that long. The node whose replica leads
-/// the parent (the left neighbour, which just applied the split) campaigns at once instead,
-/// after a moment for the other replicas to apply the split and start the group too.
-fn campaign_if_parent_leads(n: &NodeInner, right: &crate::ranges::RangeReplica) {
+/// (1–2 s) after it starts: requests for its keys wait that long. So one replica campaigns at
+/// once instead, after a moment for the others to apply the split and start the group too:
+/// the first by the hash order of replica ids (`quiesce::election_rank`), so the new ranges'
+/// leaders spread over the nodes instead of piling onto the parent leader's node. Should that
+/// replica not win within half an election timeout (its node is down or slow to apply), the
+/// node leading the parent, which surely applied the split, campaigns.
+fn campaign_for_new_range(n: &NodeInner, right: &crate::ranges::RangeReplica) {
+    let replica = &right.replica;
+    let voters: Vec<NodeId> =
+        right.desc.borrow().replicas.iter().filter(|r| !r.learner).map(|r| r.replica_id).collect();
+    let first = crate::quiesce::election_rank(replica.node_id, &voters, |_| true) == 0;
     let start = right.desc.borrow().start.clone();
     let parent = n.ranges.find(n.config.node_id, |d| d.end.as_ref() == Some(&start));
     let parent_leads = parent.is_ok_and(|r| r.replica.metrics().current_leader == Some(r.replica.node_id));
-    if parent_leads {
-        let raft = right.replica.raft.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if let Err(e) = raft.trigger().elect(true).await {
-                tracing::debug!(error = %e, "campaigning for a range made by a split failed");
-            }
-        });
-    }
+    let wait = match (first, parent_leads) {
+        (true, _) => Duration::from_millis(50),
+        (false, true) => Duration::from_millis(50 + n.config.raft.election_timeout_min_ms / 2),
+        (false, false) => return,
+    };
+    let raft = replica.raft.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        if !first && raft.metrics().borrow_watched().current_leader.is_some() {
+            return;
+        }
+        if let Err(e) = raft.trigger().elect(true).await {
+            tracing::debug!(error = %e, "campaigning for a range made by a split failed");
+        }
+    });
 }
 
 /// Raft messages carry whole log entries, each up to a full batch; `max-entries-per-append`

@@ -175,7 +175,7 @@ pub(crate) async fn run(node: Weak<NodeInner>, pace: Pace) {
 /// This replica's place among the `voters` that `counts` accepts (itself always counts),
 /// ordered by a hash of their replica ids: every replica computes the same order, and each
 /// range orders its replicas differently.
-fn election_rank(me: NodeId, voters: &[NodeId], counts: impl Fn(NodeId) -> bool) -> u32 {
+pub(crate) fn election_rank(me: NodeId, voters: &[NodeId], counts: impl Fn(NodeId) -> bool) -> u32 {
     let mix = |id: NodeId| {
         id.wrapping_add(0x9E37_79B9_7F4A_7C15).wrapping_mul(0xBF58_476D_1CE4_E5B9).rotate_left(31)
     };
