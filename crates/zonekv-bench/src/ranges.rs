@@ -1,8 +1,9 @@
 //! The idle cost and the failover time of many ranges (multi-raft issue, item 6): a 3-node
 //! cluster in this process is split into N ranges (leaders optionally spread evenly), left to
-//! settle for 5 s, then idle while its CPU time and memory are measured, then one node is cut off from the others (as if it had died without a word: the
-//! fault table drops everything it sends and everything sent to it) and the time until every
-//! range it led has a new leader is measured.
+//! settle for 5 s, then idle while its CPU time and memory are measured, then one node is cut
+//! off from the others (as if it had died without a word: the fault table drops everything it
+//! sends and everything sent to it) and the time until every range it led has a new leader is
+//! measured.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -108,17 +109,10 @@ async fn balance_leaders(cluster: &LocalCluster) -> Result<()> {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let mut settled = 0;
-        for n in &nodes {
-            let status = n.status().await;
-            let leads = |r: &&zonekv_server::RangeStatus| r.state == "leader";
-            settled += status
-                .ranges
-                .iter()
-                .filter(leads)
-                .filter(|r| r.leader.as_ref().is_some_and(|(id, _)| wanted.contains(&(r.range_id, *id))))
-                .count();
-        }
+        let settled = nodes
+            .iter()
+            .map(|n| n.leading().into_iter().filter(|&range| wanted.contains(&(range, n.id()))).count())
+            .sum::<usize>();
         if settled * 100 >= wanted.len() * 95 {
             tracing::info!(moves, settled, "leaders balanced");
             return Ok(());

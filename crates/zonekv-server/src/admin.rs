@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::ChangeMembers;
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, InitializeError, RaftError};
 use zonekv_raft::{NodeId, NodeInfo, TypeConfig};
 
@@ -227,9 +228,7 @@ impl NodeHandle {
 
     /// Asks the leader of `range_id` to hand leadership to its replica on node `to`, a voter.
     pub async fn transfer_leader(&self, range_id: u64, to: NodeId) -> Result<()> {
-        let Some(range) = self.inner.ranges.get(range_id) else {
-            return Err(Error::NotFound(format!("range {range_id} has no replica on node {}", self.id())));
-        };
+        let range = self.inner.range(range_id)?;
         let r = &range.replica;
         let m = r.metrics();
         let replica = range.descriptor().replica_on(to);
@@ -250,10 +249,8 @@ impl NodeHandle {
     /// node and its other replicas running: fault injection for tests. The replica stays
     /// stopped (its requests fail with `ReplicaStopped`) until the node restarts.
     pub async fn halt_replica(&self, range_id: u64) -> Result<()> {
-        let Some(range) = self.inner.ranges.get(range_id) else {
-            return Err(Error::NotFound(format!("range {range_id} has no replica on node {}", self.id())));
-        };
-        range
+        self.inner
+            .range(range_id)?
             .replica
             .raft
             .shutdown()
@@ -264,7 +261,6 @@ impl NodeHandle {
     /// The ids of the ranges whose replica on this node leads. Cheap (Raft metrics only, no
     /// size estimates): for watching leadership move.
     pub fn leading(&self) -> Vec<u64> {
-        use openraft::async_runtime::WatchReceiver;
         let leads = |r: &&std::sync::Arc<RangeReplica>| {
             r.replica.raft.metrics().borrow_watched().state == openraft::ServerState::Leader
         };

@@ -40,14 +40,18 @@ impl Liveness {
 
     /// Whether `node` pinged this node within the timeout.
     pub(crate) fn is_live(&self, node: NodeId) -> bool {
-        let heard = self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard.get(&node).is_some_and(|(at, _)| at.elapsed() < self.timeout)
+        self.pinged_recently(node, |_| true)
     }
 
     /// Whether `node` pinged within the timeout and its replica of `range` is running.
     pub(crate) fn runs(&self, node: NodeId, range: u64) -> bool {
+        self.pinged_recently(node, |stopped| !stopped.contains(&range))
+    }
+
+    /// Whether `node`'s last ping is within the timeout and its stopped ranges pass `check`.
+    fn pinged_recently(&self, node: NodeId, check: impl FnOnce(&HashSet<u64>) -> bool) -> bool {
         let heard = self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard.get(&node).is_some_and(|(at, stopped)| at.elapsed() < self.timeout && !stopped.contains(&range))
+        heard.get(&node).is_some_and(|(at, stopped)| at.elapsed() < self.timeout && check(stopped))
     }
 }
 
@@ -57,7 +61,8 @@ pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration) {
     while let Some(n) = crate::node::next_tick(&node, interval).await {
         let me = n.config.node_id;
         let peers: Vec<(NodeId, String)> = {
-            let m = n.ranges.first().replica.metrics();
+            let metrics = n.ranges.first().replica.raft.metrics();
+            let m = metrics.borrow_watched();
             let membership = m.membership_config.membership();
             membership
                 .nodes()

@@ -334,6 +334,15 @@ impl Drop for Node {
     }
 }
 
+impl NodeInner {
+    /// This node's replica of `range_id`, or `NotFound` naming the range and this node.
+    pub(crate) fn range(&self, range_id: u64) -> Result<Arc<crate::ranges::RangeReplica>> {
+        self.ranges.get(range_id).ok_or_else(|| {
+            Error::NotFound(format!("range {range_id} has no replica on node {}", self.config.node_id))
+        })
+    }
+}
+
 /// Waits `interval`, then returns the node, or `None` once it stops (or is gone): the loop of a
 /// node's periodic background task is `while let Some(n) = next_tick(&node, interval).await`.
 /// The caller holds the node only while handling one tick.
@@ -390,10 +399,11 @@ async fn start_split_ranges(
 /// node leading the parent, which surely applied the split, campaigns.
 fn campaign_for_new_range(n: &NodeInner, right: &crate::ranges::RangeReplica) {
     let replica = &right.replica;
-    let voters: Vec<NodeId> =
-        right.desc.borrow().replicas.iter().filter(|r| !r.learner).map(|r| r.replica_id).collect();
+    let (voters, start): (Vec<NodeId>, _) = {
+        let desc = right.desc.borrow();
+        (desc.replicas.iter().filter(|r| !r.learner).map(|r| r.replica_id).collect(), desc.start.clone())
+    };
     let first = crate::quiesce::election_rank(replica.node_id, &voters, |_| true) == 0;
-    let start = right.desc.borrow().start.clone();
     let parent = n.ranges.find(n.config.node_id, |d| d.end.as_ref() == Some(&start));
     let parent_leads = parent.is_ok_and(|r| r.replica.metrics().current_leader == Some(r.replica.node_id));
     let wait = match (first, parent_leads) {

@@ -60,10 +60,10 @@ impl Replica {
     }
 
     fn stopped(&self) -> Option<Error> {
-        match &self.metrics().running_state {
-            Ok(()) => None,
-            Err(fatal) => Some(Error::ReplicaStopped { range: self.range, reason: fatal.to_string() }),
-        }
+        // Borrowed, not `metrics()`: every proposal asks, and a copy of the metrics is not cheap.
+        let metrics = self.raft.metrics();
+        let fatal = metrics.borrow_watched().running_state.clone().err()?;
+        Some(Error::ReplicaStopped { range: self.range, reason: fatal.to_string() })
     }
 
     async fn not_leader(&self, f: Option<&ForwardToLeader<TypeConfig>>) -> Error {

@@ -168,6 +168,15 @@ fn fast_raft() -> zonekv_server::NodeConfig {
     template
 }
 
+/// `fast_raft` with quiescence on and node liveness noticing a silent node within a second.
+fn quiet_raft() -> zonekv_server::NodeConfig {
+    let mut template = fast_raft();
+    template.raft.quiesce = true;
+    template.raft.node_liveness_interval_ms = 100;
+    template.raft.node_liveness_timeout_ms = 1000;
+    template
+}
+
 /// A 3-node cluster of `template` nodes whose transport consults a fault table seeded with
 /// `seed`, once it has a leader.
 async fn start_with_faults(
@@ -221,11 +230,7 @@ async fn a_partitioned_node_loses_the_leadership_of_split_off_ranges_too() {
 /// leading them is cut off, node liveness wakes their followers, which elect new leaders.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_ranges_quiesce_wake_for_writes_and_fail_over_by_node_liveness() {
-    let mut template = fast_raft();
-    template.raft.quiesce = true;
-    template.raft.node_liveness_interval_ms = 100;
-    template.raft.node_liveness_timeout_ms = 1000;
-    let (faults, cluster) = start_with_faults(11, template).await;
+    let (faults, cluster) = start_with_faults(11, quiet_raft()).await;
     let meta = leader_of(&cluster, 1).await;
     let mut ids = vec![1];
     for k in ["t", "p", "h"] {
@@ -252,13 +257,7 @@ async fn idle_ranges_quiesce_wake_for_writes_and_fail_over_by_node_liveness() {
     }
     // Cut off the node leading the most ranges once they are quiet again; the others elect.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut led = Vec::new();
-    for n in cluster.running() {
-        let s = n.status().await;
-        led.push((s.ranges.iter().filter(|r| r.state == "leader").count(), n.id()));
-    }
-    led.sort();
-    let victim = led.last().unwrap().1;
+    let victim = cluster.running().max_by_key(|n| n.leading().len()).unwrap().id();
     let others: Vec<u64> = cluster.running().map(|n| n.id()).filter(|&id| id != victim).collect();
     faults.partition(&[victim], &others);
     let survivors = zonekv_client::Client::new(
@@ -279,11 +278,7 @@ async fn idle_ranges_quiesce_wake_for_writes_and_fail_over_by_node_liveness() {
 /// replica sends neither heartbeats nor vote requests, and its node stays live.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_range_whose_leader_replica_stops_elects_a_new_leader() {
-    let mut template = fast_raft();
-    template.raft.quiesce = true;
-    template.raft.node_liveness_interval_ms = 100;
-    template.raft.node_liveness_timeout_ms = 1000;
-    let (_faults, cluster) = start_with_faults(12, template).await;
+    let (_faults, cluster) = start_with_faults(12, quiet_raft()).await;
     let meta = leader_of(&cluster, 1).await;
     let right = meta.split("m").await.unwrap().1.range_id;
     let client = zonekv_client::Client::new(cluster.addrs()).unwrap();
@@ -301,16 +296,7 @@ async fn a_quiet_range_whose_leader_replica_stops_elects_a_new_leader() {
     };
     old.halt_replica(right).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut new_leader = None;
-        for n in cluster.running().filter(|n| n.id() != old.id()) {
-            if n.leading().contains(&right) {
-                new_leader = Some(n.id());
-            }
-        }
-        if new_leader.is_some() {
-            break;
-        }
+    while !cluster.running().any(|n| n.id() != old.id() && n.leading().contains(&right)) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "range {right} has no new leader 10 s after its leader replica stopped"

@@ -44,9 +44,7 @@ impl RaftService {
     fn replica(&self, header: Option<&pb::RaftHeader>) -> Result<Replica, Status> {
         let h = header.ok_or_else(|| Status::invalid_argument("raft message without a header"))?;
         let me = self.inner.config.node_id;
-        let Some(range) = self.inner.ranges.get(h.group_id) else {
-            return Err(Error::NotFound(format!("range {} has no replica on node {me}", h.group_id)).into());
-        };
+        let range = self.inner.range(h.group_id)?;
         let r = &range.replica;
         if h.to_node != r.node_id {
             return Err(Error::FailedPrecondition(format!(
