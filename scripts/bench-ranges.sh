@@ -3,7 +3,7 @@
 # "1 range vs 64 ranges"). Usage:
 #   scripts/bench-ranges.sh one  ""                                                  # one range
 #   SECOND=1 scripts/bench-ranges.sh many "[split]\nrange-max-keys = 1500\ncheck-interval-ms = 200\n"
-# Needs the release binaries: cargo build --release -p zonekv-server -p zonekv-bench --bins
+# CLIENTS=N sets the benchmark clients (default 256). Needs the release binaries: cargo build --release -p zonekv-server -p zonekv-bench --bins
 set -e
 NAME=$1; CONF=$2
 BIN=${CARGO_TARGET_DIR:-/var/tmp/zonekv-target}/release
@@ -18,10 +18,10 @@ sleep 2
 sleep 3
 bench() {
   "$BIN/zonekv-bench" run --target zonekv=127.0.0.1:7111,127.0.0.1:7122,127.0.0.1:7133 --workload write \
-    --clients 256 --duration 20s --warmup 5s --keys 100000 --out "$D/results" --quiet
+    --clients ${CLIENTS:-256} --duration 20s --warmup 5s --keys 100000 --out "$D/results" --quiet
 }
 status() {
-  for i in 1 2 3; do "$BIN/zonekv" status --addr 127.0.0.1:71$i$i | grep -E "^log"; done
+  for i in 1 2 3; do "$BIN/zonekv" status --addr 127.0.0.1:71$i$i | grep -E "^(log|raft)"; done
   "$BIN/zonekv" ranges --addr 127.0.0.1:7111 > "$D/ranges.txt"; head -1 "$D/ranges.txt"
 }
 bench

@@ -106,6 +106,12 @@ proptest! {
 
     #[test]
     fn append_requests_survive_the_wire(entries in prop::collection::vec(entry(), 0..4), commit in prop::option::of(0u64..100)) {
+        // As a leader sends them: consecutive after prev_log_id, terms from 2 up to the vote's.
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| Entry { log_id: LogId::new(LeaderId { term: 2 + (i as u64 / 2).min(1), node_id: 1 }, 11 + i as u64), ..e })
+            .collect();
         let req = openraft::raft::AppendEntriesRequest::<zonekv_raft::TypeConfig> {
             vote: openraft::Vote::new_committed(3, 1),
             prev_log_id: Some(LogId::new(LeaderId { term: 2, node_id: 1 }, 10)),
@@ -118,6 +124,54 @@ proptest! {
         prop_assert_eq!(back.prev_log_id, req.prev_log_id);
         prop_assert_eq!(back.entries, req.entries);
         prop_assert_eq!(back.leader_commit, req.leader_commit);
+    }
+}
+
+/// What no leader sends is refused by the decoder, before openraft (which assumes it never
+/// arrives) sees it.
+#[test]
+fn append_requests_no_leader_would_send_are_refused() {
+    let log_id = |term, index| LogId::new(LeaderId { term, node_id: 1 }, index);
+    let blank = |term, index| Entry { log_id: log_id(term, index), payload: EntryPayload::Blank };
+    let valid = openraft::raft::AppendEntriesRequest::<zonekv_raft::TypeConfig> {
+        vote: openraft::Vote::new_committed(3, 1),
+        prev_log_id: Some(log_id(2, 10)),
+        entries: vec![blank(2, 11), blank(3, 12)],
+        leader_commit: Some(log_id(2, 10)),
+    };
+    let decode = |r: &openraft::raft::AppendEntriesRequest<zonekv_raft::TypeConfig>| {
+        codec::append_request_from_pb(codec::append_request_to_pb(r)).map(drop).map_err(|e| e.to_string())
+    };
+    assert_eq!(decode(&valid), Ok(()));
+    let cases = [
+        (
+            "not committed",
+            openraft::raft::AppendEntriesRequest { vote: openraft::Vote::new(3, 1), ..valid.clone() },
+        ),
+        (
+            "must follow",
+            openraft::raft::AppendEntriesRequest { entries: vec![blank(2, 12)], ..valid.clone() },
+        ),
+        ("must follow", openraft::raft::AppendEntriesRequest { prev_log_id: None, ..valid.clone() }),
+        (
+            "back in term",
+            openraft::raft::AppendEntriesRequest {
+                entries: vec![blank(3, 11), blank(2, 12)],
+                ..valid.clone()
+            },
+        ),
+        (
+            "after the vote",
+            openraft::raft::AppendEntriesRequest { entries: vec![blank(4, 11)], ..valid.clone() },
+        ),
+        (
+            "after the vote",
+            openraft::raft::AppendEntriesRequest { leader_commit: Some(log_id(5, 1)), ..valid.clone() },
+        ),
+    ];
+    for (why, req) in cases {
+        let err = decode(&req).expect_err(why);
+        assert!(err.contains(why), "{why}: {err}");
     }
 }
 

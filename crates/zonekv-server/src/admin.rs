@@ -81,6 +81,12 @@ pub struct NodeStatus {
     pub log_syncs: u64,
     /// Appends those syncs made durable.
     pub log_appends_synced: u64,
+    /// Raft messages (of every range, and their answers) sent on batch streams since start.
+    pub raft_frames_sent: u64,
+    /// Batch messages they went out in.
+    pub raft_batches_sent: u64,
+    /// Batch streams from peers being served now (one per peer that reaches this node).
+    pub raft_streams_from_peers: u64,
 }
 
 fn range_status(range: &RangeReplica) -> RangeStatus {
@@ -272,6 +278,7 @@ impl NodeHandle {
         let first = self.inner.ranges.first().replica.metrics();
         let ranges = self.inner.ranges.all().iter().map(|r| range_status(r)).collect();
         let sync = self.inner.starter.syncer.stats();
+        let net = self.inner.starter.channels.stats();
         NodeStatus {
             node_id: self.id(),
             addr: self.addr().to_string(),
@@ -279,6 +286,9 @@ impl NodeHandle {
             ranges,
             log_syncs: sync.syncs.load(std::sync::atomic::Ordering::Relaxed),
             log_appends_synced: sync.callbacks.load(std::sync::atomic::Ordering::Relaxed),
+            raft_frames_sent: net.frames.load(std::sync::atomic::Ordering::Relaxed),
+            raft_batches_sent: net.batches.load(std::sync::atomic::Ordering::Relaxed),
+            raft_streams_from_peers: net.streams_in.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -19,6 +19,7 @@ mod join;
 mod kv;
 mod liveness;
 mod meta;
+mod mux;
 mod network;
 mod node;
 mod proposer;

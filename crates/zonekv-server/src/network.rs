@@ -1,7 +1,8 @@
-//! The Raft network over gRPC: one lazily connected channel per peer, shared by every group.
+//! The Raft network over gRPC: one lazily connected channel per peer, shared by every group,
+//! and on it one batch stream ([`crate::mux`]) carrying every group's Raft messages; snapshots
+//! go on their own streams.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,30 +20,42 @@ use openraft::type_config::alias::SnapshotOf;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use zonekv_proto::raft::v1 as pb;
+use zonekv_proto::raft::v1::raft_frame::Body;
 use zonekv_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use zonekv_raft::{NodeId, NodeInfo, RangeDescriptor, SnapshotData, TypeConfig, Vote, codec};
 
 use crate::faults::{NetFaults, Verdict};
+use crate::mux::{Session, TransportStats};
 use crate::rate::RateLimiter;
 
 /// Bytes of snapshot data per gRPC message.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
-/// gRPC channels to peers, keyed by address, shared by every group of the node, and the
+/// Connections to peers, shared by every group of the node: one gRPC channel per address,
+/// and on it one Raft batch stream ([`Session`]) that carries every group's messages; and the
 /// node's limit on the snapshot bytes it sends.
 #[derive(Clone)]
 pub struct Channels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
     max_message_bytes: usize,
     snapshot_send: Arc<RateLimiter>,
+    stats: Arc<TransportStats>,
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Channels {
     /// A pool whose clients accept messages up to `max_message_bytes` and send at most
     /// `snapshot_bytes_per_sec` of snapshot data (0: unlimited).
     pub(crate) fn new(max_message_bytes: usize, snapshot_bytes_per_sec: u64) -> Self {
-        let snapshot_send = Arc::new(RateLimiter::new(snapshot_bytes_per_sec));
-        Self { channels: Arc::default(), max_message_bytes, snapshot_send }
+        Self {
+            channels: Arc::default(),
+            sessions: Arc::default(),
+            max_message_bytes,
+            snapshot_send: Arc::new(RateLimiter::new(snapshot_bytes_per_sec)),
+            stats: Arc::default(),
+            closing: Arc::new(watch::channel(false).0),
+        }
     }
 
     pub(crate) fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, String> {
@@ -54,7 +67,7 @@ impl Channels {
                     .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
                     .tcp_nodelay(true)
                     .connect_timeout(Duration::from_secs(2))
-                    // Replication streams are long-lived: notice a silent peer within seconds.
+                    // The batch stream is long-lived: notice a silent peer within seconds.
                     .http2_keep_alive_interval(Duration::from_secs(1))
                     .keep_alive_timeout(Duration::from_secs(3))
                     .keep_alive_while_idle(true);
@@ -66,6 +79,33 @@ impl Channels {
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(usize::MAX))
+    }
+
+    /// The Raft batch stream to the peer at `addr`, opened (again, after a failure) on demand.
+    pub(crate) fn session(&self, addr: &str) -> Result<Arc<Session>, String> {
+        let mut map = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(addr)
+            && !s.failed()
+        {
+            return Ok(s.clone());
+        }
+        if *self.closing.borrow() {
+            return Err("this node is shutting down".to_string());
+        }
+        let s = Session::open(self.client(addr)?, self.stats.clone(), self.closing.subscribe());
+        map.insert(addr.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// What the batch streams have sent so far (both directions).
+    pub(crate) fn stats(&self) -> &Arc<TransportStats> {
+        &self.stats
+    }
+
+    /// Ends every batch stream and opens no more (node shutdown).
+    pub(crate) fn close(&self) {
+        self.closing.send_replace(true);
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -171,31 +211,48 @@ impl PeerNetwork {
         self.channels.client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
-    /// Applies injected faults to a unary RPC about to be sent: `Err` if it is lost, else
+    fn session(&self) -> Result<Arc<Session>, RPCError<TypeConfig>> {
+        self.channels.session(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    }
+
+    /// Applies injected faults to a message about to be sent: `Err` if it is lost, else
     /// whether a second copy goes out too.
     async fn admit(&self) -> Result<bool, RPCError<TypeConfig>> {
         admit(self.faults.as_ref()).await.ok_or_else(|| RPCError::Unreachable(injected_loss()))
     }
 
-    async fn call<T, F>(&self, action: RPCTypes, ttl: Duration, f: F) -> Result<T, RPCError<TypeConfig>>
-    where
-        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        match tokio::time::timeout(ttl, f).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(status_to_rpc(status)),
-            Err(_) => Err(RPCError::Timeout(Timeout {
-                action,
-                id: self.header.from_node,
-                target: self.header.to_node,
-                timeout: ttl,
-            })),
+    /// Sends one request on the batch stream and waits up to `ttl` for its answer.
+    async fn call(
+        &self,
+        action: RPCTypes,
+        ttl: Duration,
+        request: Body,
+    ) -> Result<Body, RPCError<TypeConfig>> {
+        let duplicate = self.admit().await?;
+        let session = self.session()?;
+        if duplicate {
+            session.send_unanswered(request.clone());
+        }
+        let (id, answer) = session.call(request).map_err(status_to_rpc)?;
+        match tokio::time::timeout(ttl, answer).await {
+            Ok(Ok(Ok(body))) => Ok(body),
+            Ok(Ok(Err(status))) => Err(status_to_rpc(status)),
+            Ok(Err(_)) => {
+                Err(RPCError::Unreachable(Unreachable::from_string("raft stream to the peer closed")))
+            }
+            Err(_) => {
+                session.forget(id);
+                Err(RPCError::Timeout(Timeout {
+                    action,
+                    id: self.header.from_node,
+                    target: self.header.to_node,
+                    timeout: ttl,
+                }))
+            }
         }
     }
-}
 
-impl PeerNetwork {
-    /// A vote or (with `pre`) pre-vote request: same message, different RPC.
+    /// A vote or (with `pre`) pre-vote request: same message, different frame.
     async fn ask_vote(
         &self,
         rpc: &VoteRequest<TypeConfig>,
@@ -204,32 +261,45 @@ impl PeerNetwork {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut req = codec::vote_request_to_pb(rpc);
         req.header = Some(self.header);
-        let duplicate = self.admit().await?;
-        let mut client = self.client()?;
-        if duplicate {
-            let (mut c, r) = (client.clone(), req);
-            tokio::spawn(async move {
-                let _ = if pre { c.pre_vote(r).await } else { c.vote(r).await };
-            });
+        let request = if pre { Body::PreVote(req) } else { Body::Vote(req) };
+        match self.call(RPCTypes::Vote, option.hard_ttl(), request).await? {
+            Body::VoteResponse(resp) => codec::vote_response_from_pb(resp).map_err(malformed),
+            other => Err(unexpected(&other)),
         }
-        let resp = if pre {
-            self.call(RPCTypes::Vote, option.hard_ttl(), client.pre_vote(req)).await?
-        } else {
-            self.call(RPCTypes::Vote, option.hard_ttl(), client.vote(req)).await?
-        };
-        codec::vote_response_from_pb(resp).map_err(malformed)
+    }
+}
+
+fn unexpected(body: &Body) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(format!("unexpected answer from the peer: {body:?}")))
+}
+
+/// Ends a replication session's append stream when openraft drops its answers: stops sending
+/// its requests, stops waiting for its answers, and tells the peer (which ignores an `end` for
+/// a stream that has ended already).
+struct AppendStreamGuard {
+    session: Arc<Session>,
+    id: u64,
+    sender: tokio::task::AbortHandle,
+}
+
+impl Drop for AppendStreamGuard {
+    fn drop(&mut self) {
+        self.sender.abort();
+        self.session.forget(self.id);
+        self.session.send(self.id, Body::End(pb::Empty {}));
     }
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     type SnapshotData = SnapshotData;
 
-    /// Pipelined replication over one gRPC bidirectional stream: requests go out as openraft
-    /// produces them, replies come back in order. gRPC keeps the order on both directions.
+    /// Pipelined replication as one append stream on the peer's batch stream: requests go out
+    /// as openraft produces them, answers come back in order (the batch stream keeps order in
+    /// both directions, and the peer feeds one stream's requests to Raft in order).
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> BoxFuture<
         's,
         Result<
@@ -241,52 +311,51 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
         Box::pin(async move {
-            // Take the first request before connecting: openraft applies its backoff while
-            // producing requests, so a peer that refuses connections is retried every backoff
-            // interval instead of in a tight loop.
+            // Take the first request before sending anything: openraft applies its backoff
+            // while producing requests, so a peer that refuses connections is retried every
+            // backoff interval instead of in a tight loop.
             let mut input = input;
             let Some(first) = input.next().await else {
                 return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
             };
-            let header = self.header;
+            let session = self.session()?;
+            let (id, answers) = session.open_stream().map_err(status_to_rpc)?;
             // Injected faults: a delayed request holds back the ones behind it (the stream
-            // keeps order); a lost one ends the request stream, and the replies end with
+            // keeps order); a lost one ends the request stream, and the answers end with
             // `Unreachable`, as when a connection is reset.
-            let (faults, lost) = (self.faults.clone(), Arc::new(AtomicBool::new(false)));
-            let lost_in = lost.clone();
-            let requests = futures::stream::once(std::future::ready(first))
-                .chain(input)
-                .then(move |r| {
-                    let (faults, lost) = (faults.clone(), lost_in.clone());
-                    async move {
-                        let admitted = admit(faults.as_ref()).await.is_some();
-                        if !admitted {
-                            lost.store(true, Ordering::Relaxed);
-                        }
-                        admitted.then_some(r)
+            let (header, faults) = (self.header, self.faults.clone());
+            let lost = Arc::new(AtomicBool::new(false));
+            let (s, lost_in) = (session.clone(), lost.clone());
+            let sender = tokio::spawn(async move {
+                let mut next = Some(first);
+                while let Some(r) = next {
+                    if admit(faults.as_ref()).await.is_none() {
+                        lost_in.store(true, Ordering::Relaxed);
+                        break;
                     }
-                })
-                .take_while(|r| std::future::ready(r.is_some()))
-                .filter_map(std::future::ready)
-                .map(move |r| {
                     let mut req = codec::append_request_to_pb(&r);
                     req.header = Some(header);
-                    req
-                });
-            let mut client = self.client()?;
-            let responses =
-                self.call(RPCTypes::AppendEntries, option.soft_ttl(), client.stream_append(requests)).await?;
-            let out = responses
-                .map(|item| match item {
-                    Ok(resp) => codec::stream_append_result_from_pb(resp).map_err(malformed),
+                    s.send(id, Body::Append(req));
+                    next = input.next().await;
+                }
+                s.send(id, Body::End(pb::Empty {}));
+            });
+            let guard = AppendStreamGuard { session, id, sender: sender.abort_handle() };
+            let out = futures::stream::unfold((answers, guard), |(mut answers, guard)| async move {
+                let item = match answers.recv().await? {
+                    Ok(Body::AppendResult(r)) => codec::stream_append_result_from_pb(r).map_err(malformed),
+                    Ok(Body::End(_)) => return None,
+                    Ok(other) => Err(unexpected(&other)),
                     Err(status) => Err(status_to_rpc(status)),
+                };
+                Some((item, (answers, guard)))
+            })
+            .chain(
+                futures::stream::once(async move {
+                    lost.load(Ordering::Relaxed).then(|| Err(RPCError::Unreachable(injected_loss())))
                 })
-                .chain(
-                    futures::stream::once(async move {
-                        lost.load(Ordering::Relaxed).then(|| Err(RPCError::Unreachable(injected_loss())))
-                    })
-                    .filter_map(std::future::ready),
-                );
+                .filter_map(std::future::ready),
+            );
             Ok(Box::pin(out) as BoxStream<'s, _>)
         })
     }
@@ -298,16 +367,10 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut req = codec::append_request_to_pb(&rpc);
         req.header = Some(self.header);
-        let duplicate = self.admit().await?;
-        let mut client = self.client()?;
-        if duplicate {
-            let (mut c, r) = (client.clone(), req.clone());
-            tokio::spawn(async move {
-                let _ = c.append_entries(r).await;
-            });
+        match self.call(RPCTypes::AppendEntries, option.hard_ttl(), Body::AppendEntries(req)).await? {
+            Body::AppendEntriesResponse(resp) => codec::append_response_from_pb(resp).map_err(malformed),
+            other => Err(unexpected(&other)),
         }
-        let resp = self.call(RPCTypes::AppendEntries, option.hard_ttl(), client.append_entries(req)).await?;
-        codec::append_response_from_pb(resp).map_err(malformed)
     }
 
     async fn vote(
@@ -333,11 +396,10 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mut req = codec::transfer_request_to_pb(&rpc);
         req.header = Some(self.header);
-        self.admit().await?;
-        let mut client = self.client()?;
-        let resp =
-            self.call(RPCTypes::TransferLeader, option.soft_ttl(), client.transfer_leader(req)).await?;
-        codec::transfer_response_from_pb(resp).map_err(malformed)
+        match self.call(RPCTypes::TransferLeader, option.soft_ttl(), Body::TransferLeader(req)).await? {
+            Body::TransferLeaderResponse(resp) => codec::transfer_response_from_pb(resp).map_err(malformed),
+            other => Err(unexpected(&other)),
+        }
     }
 
     async fn full_snapshot(
@@ -360,11 +422,21 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 c
             }
         });
-        let send = self.call(RPCTypes::InstallSnapshot, option.soft_ttl(), client.install_snapshot(paced));
+        let ttl = option.soft_ttl();
+        let send = tokio::time::timeout(ttl, client.install_snapshot(paced));
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             resp = send => {
-                let resp = resp?;
+                let resp = match resp {
+                    Ok(Ok(resp)) => resp.into_inner(),
+                    Ok(Err(status)) => return Err(status_to_rpc(status).into()),
+                    Err(_) => return Err(StreamingError::Timeout(Timeout {
+                        action: RPCTypes::InstallSnapshot,
+                        id: self.header.from_node,
+                        target: self.header.to_node,
+                        timeout: ttl,
+                    })),
+                };
                 let vote = resp.vote.as_ref().map(codec::vote_from_pb).ok_or_else(|| {
                     StreamingError::Network(NetworkError::from_string("snapshot response without a vote"))
                 })?;

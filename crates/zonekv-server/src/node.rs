@@ -149,7 +149,10 @@ impl Node {
             engine: engine.clone(),
             syncer: syncer.clone(),
             raft_config,
-            channels: Channels::new(raft_message_limit(&config), config.raft.snapshot_max_bytes_per_sec),
+            channels: Channels::new(
+                raft_message_limit(&config).saturating_add(service::BATCH_OVERHEAD),
+                config.raft.snapshot_max_bytes_per_sec,
+            ),
             faults: options.faults,
             limits: BatchLimits {
                 max_ops: config.raft.max_ops_per_entry,
@@ -250,6 +253,7 @@ impl Node {
             r.stop().await;
         }
         self.inner.stopping.send_replace(true);
+        self.inner.starter.channels.close();
         // A split may have started a range meanwhile; past `stopping`, none starts any more.
         for r in self.inner.ranges.all() {
             r.stop().await;

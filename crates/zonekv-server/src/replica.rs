@@ -59,7 +59,7 @@ impl Replica {
         self.raft.is_initialized().await.unwrap_or(true)
     }
 
-    fn stopped(&self) -> Option<Error> {
+    pub(crate) fn stopped(&self) -> Option<Error> {
         // Borrowed, not `metrics()`: every proposal asks, and a copy of the metrics is not cheap.
         let metrics = self.raft.metrics();
         let fatal = metrics.borrow_watched().running_state.clone().err()?;

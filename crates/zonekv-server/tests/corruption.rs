@@ -6,10 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::raw;
+use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
 use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch};
 use zonekv_engine_rocks::{RocksEngine, RocksOptions};
+use zonekv_proto::raft::v1 as pb;
 use zonekv_server::{Error, Node, NodeConfig, ReadConsistency};
 
 fn config(dir: &std::path::Path) -> NodeConfig {
@@ -94,7 +96,7 @@ async fn malformed_protobuf_is_refused_and_changes_nothing() {
     let cases: [(&str, Vec<u8>); 4] = [
         ("/zonekv.kv.v1.Kv/Put", vec![0x0a, 0xff, 0xff, 0xff, 0x0f, 1, 2]), // length past the end
         ("/zonekv.kv.v1.Kv/Batch", vec![0x0a, 0x03, 0x0a, 0x05, 0x00]),     // nested length overflow
-        ("/zonekv.raft.v1.RaftTransport/AppendEntries", vec![0x12, 0x02, 0x08]),
+        ("/zonekv.raft.v1.RaftTransport/Ping", vec![0x12, 0x02, 0x08]),
         ("/zonekv.admin.v1.Admin/AddNode", vec![0x07]), // invalid tag
     ];
     for (path, body) in cases {
@@ -111,6 +113,29 @@ async fn malformed_protobuf_is_refused_and_changes_nothing() {
             err.message()
         );
     }
+    // The Raft batch stream: a message that does not decode ends the stream with the decode
+    // error; a frame that decodes but is wrong is answered with an error frame naming why.
+    let batch = "/zonekv.raft.v1.RaftTransport/Batch";
+    let err = raw::stream_once(&channel, batch, vec![0x0a, 0x05, 0x08]).await.expect_err("bad batch");
+    assert_eq!(err.code(), Code::Internal, "{}", err.message());
+    assert!(err.message().contains("decode"), "{}", err.message());
+    let headerless = pb::RaftBatch {
+        frames: vec![pb::RaftFrame {
+            id: 7,
+            body: Some(pb::raft_frame::Body::Vote(pb::VoteRequest::default())),
+        }],
+    };
+    let answers = raw::stream_once(&channel, batch, headerless.encode_to_vec()).await.unwrap();
+    let frames: Vec<pb::RaftFrame> =
+        answers.iter().flat_map(|a| pb::RaftBatch::decode(&a[..]).unwrap().frames).collect();
+    match &frames[..] {
+        [pb::RaftFrame { id: 7, body: Some(pb::raft_frame::Body::Error(e)) }] => {
+            assert_eq!(e.code, Code::InvalidArgument as i32);
+            assert!(e.message.contains("without a header"), "{}", e.message);
+        }
+        other => panic!("expected one error frame for frame 7, got {other:?}"),
+    }
+
     let page = node.scan(&zonekv_server::Scan::default()).await.unwrap();
     assert!(page.pairs.is_empty());
     assert_eq!(node.status().await.ranges[0].members.len(), 1);

@@ -1,7 +1,8 @@
 //! The request handlers fuzzed on stable: random bytes, and valid requests with random bytes
-//! overwritten, sent as the body of every unary method of a running node. Every call must
-//! answer within seconds with a success or a clear error; a refused request must change
-//! nothing; the node must still serve afterwards. (The decoders alone are also libFuzzer
+//! overwritten, sent as the body of every unary method of a running node and as a message on
+//! the Raft batch stream. Every call must answer within seconds with a success or a clear
+//! error (for a batch: each frame's answer); a refused request must change nothing; the node
+//! must still serve afterwards. (The decoders alone are also libFuzzer
 //! targets in `fuzz/`.)
 
 mod common;
@@ -15,9 +16,11 @@ use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
 use zonekv_proto::kv::v1 as kv;
+use zonekv_proto::raft::v1 as raft;
+use zonekv_proto::raft::v1::raft_frame::Body;
 use zonekv_server::{Node, NodeConfig, ReadConsistency, Scan};
 
-const METHODS: [&str; 14] = [
+const METHODS: [&str; 13] = [
     "/zonekv.kv.v1.Kv/Get",
     "/zonekv.kv.v1.Kv/Put",
     "/zonekv.kv.v1.Kv/Delete",
@@ -29,14 +32,21 @@ const METHODS: [&str; 14] = [
     "/zonekv.admin.v1.Admin/RemoveNode",
     "/zonekv.admin.v1.Admin/TransferLeader",
     "/zonekv.admin.v1.Admin/Status",
-    "/zonekv.raft.v1.RaftTransport/Vote",
-    "/zonekv.raft.v1.RaftTransport/PreVote",
-    "/zonekv.raft.v1.RaftTransport/AppendEntries",
+    "/zonekv.raft.v1.RaftTransport/Ping",
+    RAFT_BATCH,
 ];
 
-/// Valid KV requests to mutate (index = position in `METHODS`).
-fn valid_requests() -> Vec<(usize, Vec<u8>)> {
+/// The Raft batch stream: a body is one message on it.
+const RAFT_BATCH: &str = "/zonekv.raft.v1.RaftTransport/Batch";
+
+/// Valid requests to mutate (index = position in `METHODS`); the Raft frames are addressed to
+/// `node`'s replica of range 1, from a replica that is not a member.
+fn valid_requests(node: u64) -> Vec<(usize, Vec<u8>)> {
     let key = b"fuzz-key".to_vec().into();
+    let header = Some(raft::RaftHeader { group_id: 1, from_node: 77, to_node: node });
+    let vote = Some(raft::Vote { term: 1, node_id: 77, committed: false });
+    let frame = |body| raft::RaftBatch { frames: vec![raft::RaftFrame { id: 1, body: Some(body) }] };
+    let vote_request = raft::VoteRequest { header, vote, ..Default::default() };
     vec![
         (0, kv::GetRequest { key: b"seed-1".to_vec().into(), ..Default::default() }.encode_to_vec()),
         (1, kv::PutRequest { key, value: b"v".to_vec().into() }.encode_to_vec()),
@@ -51,7 +61,35 @@ fn valid_requests() -> Vec<(usize, Vec<u8>)> {
             }
             .encode_to_vec(),
         ),
+        (12, frame(Body::PreVote(vote_request)).encode_to_vec()),
+        (12, frame(Body::Vote(vote_request)).encode_to_vec()),
+        (
+            12,
+            frame(Body::Append(raft::AppendEntriesRequest { header, vote, ..Default::default() }))
+                .encode_to_vec(),
+        ),
     ]
+}
+
+/// A batch's answers as one outcome: refused (the first error) if every frame was refused.
+fn batch_outcome(answers: Vec<Vec<u8>>) -> Result<(), tonic::Status> {
+    let mut frames = Vec::new();
+    for a in answers {
+        let batch = raft::RaftBatch::decode(&a[..])
+            .map_err(|e| tonic::Status::internal(format!("the node's answer does not decode: {e}")))?;
+        frames.extend(batch.frames);
+    }
+    let errors: Vec<_> = frames
+        .iter()
+        .filter_map(|f| match &f.body {
+            Some(Body::Error(e)) => Some(tonic::Status::new(Code::from_i32(e.code), e.message.clone())),
+            _ => None,
+        })
+        .collect();
+    match errors.into_iter().next() {
+        Some(first) if frames.iter().all(|f| matches!(f.body, Some(Body::Error(_)))) => Err(first),
+        _ => Ok(()),
+    }
 }
 
 /// Everything the node holds, read locally.
@@ -60,8 +98,8 @@ async fn contents(node: &Node) -> Vec<(bytes::Bytes, bytes::Bytes)> {
     node.scan(&scan).await.expect("scan").pairs
 }
 
-fn strategy() -> impl Strategy<Value = (usize, Vec<u8>)> {
-    let valid = valid_requests();
+fn strategy(node: u64) -> impl Strategy<Value = (usize, Vec<u8>)> {
+    let valid = valid_requests(node);
     let random = (0..METHODS.len(), proptest::collection::vec(any::<u8>(), 0..48));
     let mutated =
         (0..valid.len(), proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4))
@@ -99,13 +137,19 @@ fn random_request_bodies_get_clear_answers_and_refused_ones_change_nothing() {
 
     let tally = std::sync::Mutex::new(std::collections::BTreeMap::<(&str, String), u32>::new());
     let mut runner = TestRunner::new(Config { cases: 400, failure_persistence: None, ..Config::default() });
-    let outcome = runner.run(&strategy(), |(m, body)| {
+    let outcome = runner.run(&strategy(node.id()), |(m, body)| {
         rt.block_on(async {
             let before = contents(&node).await;
-            let answer =
-                tokio::time::timeout(Duration::from_secs(10), raw::call(&channel, METHODS[m], body.clone()))
-                    .await
-                    .map_err(|_| TestCaseError::fail(format!("{} did not answer {body:?}", METHODS[m])))?;
+            let call = async {
+                if METHODS[m] == RAFT_BATCH {
+                    batch_outcome(raw::stream_once(&channel, RAFT_BATCH, body.clone()).await?)
+                } else {
+                    raw::call(&channel, METHODS[m], body.clone()).await.map(drop)
+                }
+            };
+            let answer = tokio::time::timeout(Duration::from_secs(10), call)
+                .await
+                .map_err(|_| TestCaseError::fail(format!("{} did not answer {body:?}", METHODS[m])))?;
             let outcome = answer.as_ref().map_or_else(|s| format!("{:?}", s.code()), |_| "Ok".to_string());
             *tally.lock().unwrap().entry((METHODS[m], outcome)).or_default() += 1;
             if let Err(status) = answer {

@@ -207,13 +207,39 @@ pub fn append_request_to_pb(r: &AppendEntriesRequest<TypeConfig>) -> pb::AppendE
 }
 
 /// Protobuf → AppendEntries request.
+///
+/// Refuses what no leader sends (openraft assumes it never arrives): a vote that is not
+/// committed, entries that do not follow `prev_log_id` one index at a time, or log ids from a
+/// later term than the vote's or going back in term.
 pub fn append_request_from_pb(r: pb::AppendEntriesRequest) -> Result<AppendEntriesRequest<TypeConfig>> {
-    Ok(AppendEntriesRequest {
+    let req: AppendEntriesRequest<TypeConfig> = AppendEntriesRequest {
         vote: required_vote(&r.vote)?,
         prev_log_id: opt_log_id(&r.prev_log_id),
-        entries: r.entries.into_iter().map(entry_from_pb).collect::<Result<_>>()?,
+        entries: r.entries.into_iter().map(entry_from_pb).collect::<Result<Vec<_>>>()?,
         leader_commit: opt_log_id(&r.leader_commit),
-    })
+    };
+    if !req.vote.is_committed() {
+        return Err(malformed("append entries with a vote that is not committed: only a leader appends"));
+    }
+    let term = req.vote.leader_id().term;
+    let mut last = req.prev_log_id;
+    for e in &req.entries {
+        let expected = last.map_or(0, |l| l.index + 1);
+        if e.log_id.index != expected {
+            return Err(malformed(format!(
+                "append entries: entry {} where {expected} must follow",
+                e.log_id.index
+            )));
+        }
+        if last.is_some_and(|l| l.leader_id.term > e.log_id.leader_id.term) {
+            return Err(malformed(format!("append entries: entry {} goes back in term", e.log_id.index)));
+        }
+        last = Some(e.log_id);
+    }
+    if [last, req.leader_commit].iter().flatten().any(|l| l.leader_id.term > term) {
+        return Err(malformed(format!("append entries: a log id from a term after the vote's ({term})")));
+    }
+    Ok(req)
 }
 
 /// AppendEntries response → protobuf.

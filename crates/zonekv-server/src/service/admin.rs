@@ -97,6 +97,9 @@ impl Admin for AdminService {
             ranges,
             log_syncs: s.log_syncs,
             log_appends_synced: s.log_appends_synced,
+            raft_frames_sent: s.raft_frames_sent,
+            raft_batches_sent: s.raft_batches_sent,
+            raft_streams_from_peers: s.raft_streams_from_peers,
         }))
     }
 }

@@ -3,6 +3,7 @@
 //! errors become statuses here and nowhere else.
 
 mod admin;
+mod batch;
 mod kv;
 mod raft;
 
@@ -12,6 +13,9 @@ use zonekv_proto::kv::v1::kv_server::KvServer;
 use zonekv_proto::raft::v1::raft_transport_server::RaftTransportServer;
 
 use crate::NodeHandle;
+
+/// Bytes a batch message adds around a single Raft message that fills the limit alone.
+pub(crate) const BATCH_OVERHEAD: usize = 4096;
 
 /// Builds the gRPC router serving every service of the node.
 pub(crate) fn router(handle: NodeHandle) -> Router {
@@ -23,7 +27,7 @@ pub(crate) fn router(handle: NodeHandle) -> Router {
         .add_service(KvServer::new(kv::KvService { node: handle.clone() }).max_decoding_message_size(limit))
         .add_service(
             RaftTransportServer::new(raft::RaftService { inner: inner.clone() })
-                .max_decoding_message_size(raft_limit),
+                .max_decoding_message_size(raft_limit.saturating_add(BATCH_OVERHEAD)),
         )
         .add_service(AdminServer::new(admin::AdminService { node: handle }))
 }

@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt};
 use openraft::errors::RaftError;
-use openraft::raft::AppendEntriesRequest;
 use tonic::{Request, Response, Status, Streaming};
 use zonekv_proto::raft::v1 as pb;
 use zonekv_proto::raft::v1::raft_transport_server::RaftTransport;
@@ -19,11 +18,11 @@ pub(crate) struct RaftService {
     pub(crate) inner: Arc<NodeInner>,
 }
 
-fn malformed(e: zonekv_raft::Error) -> Status {
+pub(super) fn malformed(e: zonekv_raft::Error) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
-fn raft_error<E: std::fmt::Display>(range: u64, e: RaftError<TypeConfig, E>) -> Status {
+pub(super) fn raft_error<E: std::fmt::Display>(range: u64, e: RaftError<TypeConfig, E>) -> Status {
     let stopped = matches!(e, RaftError::Fatal(_));
     let msg = format!("range {range}: {e}");
     if stopped { Status::unavailable(msg) } else { Status::failed_precondition(msg) }
@@ -39,133 +38,39 @@ impl RaftService {
             r = body => r,
         }
     }
-
-    /// Checks the addressing of a message and finds the replica it is for.
-    fn replica(&self, header: Option<&pb::RaftHeader>) -> Result<Replica, Status> {
-        let h = header.ok_or_else(|| Status::invalid_argument("raft message without a header"))?;
-        let me = self.inner.config.node_id;
-        let range = self.inner.range(h.group_id)?;
-        let r = &range.replica;
-        if h.to_node != r.node_id {
-            return Err(Error::FailedPrecondition(format!(
-                "raft message for replica {} of range {} reached node {me}, whose replica is {}: \
-                 check the addresses in the membership",
-                h.to_node, h.group_id, r.node_id
-            ))
-            .into());
-        }
-        Ok(r.clone())
-    }
 }
 
-/// The leader's append requests, decoded. The stream ends, releasing the HTTP/2 stream, at the
-/// leader's end of stream, at the first bad message, or when this node stops: openraft forwards
-/// the requests from a task of its own that notices a stop only when the next request arrives,
-/// so without that the connection (and the node's storage) would stay held.
-fn append_requests(
-    first: pb::AppendEntriesRequest,
-    incoming: Streaming<pb::AppendEntriesRequest>,
-    stopped: impl Future<Output = ()> + Send + 'static,
-) -> impl Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + 'static {
-    // The first request names the group; every later one must name the same.
-    let header = first.header;
-    let state = (Some(first), incoming, Box::pin(stopped));
-    futures::stream::unfold(state, move |(first, mut incoming, mut stopped)| async move {
-        let req = match first {
-            Some(first) => first,
-            None => {
-                let item = tokio::select! {
-                    biased;
-                    () = &mut stopped => return None,
-                    item = incoming.next() => item?,
-                };
-                match item {
-                    Ok(req) if req.header == header => req,
-                    Ok(_) => {
-                        tracing::warn!("append stream changed its header; closing it");
-                        return None;
-                    }
-                    Err(status) => {
-                        tracing::debug!(%status, "append stream from the leader ended");
-                        return None;
-                    }
-                }
-            }
-        };
-        match codec::append_request_from_pb(req) {
-            Ok(rpc) => Some((rpc, (None, incoming, stopped))),
-            Err(e) => {
-                tracing::warn!(error = %e, "malformed append request; closing the stream");
-                None
-            }
-        }
-    })
+/// Checks the addressing of a message and finds the replica it is for.
+pub(super) fn replica_for(inner: &NodeInner, header: Option<&pb::RaftHeader>) -> Result<Replica, Status> {
+    let h = header.ok_or_else(|| Status::invalid_argument("raft message without a header"))?;
+    let me = inner.config.node_id;
+    let range = inner.range(h.group_id)?;
+    let r = &range.replica;
+    if h.to_node != r.node_id {
+        return Err(Error::FailedPrecondition(format!(
+            "raft message for replica {} of range {} reached node {me}, whose replica is {}: \
+             check the addresses in the membership",
+            h.to_node, h.group_id, r.node_id
+        ))
+        .into());
+    }
+    // Stopped (node shutdown, or a fatal storage error): the sender sees it as unreachable,
+    // and openraft is not asked to queue a message it would only log as undeliverable.
+    if let Some(stopped) = r.stopped() {
+        return Err(Status::unavailable(stopped.to_string()));
+    }
+    Ok(r.clone())
 }
 
 #[tonic::async_trait]
 impl RaftTransport for RaftService {
-    async fn append_entries(
+    type BatchStream = BoxStream<'static, Result<pb::RaftBatch, Status>>;
+
+    async fn batch(
         &self,
-        req: Request<pb::AppendEntriesRequest>,
-    ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
-        self.until_stopped(async {
-            let req = req.into_inner();
-            let r = self.replica(req.header.as_ref())?;
-            let rpc = codec::append_request_from_pb(req).map_err(malformed)?;
-            let resp = r.raft.append_entries(rpc).await.map_err(|e| raft_error(r.range, e))?;
-            Ok(Response::new(codec::append_response_to_pb(&resp)))
-        })
-        .await
-    }
-
-    type StreamAppendStream = BoxStream<'static, Result<pb::StreamAppendResponse, Status>>;
-
-    async fn stream_append(
-        &self,
-        req: Request<Streaming<pb::AppendEntriesRequest>>,
-    ) -> Result<Response<Self::StreamAppendStream>, Status> {
-        self.until_stopped(async {
-            let mut incoming = req.into_inner();
-            let first =
-                incoming.next().await.ok_or_else(|| Status::invalid_argument("empty append stream"))??;
-            let r = self.replica(first.header.as_ref())?.clone();
-            let requests = append_requests(first, incoming, self.inner.stopped());
-            let range = r.range;
-            let out = r
-                .raft
-                .stream_append(requests)
-                .map(move |res| match res {
-                    Ok(result) => Ok(codec::stream_append_result_to_pb(&result)),
-                    Err(fatal) => Err(Status::unavailable(format!("range {range}: {fatal}"))),
-                })
-                .take_until(self.inner.stopped());
-            Ok(Response::new(Box::pin(out) as Self::StreamAppendStream))
-        })
-        .await
-    }
-
-    async fn vote(&self, req: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
-        self.until_stopped(async {
-            let req = req.into_inner();
-            let r = self.replica(req.header.as_ref())?;
-            let rpc = codec::vote_request_from_pb(req).map_err(malformed)?;
-            r.heard_campaign();
-            let resp = r.raft.vote(rpc).await.map_err(|e| raft_error(r.range, e))?;
-            Ok(Response::new(codec::vote_response_to_pb(&resp)))
-        })
-        .await
-    }
-
-    async fn pre_vote(&self, req: Request<pb::VoteRequest>) -> Result<Response<pb::VoteResponse>, Status> {
-        self.until_stopped(async {
-            let req = req.into_inner();
-            let r = self.replica(req.header.as_ref())?;
-            let rpc = codec::vote_request_from_pb(req).map_err(malformed)?;
-            r.heard_campaign();
-            let resp = r.raft.pre_vote(rpc).await.map_err(|e| raft_error(r.range, e))?;
-            Ok(Response::new(codec::vote_response_to_pb(&resp)))
-        })
-        .await
+        req: Request<Streaming<pb::RaftBatch>>,
+    ) -> Result<Response<Self::BatchStream>, Status> {
+        Ok(Response::new(super::batch::serve(self.inner.clone(), req.into_inner())))
     }
 
     async fn install_snapshot(
@@ -176,7 +81,7 @@ impl RaftTransport for RaftService {
             let mut stream = req.into_inner();
             let first =
                 stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-            let r = self.replica(first.header.as_ref())?;
+            let r = replica_for(&self.inner, first.header.as_ref())?;
             let vote = first
                 .vote
                 .as_ref()
@@ -206,24 +111,6 @@ impl RaftTransport for RaftService {
                 .await
                 .map_err(|f| Status::unavailable(format!("range {}: {f}", r.range)))?;
             Ok(Response::new(pb::SnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) }))
-        })
-        .await
-    }
-
-    async fn transfer_leader(
-        &self,
-        req: Request<pb::TransferLeaderRequest>,
-    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
-        self.until_stopped(async {
-            let req = req.into_inner();
-            let r = self.replica(req.header.as_ref())?;
-            let rpc = codec::transfer_request_from_pb(req).map_err(malformed)?;
-            let resp = r
-                .raft
-                .handle_transfer_leader(rpc)
-                .await
-                .map_err(|f| Status::unavailable(format!("range {}: {f}", r.range)))?;
-            Ok(Response::new(codec::transfer_response_to_pb(&resp)))
         })
         .await
     }

@@ -53,3 +53,22 @@ pub async fn call(channel: &Channel, path: &'static str, body: Vec<u8>) -> Resul
         .await
         .map(|r| r.into_inner())
 }
+
+/// Calls the bidirectional streaming method at `path` with one message, `body`, then ends the
+/// request stream; returns every raw response message, or the status the stream ended with.
+pub async fn stream_once(
+    channel: &Channel,
+    path: &'static str,
+    body: Vec<u8>,
+) -> Result<Vec<Vec<u8>>, tonic::Status> {
+    use futures::StreamExt;
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let request = tonic::Request::new(futures::stream::once(std::future::ready(body)));
+    let mut answers = grpc.streaming(request, PathAndQuery::from_static(path), RawCodec).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(msg) = answers.next().await {
+        out.push(msg?);
+    }
+    Ok(out)
+}

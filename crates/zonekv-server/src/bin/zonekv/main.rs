@@ -189,6 +189,15 @@ async fn status(addr: &str) -> Result<()> {
             s.log_appends_synced as f64 / s.log_syncs as f64
         );
     }
+    if s.raft_batches_sent > 0 {
+        out!(
+            "raft transport: {} messages sent in {} batches ({:.1} per batch); streams from {} peers",
+            s.raft_frames_sent,
+            s.raft_batches_sent,
+            s.raft_frames_sent as f64 / s.raft_batches_sent as f64,
+            s.raft_streams_from_peers
+        );
+    }
     for r in s.ranges {
         let leader = if r.leader_id == 0 {
             "unknown".to_string()

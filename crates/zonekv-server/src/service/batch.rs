@@ -1,0 +1,198 @@
+//! `RaftTransport/Batch`, the receiving side of the batched Raft transport: hands each frame
+//! of a peer's stream to its range's Raft, keeping every append stream's requests in order,
+//! and batches the answers back (docs/multiraft.md "Transport").
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use openraft::raft::AppendEntriesRequest;
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Status, Streaming};
+use zonekv_proto::raft::v1 as pb;
+use zonekv_proto::raft::v1::raft_frame::Body;
+use zonekv_raft::{TypeConfig, codec};
+
+use super::raft::{malformed, raft_error, replica_for};
+use crate::mux;
+use crate::node::NodeInner;
+
+/// Serves one peer's batch stream; the answers end when the node stops.
+pub(super) fn serve(
+    inner: Arc<NodeInner>,
+    incoming: Streaming<pb::RaftBatch>,
+) -> BoxStream<'static, Result<pb::RaftBatch, Status>> {
+    let (out, rx) = mpsc::unbounded_channel();
+    let (refused, refusal) = oneshot::channel();
+    let stats = inner.starter.channels.stats().clone();
+    let stopped = inner.stopped();
+    stats.streams_in.fetch_add(1, Ordering::Relaxed);
+    let demux = Demux { inner, out, streams: HashMap::new() };
+    let serving = stats.clone();
+    tokio::spawn(async move {
+        demux.run(incoming, refused).await;
+        serving.streams_in.fetch_sub(1, Ordering::Relaxed);
+    });
+    // After the last answer: why the peer's stream was refused, if it was.
+    let refusal = futures::stream::once(refusal).filter_map(|r| std::future::ready(r.ok().map(Err)));
+    Box::pin(mux::batches(rx, stats).map(Ok).chain(refusal).take_until(stopped))
+}
+
+/// An open append stream: its header, which every request must repeat, and the queue its
+/// requests reach Raft through.
+struct AppendStream {
+    header: Option<pb::RaftHeader>,
+    requests: mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>,
+}
+
+struct Demux {
+    inner: Arc<NodeInner>,
+    out: mpsc::UnboundedSender<pb::RaftFrame>,
+    streams: HashMap<u64, AppendStream>,
+}
+
+type Answer = Result<BoxFuture<'static, Result<Body, Status>>, Status>;
+
+impl Demux {
+    /// Reads the peer's batches until its stream ends or this node stops; then every append
+    /// stream's queue closes, which ends the stream in Raft (openraft notices a stop only when
+    /// a stream's next request arrives, so without that the node's storage would stay held).
+    async fn run(mut self, mut incoming: Streaming<pb::RaftBatch>, refused: oneshot::Sender<Status>) {
+        let stopped = self.inner.stopped();
+        tokio::pin!(stopped);
+        loop {
+            let batch = tokio::select! {
+                biased;
+                () = &mut stopped => break,
+                batch = incoming.next() => batch,
+            };
+            match batch {
+                Some(Ok(batch)) => batch.frames.into_iter().for_each(|f| self.frame(f)),
+                Some(Err(status)) => {
+                    // A message that does not decode, or the connection failed.
+                    tracing::debug!(%status, "raft batch stream from a peer ended");
+                    let _ = refused.send(status);
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn frame(&mut self, frame: pb::RaftFrame) {
+        let id = frame.id;
+        let answer = match frame.body {
+            Some(Body::Append(req)) => return self.append(id, req),
+            Some(Body::End(_)) => {
+                self.streams.remove(&id);
+                return;
+            }
+            Some(Body::Vote(req)) => self.vote(req, false),
+            Some(Body::PreVote(req)) => self.vote(req, true),
+            Some(Body::AppendEntries(req)) => self.append_entries(req),
+            Some(Body::TransferLeader(req)) => self.transfer_leader(req),
+            Some(_) => {
+                Err(Status::invalid_argument(format!("raft frame {id} is an answer, sent as a request")))
+            }
+            None => Err(Status::invalid_argument(format!("raft frame {id} has no body"))),
+        };
+        match answer {
+            Ok(call) => {
+                let out = self.out.clone();
+                tokio::spawn(async move {
+                    let body = call.await.unwrap_or_else(|status| mux::error_body(&status));
+                    let _ = out.send(pb::RaftFrame { id, body: Some(body) });
+                });
+            }
+            Err(status) => self.fail(id, &status),
+        }
+    }
+
+    fn fail(&self, id: u64, status: &Status) {
+        let _ = self.out.send(pb::RaftFrame { id, body: Some(mux::error_body(status)) });
+    }
+
+    fn vote(&self, req: pb::VoteRequest, pre: bool) -> Answer {
+        let r = replica_for(&self.inner, req.header.as_ref())?;
+        let rpc = codec::vote_request_from_pb(req).map_err(malformed)?;
+        r.heard_campaign();
+        Ok(Box::pin(async move {
+            let resp = if pre { r.raft.pre_vote(rpc).await } else { r.raft.vote(rpc).await };
+            let resp = resp.map_err(|e| raft_error(r.range, e))?;
+            Ok(Body::VoteResponse(codec::vote_response_to_pb(&resp)))
+        }))
+    }
+
+    fn append_entries(&self, req: pb::AppendEntriesRequest) -> Answer {
+        let r = replica_for(&self.inner, req.header.as_ref())?;
+        let rpc = codec::append_request_from_pb(req).map_err(malformed)?;
+        Ok(Box::pin(async move {
+            let resp = r.raft.append_entries(rpc).await.map_err(|e| raft_error(r.range, e))?;
+            Ok(Body::AppendEntriesResponse(codec::append_response_to_pb(&resp)))
+        }))
+    }
+
+    fn transfer_leader(&self, req: pb::TransferLeaderRequest) -> Answer {
+        let r = replica_for(&self.inner, req.header.as_ref())?;
+        let rpc = codec::transfer_request_from_pb(req).map_err(malformed)?;
+        Ok(Box::pin(async move {
+            let resp = r
+                .raft
+                .handle_transfer_leader(rpc)
+                .await
+                .map_err(|f| Status::unavailable(format!("range {}: {f}", r.range)))?;
+            Ok(Body::TransferLeaderResponse(codec::transfer_response_to_pb(&resp)))
+        }))
+    }
+
+    /// The next request of append stream `id`; the first one opens the stream.
+    fn append(&mut self, id: u64, req: pb::AppendEntriesRequest) {
+        let result = match self.streams.get(&id) {
+            Some(s) if s.header != req.header => {
+                Err(Status::invalid_argument(format!("append stream {id} changed its header")))
+            }
+            Some(s) => codec::append_request_from_pb(req).map_err(malformed).map(|rpc| {
+                // Raft may have ended the stream already (its answer `end` is on the way).
+                let _ = s.requests.send(rpc);
+            }),
+            None => self.open_append(id, req),
+        };
+        if let Err(status) = result {
+            tracing::warn!(%status, "refused a raft append stream");
+            self.streams.remove(&id);
+            self.fail(id, &status);
+        }
+    }
+
+    fn open_append(&mut self, id: u64, req: pb::AppendEntriesRequest) -> Result<(), Status> {
+        let r = replica_for(&self.inner, req.header.as_ref())?;
+        let header = req.header;
+        let first = codec::append_request_from_pb(req).map_err(malformed)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(first);
+        self.streams.insert(id, AppendStream { header, requests: tx });
+        let out = self.out.clone();
+        tokio::spawn(async move {
+            let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+            let mut results = std::pin::pin!(r.raft.stream_append(requests));
+            while let Some(result) = results.next().await {
+                let body = match result {
+                    Ok(result) => Body::AppendResult(codec::stream_append_result_to_pb(&result)),
+                    Err(fatal) => {
+                        let status = Status::unavailable(format!("range {}: {fatal}", r.range));
+                        let _ = out.send(pb::RaftFrame { id, body: Some(mux::error_body(&status)) });
+                        return;
+                    }
+                };
+                if out.send(pb::RaftFrame { id, body: Some(body) }).is_err() {
+                    return;
+                }
+            }
+            let _ = out.send(pb::RaftFrame { id, body: Some(Body::End(pb::Empty {})) });
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! The Raft transport between nodes (docs/multiraft.md "Transport"): the Raft messages of
+//! every range between two nodes travel on one batch stream, however many ranges there are.
+
+use std::time::Duration;
+
+use zonekv_client::{Client, ClientError};
+use zonekv_server::LocalCluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_range_replicates_over_one_batch_stream_per_node_pair() {
+    let cluster = LocalCluster::start(3, None).await.unwrap();
+    cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let client = Client::new(cluster.addrs()).unwrap();
+    let admin = client.admin();
+    let bounds = ["b", "d", "f", "h", "j", "l", "n"];
+    for at in bounds {
+        admin.split(at).await.unwrap();
+    }
+    // One writer per range, all at once.
+    let writers = ('a'..='o').step_by(2).map(|c| {
+        let client = &client;
+        async move {
+            for i in 0..20 {
+                client.put(format!("{c}{i:02}"), format!("v{i}")).await?;
+            }
+            Ok::<_, ClientError>(())
+        }
+    });
+    futures::future::try_join_all(writers).await.unwrap();
+
+    // Every node runs all eight ranges, each with every write applied on it...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut behind = vec![];
+        let mut streams = vec![];
+        for n in cluster.running() {
+            let s = n.status().await;
+            assert_eq!(s.ranges.len(), bounds.len() + 1, "node {}", n.id());
+            // Each range took its split (and its new leader's blank entry) and 20 writes.
+            behind.extend(s.ranges.iter().filter(|r| r.applied_index < 20).map(|r| (n.id(), r.range_id)));
+            streams.push(s.raft_streams_from_peers);
+        }
+        // ...and all of it came over one batch stream from each of its two peers.
+        if behind.is_empty() && streams == [2, 2, 2] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replicas behind: {behind:?}; batch streams from peers per node: {streams:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in cluster.running() {
+        let s = n.status().await;
+        assert!(s.raft_batches_sent > 0 && s.raft_frames_sent >= s.raft_batches_sent, "{s:?}");
+    }
+}
