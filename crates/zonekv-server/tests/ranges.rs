@@ -222,7 +222,14 @@ async fn a_partitioned_node_loses_the_leadership_of_split_off_ranges_too() {
     // The isolated node cannot commit in that range any more.
     let write = tokio::time::timeout(Duration::from_secs(3), old.put("y", "isolated")).await;
     assert!(!matches!(write, Ok(Ok(_))), "the isolated node still commits: {write:?}");
+    // Healed, the node catches up with what the majority wrote: replication to it resumes
+    // (replication sessions opened while it was cut off must not hang).
     faults.heal();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while stale(&old, "x").await.as_deref() != Some(&b"written on the majority side"[..]) {
+        assert!(tokio::time::Instant::now() < deadline, "the healed node never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     cluster.shutdown().await;
 }
 

@@ -87,7 +87,12 @@ impl Demux {
         let answer = match frame.body {
             Some(Body::Append(req)) => return self.append(id, req),
             Some(Body::End(_)) => {
-                self.streams.remove(&id);
+                // An open stream ends once Raft has answered what it got (the stream's task
+                // sends `end` then). A stream never opened here (its first request was lost,
+                // or refused) ends at once: the sender waits for that `end`.
+                if self.streams.remove(&id).is_none() {
+                    let _ = self.out.send(pb::RaftFrame { id, body: Some(Body::End(pb::Empty {})) });
+                }
                 return;
             }
             Some(Body::Vote(req)) => self.vote(req, false),
