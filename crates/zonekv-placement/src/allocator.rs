@@ -322,39 +322,44 @@ impl Allocator {
         }
     }
 
-    /// A move that evens out replica counts: from a node above the mean (of live nodes) to one
-    /// below it, at least one of them off the mean by more than the threshold (hysteresis: a
-    /// cluster within it stays put) and the two at least 2 replicas apart (a move never just
-    /// swaps which one is higher); the target must keep every rule and be no less diverse.
+    /// A move that evens out replica counts. Nodes are compared with those that could hold
+    /// the replica instead (they keep every rule and are no less diverse: with survival zone,
+    /// the other nodes of its zone), so zones of different sizes do not pull replicas across
+    /// rules. The replica moves from a node above that set's mean to one below it, at least
+    /// one of them off the mean by more than the threshold (hysteresis: a set within it stays
+    /// put), the two at least 2 replicas apart (a move never just swaps which one is higher).
     /// `None` if the range is fine where it is.
     pub fn rebalance(&self, cluster: &Cluster, policy: &Policy, range: &Range) -> Option<(NodeId, NodeId)> {
-        let live: Vec<&Node> = cluster.nodes().filter(|n| n.state == crate::NodeState::Live).collect();
-        if live.is_empty() {
-            return None;
-        }
-        let total: usize = live.iter().map(|n| cluster.replicas_on(n.id)).sum();
-        let mean = total as f64 / live.len() as f64;
-        let margin = (mean * self.rebalance_threshold).max(1.0);
         let count = |n: NodeId| cluster.replicas_on(n) as f64;
-        let emptiest = live.iter().map(|n| count(n.id)).fold(f64::INFINITY, f64::min);
-        let mut sources: Vec<&Replica> = range
-            .replicas
-            .iter()
-            .filter(|r| count(r.node) > mean && (count(r.node) > mean + margin || emptiest < mean - margin))
-            .collect();
-        sources.sort_by_key(|r| std::cmp::Reverse(cluster.replicas_on(r.node)));
+        let mut sources: Vec<&Replica> = range.replicas.iter().collect();
+        sources.sort_by_key(|r| (std::cmp::Reverse(cluster.replicas_on(r.node)), r.node));
         for from in sources {
+            let from_node = cluster.node(from.node)?;
+            if from_node.state != crate::NodeState::Live {
+                continue;
+            }
             let others: Vec<Replica> =
                 range.replicas.iter().copied().filter(|o| o.node != from.node).collect();
-            let from_node = cluster.node(from.node)?;
             let floor = self.diversity(cluster, from_node, &others) - 1e-9;
+            let candidates: Vec<&Node> = cluster
+                .nodes()
+                .filter(|n| self.refusal(cluster, policy, n, from.role, &others).is_none())
+                .filter(|n| self.diversity(cluster, n, &others) >= floor)
+                .collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            let mean = (candidates.iter().map(|n| count(n.id)).sum::<f64>() + count(from.node))
+                / (candidates.len() + 1) as f64;
+            let margin = (mean * self.rebalance_threshold).max(1.0);
+            if count(from.node) <= mean {
+                continue;
+            }
             let high = count(from.node) > mean + margin;
-            let to = live
+            let to = candidates
                 .iter()
                 .filter(|n| count(n.id) < mean && (high || count(n.id) < mean - margin))
                 .filter(|n| count(n.id) + 2.0 <= count(from.node))
-                .filter(|n| self.refusal(cluster, policy, n, from.role, &others).is_none())
-                .filter(|n| self.diversity(cluster, n, &others) >= floor)
                 .min_by_key(|n| (cluster.replicas_on(n.id), self.tie(range.id, n.id)));
             if let Some(to) = to {
                 return Some((from.node, to.id));

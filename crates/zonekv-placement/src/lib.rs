@@ -8,6 +8,7 @@
 //! - [`Allocator`]: where a replica goes, which one leaves, where the leader belongs.
 //! - [`Planner`]: the next [`Action`] for a range, repair before rebalance.
 //! - [`sim`]: a fake-time cluster that carries the actions out.
+//! - [`scenario`]: what-if files (topology, policy, events) run through [`sim`].
 
 mod allocator;
 mod check;
@@ -16,6 +17,7 @@ mod error;
 mod locality;
 mod plan;
 mod policy;
+pub mod scenario;
 pub mod sim;
 
 pub use allocator::Allocator;

@@ -146,20 +146,38 @@ impl Sim {
     pub fn run_until_settled(&mut self, limit: Millis) -> Option<Millis> {
         let start = self.now;
         while self.now - start < limit {
-            self.step();
-            if self.settled() {
+            if self.step() && self.settled() {
                 return Some(self.now - start);
             }
         }
         None
     }
 
-    /// Runs `duration` of fake time.
+    /// Runs `duration` of fake time. Stretches where nothing can happen are skipped: while
+    /// the cluster is idle, time jumps to the next moment something may (a down node turning
+    /// dead, a range's cooldown ending).
     pub fn run_for(&mut self, duration: Millis) {
         let end = self.now + duration;
         while self.now < end {
-            self.step();
+            if self.step() {
+                let next = self.next_change().unwrap_or(end).min(end);
+                if next > self.now + self.config.tick {
+                    self.now = next - self.config.tick;
+                }
+            }
         }
+    }
+
+    /// The next time a decision may change without anything happening: a down node becomes
+    /// dead, or a recently moved range leaves its cooldown.
+    fn next_change(&self) -> Option<Millis> {
+        let p = &self.config.planner;
+        let dead = self.cluster.nodes().filter_map(|n| match n.state {
+            NodeState::Down { since } if since + p.dead_after > self.now => Some(since + p.dead_after),
+            _ => None,
+        });
+        let cooled = self.last_moved.values().map(|t| t + p.cooldown).filter(|t| *t > self.now);
+        dead.chain(cooled).min()
     }
 
     fn busy(&self, range: RangeId) -> bool {
@@ -180,8 +198,9 @@ impl Sim {
     }
 
     /// One tick: finish due transfers, fail over leaders, start what the limits allow
-    /// (repairs first; rebalancing only while nothing needs repair), check quorums.
-    pub fn step(&mut self) {
+    /// (repairs first; rebalancing only while nothing needs repair), check quorums. Returns
+    /// whether the cluster was idle: nothing in flight and nothing to start.
+    pub fn step(&mut self) -> bool {
         self.now += self.config.tick;
         self.finish_transfers();
         self.fail_over();
@@ -200,6 +219,7 @@ impl Sim {
         self.log.unsatisfiable = unsatisfiable;
         let repairing =
             actions.iter().any(|(_, a)| a.is_repair()) || self.transfers.iter().any(|t| t.from.is_none());
+        let idle = actions.is_empty() && self.transfers.is_empty();
         for (range, action) in actions {
             if repairing && matches!(action, Action::Replace { repair: false, .. }) {
                 continue;
@@ -207,6 +227,7 @@ impl Sim {
             self.start(range, action);
         }
         self.check_quorums();
+        idle
     }
 
     fn snapshots(&self, node: NodeId) -> usize {

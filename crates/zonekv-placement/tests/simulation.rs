@@ -208,3 +208,32 @@ fn placement_is_deterministic_for_a_seed() {
     assert_ne!(voters(7), voters(8));
     let _ = Role::Voter;
 }
+
+#[test]
+fn the_example_scenario_runs_and_reports_moves_and_quorum() {
+    let text = include_str!("../../../etc/placement-scenario.toml");
+    let report = zonekv_placement::scenario::Scenario::from_toml(text).unwrap().run().unwrap();
+    println!("{report}");
+    assert!(report.contains("placed 1000 ranges"), "{report}");
+    assert!(report.contains("t=60s: kill nodes [5]"), "{report}");
+    assert!(!report.contains("LOST QUORUM"), "{report}");
+    assert!(report.contains("settled at t="), "{report}");
+    // The decommissioned node ends empty.
+    let node1 = report.lines().rev().find(|l| l.trim_start().starts_with("node   1 ")).unwrap();
+    assert!(node1.contains("decommissioning") && node1.contains("    0 replicas"), "{node1}");
+
+    // Bad input: a clear error, nothing run.
+    for (bad, why) in [
+        ("nodes = [{ id = 1, locality = \"zone\" }]", "not key=value"),
+        ("nodes = [{ id = 1 }, { id = 1 }]", "listed twice"),
+        ("nodes = [{ id = 1 }]\npolicy = { survival = \"rack\" }", "zone or region"),
+        ("nodes = [{ id = 1 }, { id = 2 }]", "3 replicas need 3 live nodes"),
+        ("nodes = [{ id = 1 }]\nbogus = 1", "unknown field"),
+    ] {
+        let err = zonekv_placement::scenario::Scenario::from_toml(bad)
+            .and_then(|s| s.run())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(why), "{bad:?}: {err}");
+    }
+}

@@ -87,6 +87,21 @@ pub struct NodeStatus {
     pub raft_batches_sent: u64,
     /// Batch streams from peers being served now (one per peer that reaches this node).
     pub raft_streams_from_peers: u64,
+    /// This node's locality (`region=…,zone=…`; empty if none).
+    pub locality: String,
+    /// The other nodes as this one hears them through liveness pings, by id.
+    pub peers: Vec<Peer>,
+}
+
+/// Another node, as seen from this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Its id.
+    pub node_id: NodeId,
+    /// Its locality, from its last ping.
+    pub locality: String,
+    /// Its pings arrive.
+    pub live: bool,
 }
 
 fn range_status(range: &RangeReplica) -> RangeStatus {
@@ -289,6 +304,14 @@ impl NodeHandle {
             raft_frames_sent: net.frames.load(std::sync::atomic::Ordering::Relaxed),
             raft_batches_sent: net.batches.load(std::sync::atomic::Ordering::Relaxed),
             raft_streams_from_peers: net.streams_in.load(std::sync::atomic::Ordering::Relaxed),
+            locality: self.inner.config.locality.clone(),
+            peers: self
+                .inner
+                .liveness
+                .peers()
+                .into_iter()
+                .map(|(node_id, locality, live)| Peer { node_id, locality, live })
+                .collect(),
         }
     }
 }

@@ -39,6 +39,19 @@ impl LocalCluster {
         template: NodeConfig,
         options: NodeOptions,
     ) -> Result<Self> {
+        let localities = vec![template.locality.clone(); size];
+        Self::start_placed(&localities, data_dir, template, options).await
+    }
+
+    /// Like [`LocalCluster::start_with_options`], one node per entry of `localities` (node
+    /// `i + 1` at `localities[i]`, e.g. `region=eu,zone=a`).
+    pub async fn start_placed(
+        localities: &[String],
+        data_dir: Option<&Path>,
+        template: NodeConfig,
+        options: NodeOptions,
+    ) -> Result<Self> {
+        let size = localities.len();
         if size == 0 {
             return Err(Error::InvalidArgument("a cluster needs at least one node".into()));
         }
@@ -63,6 +76,7 @@ impl LocalCluster {
                 listen: "127.0.0.1:0".parse().expect("valid address"),
                 data_dir: node_dir(&base, id),
                 join: None,
+                locality: localities[id as usize - 1].clone(),
                 ..template.clone()
             };
             let node = Node::start_with(config.clone(), options.clone()).await?;

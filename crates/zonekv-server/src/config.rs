@@ -30,6 +30,11 @@ pub struct NodeConfig {
     /// Address of any member of an existing cluster to join at startup, if this node does not
     /// belong to a cluster yet. Default: none (wait for `zonekv init`).
     pub join: Option<String>,
+    /// Where this node runs: `key=value` tiers, most global first, e.g.
+    /// `region=eu-west,zone=eu-west-1a` (letters, digits, `.`, `_`, `-`; keys unique). Placement
+    /// spreads replicas by it (docs/placement.md); `zone` and `region` are the tiers survival
+    /// goals count. Default: empty (the node counts as its own zone and region).
+    pub locality: String,
     /// Raft timing and log retention.
     pub raft: RaftConfig,
     /// Request size limits.
@@ -151,6 +156,7 @@ impl Default for NodeConfig {
             advertise_addr: None,
             data_dir: PathBuf::from("zonekv-data"),
             join: None,
+            locality: String::new(),
             raft: RaftConfig::default(),
             limits: Limits::default(),
             storage: StorageConfig::default(),
@@ -229,6 +235,7 @@ impl NodeConfig {
                 self.node_id
             ));
         }
+        self.locality.parse::<zonekv_placement::Locality>().map_err(|e| Error::Config(e.to_string()))?;
         let r = &self.raft;
         if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {
             return fail(format!(

@@ -33,7 +33,7 @@ mod splitter;
 mod status;
 mod validate;
 
-pub use admin::{Member, NodeStatus, RangeStatus, Role};
+pub use admin::{Member, NodeStatus, Peer, RangeStatus, Role};
 pub use cluster::LocalCluster;
 pub use config::{Limits, MAX_KEY_BYTES, NodeConfig, RaftConfig, SplitConfig, StorageConfig};
 pub use error::{Error, LeaderHint, Result};

@@ -19,10 +19,17 @@ use zonekv_raft::NodeId;
 use crate::faults::Verdict;
 use crate::node::NodeInner;
 
-/// When each peer node was last heard from, and which of its replicas had stopped then.
+/// A peer's last ping: when, which of its replicas had stopped then, and where it runs.
+struct Heard {
+    at: Instant,
+    stopped: HashSet<u64>,
+    locality: String,
+}
+
+/// When each peer node was last heard from, and what it said.
 pub(crate) struct Liveness {
     timeout: Duration,
-    last_heard: Mutex<HashMap<NodeId, (Instant, HashSet<u64>)>>,
+    last_heard: Mutex<HashMap<NodeId, Heard>>,
 }
 
 impl Liveness {
@@ -30,12 +37,20 @@ impl Liveness {
         Self { timeout, last_heard: Mutex::default() }
     }
 
-    /// A ping from `node` arrived, naming the ranges whose replica there has stopped.
-    pub(crate) fn heard(&self, node: NodeId, stopped_ranges: HashSet<u64>) {
-        self.last_heard
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(node, (Instant::now(), stopped_ranges));
+    /// A ping from `node` arrived, naming the ranges whose replica there has stopped and the
+    /// node's locality.
+    pub(crate) fn heard(&self, node: NodeId, stopped: HashSet<u64>, locality: String) {
+        let heard = Heard { at: Instant::now(), stopped, locality };
+        self.last_heard.lock().unwrap_or_else(|p| p.into_inner()).insert(node, heard);
+    }
+
+    /// Every node that ever pinged this one: its locality and whether it is live, by id.
+    pub(crate) fn peers(&self) -> Vec<(NodeId, String, bool)> {
+        let heard = self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
+        let mut peers: Vec<_> =
+            heard.iter().map(|(id, h)| (*id, h.locality.clone(), h.at.elapsed() < self.timeout)).collect();
+        peers.sort();
+        peers
     }
 
     /// Whether `node` pinged this node within the timeout.
@@ -51,7 +66,7 @@ impl Liveness {
     /// Whether `node`'s last ping is within the timeout and its stopped ranges pass `check`.
     fn pinged_recently(&self, node: NodeId, check: impl FnOnce(&HashSet<u64>) -> bool) -> bool {
         let heard = self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard.get(&node).is_some_and(|(at, stopped)| at.elapsed() < self.timeout && check(stopped))
+        heard.get(&node).is_some_and(|h| h.at.elapsed() < self.timeout && check(&h.stopped))
     }
 }
 
@@ -84,7 +99,11 @@ pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration) {
                 continue;
             }
             let Ok(mut client) = n.starter.channels.client(&addr) else { continue };
-            let ping = pb::PingRequest { from_node: me, stopped_ranges: stopped_ranges.clone() };
+            let ping = pb::PingRequest {
+                from_node: me,
+                stopped_ranges: stopped_ranges.clone(),
+                locality: n.config.locality.clone(),
+            };
             // Each ping on its own task: a dead peer must not delay the others' pings.
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(interval * 4, client.ping(ping)).await;

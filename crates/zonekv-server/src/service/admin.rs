@@ -100,6 +100,12 @@ impl Admin for AdminService {
             raft_frames_sent: s.raft_frames_sent,
             raft_batches_sent: s.raft_batches_sent,
             raft_streams_from_peers: s.raft_streams_from_peers,
+            locality: s.locality,
+            peers: s
+                .peers
+                .into_iter()
+                .map(|p| pb::Peer { node_id: p.node_id, locality: p.locality, live: p.live })
+                .collect(),
         }))
     }
 }

@@ -126,7 +126,7 @@ impl RaftTransport for RaftService {
 
     async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
         let req = req.into_inner();
-        self.inner.liveness.heard(req.from_node, req.stopped_ranges.into_iter().collect());
+        self.inner.liveness.heard(req.from_node, req.stopped_ranges.into_iter().collect(), req.locality);
         Ok(Response::new(pb::PingResponse {}))
     }
 }

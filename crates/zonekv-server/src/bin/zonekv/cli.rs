@@ -48,12 +48,26 @@ pub enum Command {
     },
     /// Key-value commands.
     Kv(KvArgs),
+    /// Replica placement.
+    #[command(subcommand)]
+    Placement(PlacementCommand),
     /// Starts a 3-node cluster in this process, writes, kills the leader, and checks that
     /// nothing acknowledged was lost.
     Demo {
         /// Keep data here instead of a temporary directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PlacementCommand {
+    /// Runs the real allocator on a topology with scripted events (kill, add, decommission,
+    /// policy changes) in fake time; prints the moves, bytes moved, time to settle and any
+    /// moment a range lacks a quorum. File format: etc/placement-scenario.toml.
+    Simulate {
+        /// The scenario file (TOML).
+        file: PathBuf,
     },
 }
 
@@ -77,6 +91,9 @@ pub struct StartArgs {
     /// Join the cluster that this node belongs to at startup.
     #[arg(long)]
     pub join: Option<String>,
+    /// Where this node runs, most global tier first: region=eu-west,zone=eu-west-1a.
+    #[arg(long)]
+    pub locality: Option<String>,
 }
 
 #[derive(Args)]

@@ -29,7 +29,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use cli::{Cli, Command, StartArgs};
+use cli::{Cli, Command, PlacementCommand, StartArgs};
 use tracing_subscriber::EnvFilter;
 use zonekv_client::AdminClient;
 use zonekv_server::{Node, NodeConfig, NodeOptions};
@@ -76,6 +76,15 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Kv(kv) => kv::run(kv).await,
+        Command::Placement(PlacementCommand::Simulate { file }) => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let report = zonekv_placement::scenario::Scenario::from_toml(&text)
+                .and_then(|s| s.run())
+                .with_context(|| format!("simulating {}", file.display()))?;
+            out!("{report}");
+            Ok(())
+        }
         Command::Demo { data_dir } => {
             zonekv_server::demo::run(data_dir.as_deref()).await?;
             Ok(())
@@ -102,6 +111,9 @@ fn node_config(args: &StartArgs) -> Result<NodeConfig> {
     }
     if let Some(adv) = &args.advertise_addr {
         config.advertise_addr = Some(adv.clone());
+    }
+    if let Some(locality) = &args.locality {
+        config.locality = locality.clone();
     }
     config.validate()?;
     Ok(config)
@@ -181,6 +193,13 @@ async fn status(addr: &str) -> Result<()> {
         s.addr,
         if s.initialized { "initialized" } else { "not initialized" }
     );
+    if !s.locality.is_empty() {
+        out!("locality: {}", s.locality);
+    }
+    for p in &s.peers {
+        let place = if p.locality.is_empty() { "no locality".to_string() } else { p.locality.clone() };
+        out!("peer node {} ({place}): {}", p.node_id, if p.live { "live" } else { "not heard from" });
+    }
     if s.log_syncs > 0 {
         out!(
             "log: {} syncs made {} appends durable ({:.1} per sync)",

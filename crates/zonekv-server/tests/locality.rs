@@ -1,0 +1,55 @@
+//! Node localities (docs/placement.md, "Model"): set in the configuration or with
+//! `zonekv start --locality`, checked at startup, and learnt by every other node through node
+//! liveness pings (one per node pair, not per range).
+
+use std::time::Duration;
+
+use zonekv_server::{LocalCluster, Node, NodeConfig, NodeOptions, Peer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_locality_is_refused_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, why) in [("region", "not key=value"), ("zone=a,zone=b", "twice"), ("zone=a b", "letters")] {
+        let config = NodeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().into(),
+            locality: bad.into(),
+            ..NodeConfig::default()
+        };
+        let err = match Node::start(config).await {
+            Ok(node) => {
+                node.shutdown().await;
+                panic!("a node started with locality {bad:?}");
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("bad locality") && err.contains(why), "{bad:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_learns_where_its_peers_run() {
+    let localities: Vec<String> =
+        ["region=eu,zone=eu-1", "region=eu,zone=eu-2", "region=us,zone=us-1"].map(String::from).to_vec();
+    let cluster =
+        LocalCluster::start_placed(&localities, None, NodeConfig::default(), NodeOptions::default())
+            .await
+            .unwrap();
+    cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for n in cluster.running() {
+        let want: Vec<Peer> = (1..=3u64)
+            .filter(|&id| id != n.id())
+            .map(|id| Peer { node_id: id, locality: localities[id as usize - 1].clone(), live: true })
+            .collect();
+        loop {
+            let s = n.status().await;
+            assert_eq!(s.locality, localities[n.id() as usize - 1]);
+            if s.peers == want {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {}: peers {:?}", n.id(), s.peers);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
