@@ -83,6 +83,44 @@ pub struct Policy {
     pub survival: Survival,
 }
 
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.required { '+' } else { '-' };
+        write!(f, "{sign}{}={}", self.key, self.value)?;
+        match self.count {
+            Some(n) => write!(f, ":{n}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    /// `3 voters, survival zone[, 1 non-voter][, constraints …][, voter constraints …][, lease preferences …]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |l: &[Constraint]| l.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
+        let survival = match self.survival {
+            Survival::Zone => "zone",
+            Survival::Region => "region",
+        };
+        write!(f, "{} voters, survival {survival}", self.voters)?;
+        if self.non_voters > 0 {
+            write!(f, ", {} non-voters", self.non_voters)?;
+        }
+        if !self.constraints.is_empty() {
+            write!(f, ", constraints {}", list(&self.constraints))?;
+        }
+        if !self.voter_constraints.is_empty() {
+            write!(f, ", voter constraints {}", list(&self.voter_constraints))?;
+        }
+        if !self.lease_preferences.is_empty() {
+            let prefs: Vec<String> =
+                self.lease_preferences.iter().map(|p| format!("[{}]", list(p))).collect();
+            write!(f, ", lease preferences {}", prefs.join(" then "))?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for Policy {
     fn default() -> Self {
         Self {
@@ -180,6 +218,20 @@ mod tests {
             let err = bad.parse::<Constraint>().unwrap_err().to_string();
             assert!(err.contains(why), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn policies_print_as_written() {
+        let c = |s: &str| s.parse::<Constraint>().unwrap();
+        let p = Policy {
+            constraints: vec![c("+region=eu:2"), c("-zone=b")],
+            lease_preferences: vec![vec![c("+zone=a")], vec![c("+zone=c")]],
+            ..Policy::default()
+        };
+        assert_eq!(
+            p.to_string(),
+            "3 voters, survival zone, constraints +region=eu:2 -zone=b, lease preferences [+zone=a] then [+zone=c]"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod meta;
 mod mux;
 mod network;
 mod node;
+pub mod placement;
 mod proposer;
 mod quiesce;
 mod ranges;

@@ -53,3 +53,32 @@ async fn every_node_learns_where_its_peers_run() {
         }
     }
 }
+
+/// The placement logic judges a live cluster from one node's status: localities from the
+/// pings, replicas from the range status. Three nodes in one zone break survival zone (each
+/// voter needs its own zone); three zones keep it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_placement_view_of_a_live_cluster_finds_replicas_that_break_survival() {
+    use zonekv_placement::{Planner, Policy};
+    for (zones, broken) in [(["a", "b", "c"], false), (["a", "a", "a"], true)] {
+        let localities: Vec<String> = zones.iter().map(|z| format!("region=eu,zone={z}")).collect();
+        let cluster =
+            LocalCluster::start_placed(&localities, None, NodeConfig::default(), NodeOptions::default())
+                .await
+                .unwrap();
+        cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+        let node = cluster.node(1).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while node.status().await.peers.iter().filter(|p| p.live).count() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "peers never pinged");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let view = zonekv_server::placement::cluster_of(&node.status().await).unwrap();
+        let range = view.range(1).unwrap();
+        assert_eq!(range.voters().count(), 3);
+        let violations = Planner::default().violations(&view, &Policy::default(), range, 0);
+        assert_eq!(!violations.is_empty(), broken, "zones {zones:?}: {violations:?}");
+        assert_eq!(Policy::default().check(&view).is_err(), broken, "zones {zones:?}");
+        cluster.shutdown().await;
+    }
+}

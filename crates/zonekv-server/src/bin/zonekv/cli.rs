@@ -69,6 +69,29 @@ pub enum PlacementCommand {
         /// The scenario file (TOML).
         file: PathBuf,
     },
+    /// Every range a node holds: replicas with their localities, leader, and whether the
+    /// placement policy holds; then how many ranges violate it or lack a quorum.
+    Show {
+        /// The node whose view to judge.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        addr: String,
+        /// A policy file (the `[policy]` keys of etc/placement-scenario.toml); default: 3
+        /// voters, survival zone.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Why each replica and the leader of a range are where they are, and what the placement
+    /// driver would do next.
+    Explain {
+        /// The node whose view to judge.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        addr: String,
+        /// The range id (see `zonekv ranges`).
+        range: u64,
+        /// A policy file, as for `show`.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]

@@ -21,6 +21,7 @@ macro_rules! out {
 
 mod cli;
 mod kv;
+mod placement;
 
 /// mimalloc: measurably cheaper than glibc malloc for a node's many small, short-lived
 /// allocations (see docs/benchmarks.md).
@@ -76,14 +77,12 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Kv(kv) => kv::run(kv).await,
-        Command::Placement(PlacementCommand::Simulate { file }) => {
-            let text =
-                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let report = zonekv_placement::scenario::Scenario::from_toml(&text)
-                .and_then(|s| s.run())
-                .with_context(|| format!("simulating {}", file.display()))?;
-            out!("{report}");
-            Ok(())
+        Command::Placement(PlacementCommand::Simulate { file }) => placement::simulate(&file),
+        Command::Placement(PlacementCommand::Show { addr, policy }) => {
+            placement::show(&addr, policy.as_deref()).await
+        }
+        Command::Placement(PlacementCommand::Explain { addr, range, policy }) => {
+            placement::explain(&addr, range, policy.as_deref()).await
         }
         Command::Demo { data_dir } => {
             zonekv_server::demo::run(data_dir.as_deref()).await?;
