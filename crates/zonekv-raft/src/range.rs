@@ -105,17 +105,19 @@ impl RangeDescriptor {
         if self.start.is_empty() { vec![keys::system_data(), user] } else { vec![user] }
     }
 
-    /// The replicas after a membership change to `membership`: replicas already known keep
-    /// their node; a new replica id is taken to be hosted by the node of the same id
-    /// ([`RangeDescriptor::node_of`]; ranges created later name their nodes in their
-    /// descriptors).
+    /// The replicas after a membership change to `membership`: a replica whose membership
+    /// entry names its node is on that node; otherwise replicas already known keep their node,
+    /// and a new replica id is taken to be hosted by the node of the same id
+    /// ([`RangeDescriptor::node_of`]: the first range's rule).
     pub fn replicas_of(&self, membership: &Membership) -> Vec<ReplicaDesc> {
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         membership
             .nodes()
-            .map(|(id, _)| ReplicaDesc {
+            .map(|(id, info)| ReplicaDesc {
                 replica_id: *id,
-                node_id: self.node_of(*id),
+                // The membership names the node if the replica was added by a move; else the
+                // descriptor knows it (from the split), else the id is the node's.
+                node_id: if info.node_id != 0 { info.node_id } else { self.node_of(*id) },
                 learner: !voters.contains(id),
             })
             .collect()
@@ -140,6 +142,27 @@ mod tests {
             end: end.map(Bytes::from_static),
             ..RangeDescriptor::whole_keyspace(7)
         }
+    }
+
+    #[test]
+    fn a_membership_that_names_nodes_places_replicas_on_them() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut d = desc(b"m", None);
+        d.replicas = vec![
+            ReplicaDesc { replica_id: 100, node_id: 1, learner: false },
+            ReplicaDesc { replica_id: 101, node_id: 2, learner: false },
+        ];
+        // 100 stays (its node from the descriptor), 102 joins on node 4 as a learner, 7 is
+        // named by an older record without a node (the node of the same id).
+        let nodes = BTreeMap::from([
+            (100, crate::NodeInfo::new("a:1")),
+            (102, crate::NodeInfo::on_node(4, "d:1")),
+            (7, crate::NodeInfo::new("g:1")),
+        ]);
+        let m = Membership::new(vec![BTreeSet::from([100, 7])], nodes).unwrap();
+        let got: Vec<(u64, u64, bool)> =
+            d.replicas_of(&m).iter().map(|r| (r.replica_id, r.node_id, r.learner)).collect();
+        assert_eq!(got, vec![(7, 7, false), (100, 1, false), (102, 4, true)]);
     }
 
     #[test]

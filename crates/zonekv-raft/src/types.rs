@@ -7,17 +7,26 @@ use crate::{Command, CommandResponse};
 /// Identifies a node (and, while there is one replica per node and range, its replica).
 pub type NodeId = u64;
 
-/// What a group's membership records about a node: how to reach it.
+/// What a group's membership records about a replica: the node that hosts it and how to
+/// reach that node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct NodeInfo {
     /// The node's gRPC address (`host:port`), used for Raft traffic and client redirects.
     pub addr: String,
+    /// The node hosting the replica; 0 when the replica id is the node id (the first range,
+    /// and every record written before replicas could move).
+    pub node_id: NodeId,
 }
 
 impl NodeInfo {
-    /// A node reachable at `addr`.
+    /// A replica whose id is its node's id, reachable at `addr`.
     pub fn new(addr: impl Into<String>) -> Self {
-        Self { addr: addr.into() }
+        Self { addr: addr.into(), node_id: 0 }
+    }
+
+    /// A replica hosted by node `node_id`, reachable at `addr`.
+    pub fn on_node(node_id: NodeId, addr: impl Into<String>) -> Self {
+        Self { addr: addr.into(), node_id }
     }
 }
 

@@ -61,8 +61,10 @@ fn entry() -> impl Strategy<Value = Entry> {
         Just(EntryPayload::Blank),
         prop::collection::vec(op(), 0..5).prop_map(|ops| EntryPayload::Normal(Command { ops })),
         (1u64..6, 0u64..3).prop_map(|(voters, learners)| {
-            let nodes =
-                (1..=voters + learners).map(|id| (id, NodeInfo::new(format!("127.0.0.1:{}", 7000 + id))));
+            // Even replicas name their node (moved replicas), odd ones do not (node id = id).
+            let node_of = |id: u64| if id.is_multiple_of(2) { id + 40 } else { 0 };
+            let nodes = (1..=voters + learners)
+                .map(|id| (id, NodeInfo::on_node(node_of(id), format!("127.0.0.1:{}", 7000 + id))));
             let config = vec![(1..=voters).collect()];
             EntryPayload::Membership(
                 Membership::new(config, nodes.collect::<std::collections::BTreeMap<_, _>>()).unwrap(),
@@ -179,7 +181,7 @@ fn append_requests_no_leader_would_send_are_refused() {
 fn a_membership_naming_an_unknown_voter_is_rejected() {
     let m = pb::Membership {
         configs: vec![pb::NodeIdSet { ids: vec![1, 2] }],
-        nodes: [(1, pb::Node { addr: "a:1".into() })].into(),
+        nodes: [(1, pb::Node { addr: "a:1".into(), node_id: 0 })].into(),
     };
     let err = codec::membership_from_pb(m).unwrap_err();
     assert!(err.to_string().contains("membership"), "{err}");

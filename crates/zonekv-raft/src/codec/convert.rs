@@ -57,7 +57,10 @@ pub fn membership_to_pb(m: &Membership) -> pb::Membership {
             .iter()
             .map(|set| pb::NodeIdSet { ids: set.iter().copied().collect() })
             .collect(),
-        nodes: m.nodes().map(|(id, n)| (*id, pb::Node { addr: n.addr.clone() })).collect(),
+        nodes: m
+            .nodes()
+            .map(|(id, n)| (*id, pb::Node { addr: n.addr.clone(), node_id: n.node_id }))
+            .collect(),
     }
 }
 
@@ -66,7 +69,7 @@ pub fn membership_from_pb(m: pb::Membership) -> Result<Membership> {
     let configs: Vec<BTreeSet<u64>> =
         m.configs.into_iter().map(|set| set.ids.into_iter().collect()).collect();
     let nodes: BTreeMap<u64, NodeInfo> =
-        m.nodes.into_iter().map(|(id, n)| (id, NodeInfo::new(n.addr))).collect();
+        m.nodes.into_iter().map(|(id, n)| (id, NodeInfo::on_node(n.node_id, n.addr))).collect();
     Membership::new(configs, nodes).map_err(|e| malformed(format!("invalid membership: {e}")))
 }
 
