@@ -146,7 +146,7 @@ fn range_status(range: &RangeReplica) -> RangeStatus {
     }
 }
 
-fn write_error(r: &Replica, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
+pub(crate) fn write_error(r: &Replica, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
             Error::NotLeader { range: r.range, leader: r.leader_hint().filter(|h| h.node_id != r.node_id) }

@@ -19,6 +19,7 @@ mod join;
 mod kv;
 mod liveness;
 mod meta;
+mod mover;
 mod mux;
 mod network;
 mod node;

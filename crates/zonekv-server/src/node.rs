@@ -80,6 +80,8 @@ pub(crate) struct NodeInner {
     /// Set when shutdown begins; long-lived server streams (replication, client streams) end
     /// on it, so the gRPC server can drain.
     pub(crate) stopping: watch::Sender<bool>,
+    /// Held while a replica is created on request (`mover.rs`): one at a time.
+    pub(crate) creating: tokio::sync::Mutex<()>,
 }
 
 impl NodeInner {
@@ -184,7 +186,16 @@ impl Node {
         let liveness =
             crate::liveness::Liveness::new(Duration::from_millis(config.raft.node_liveness_timeout_ms));
         let snapshot_recv = crate::rate::RateLimiter::new(config.raft.snapshot_max_bytes_per_sec);
-        let inner = Arc::new(NodeInner { config, addr, ranges, starter, liveness, snapshot_recv, stopping });
+        let inner = Arc::new(NodeInner {
+            config,
+            addr,
+            ranges,
+            starter,
+            liveness,
+            snapshot_recv,
+            stopping,
+            creating: Default::default(),
+        });
         tokio::spawn(start_split_ranges(Arc::downgrade(&inner), split_rx));
         if inner.config.raft.quiesce {
             let interval = Duration::from_millis(inner.config.raft.node_liveness_interval_ms);

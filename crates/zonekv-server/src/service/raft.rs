@@ -124,6 +124,22 @@ impl RaftTransport for RaftService {
         .await
     }
 
+    async fn create_replica(
+        &self,
+        req: Request<pb::CreateReplicaRequest>,
+    ) -> Result<Response<pb::CreateReplicaResponse>, Status> {
+        self.until_stopped(async {
+            let req = req.into_inner();
+            let desc = req
+                .descriptor
+                .ok_or_else(|| Status::invalid_argument("create replica without a descriptor"))?;
+            let desc = codec::descriptor_from_pb(desc);
+            self.inner.create_replica(desc, req.replica_id).await?;
+            Ok(Response::new(pb::CreateReplicaResponse {}))
+        })
+        .await
+    }
+
     async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
         let req = req.into_inner();
         self.inner.liveness.heard(req.from_node, req.stopped_ranges.into_iter().collect(), req.locality);

@@ -1,0 +1,177 @@
+//! Moving a range's replica to another node (docs/placement.md, "Moving a replica"): a fresh
+//! replica id, an empty replica created on the target, added as a learner that catches up by
+//! snapshot, then one joint-consensus change that swaps it in as a voter and removes the old
+//! one, then the directory updated. Voters change only in that one step, so a failure at any
+//! point leaves the range with its quorum.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
+use zonekv_proto::raft::v1 as pb;
+use zonekv_raft::directory::FIRST_ALLOCATED_ID;
+use zonekv_raft::keys::{FIRST_RANGE, MetaKey, meta_key};
+use zonekv_raft::{NodeId, NodeInfo, Op, OpResult, RangeDescriptor, ReplicaDesc, codec};
+
+use crate::admin::write_error;
+use crate::node::NodeInner;
+use crate::{Error, NodeHandle, Result};
+
+impl NodeHandle {
+    /// Moves the voter of range `range_id` on node `from` to node `to` (a member of the
+    /// cluster without a replica of the range). Must run on the range's leader. Returns the
+    /// range's descriptor after the move.
+    pub async fn move_replica(&self, range_id: u64, from: NodeId, to: NodeId) -> Result<RangeDescriptor> {
+        if range_id == FIRST_RANGE {
+            return Err(Error::InvalidArgument(
+                "the first range has a replica on every node: add or remove nodes instead".into(),
+            ));
+        }
+        let range = self.inner.range(range_id)?;
+        let r = &range.replica;
+        if r.metrics().current_leader != Some(r.node_id) {
+            return Err(Error::NotLeader { range: range_id, leader: r.leader_hint() });
+        }
+        let desc = range.descriptor();
+        let old =
+            desc.replicas.iter().find(|x| x.node_id == from && !x.learner).map(|x| x.replica_id).ok_or_else(
+                || Error::InvalidArgument(format!("node {from} holds no voter of range {range_id}")),
+            )?;
+        if desc.replicas.iter().any(|x| x.node_id == to) {
+            return Err(Error::InvalidArgument(format!(
+                "node {to} already holds a replica of range {range_id}"
+            )));
+        }
+        let addr = {
+            let m = self.inner.ranges.first().replica.metrics();
+            m.membership_config.membership().get_node(&to).map(|n| n.addr.clone())
+        }
+        .ok_or_else(|| Error::NotFound(format!("node {to} is not a member of the cluster")))?;
+
+        let OpResult::Ids { first: id } = self.propose_meta(Op::AllocateIds { count: 1 }).await? else {
+            return Err(Error::FailedPrecondition("the meta range did not allocate an id".into()));
+        };
+        let mut target = desc.clone();
+        target.replicas.push(ReplicaDesc { replica_id: id, node_id: to, learner: true });
+        let request =
+            pb::CreateReplicaRequest { descriptor: Some(codec::descriptor_to_pb(&target)), replica_id: id };
+        let mut client = self.inner.starter.channels.client(&addr).map_err(Error::Unavailable)?;
+        client.create_replica(request).await.map_err(|s| {
+            Error::Unavailable(format!(
+                "node {to} did not create replica {id} of range {range_id}: {}",
+                s.message()
+            ))
+        })?;
+
+        // Blocks until the learner has caught up (by snapshot: the range's log starts past its
+        // split point).
+        r.raft.add_learner(id, NodeInfo::on_node(to, addr), true).await.map_err(|e| write_error(r, e))?;
+        let voters: BTreeSet<NodeId> = {
+            let m = r.metrics();
+            m.membership_config.membership().voter_ids().filter(|v| *v != old).chain([id]).collect()
+        };
+        r.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
+            .await
+            .map_err(|e| write_error(r, e))?;
+
+        // Applied here: the descriptor names the new voter and not the old one.
+        let mut rx = range.desc.clone();
+        let applied = |d: &RangeDescriptor| {
+            d.replicas.iter().any(|x| x.replica_id == id && !x.learner)
+                && d.replicas.iter().all(|x| x.replica_id != old)
+        };
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(applied))
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "the move of range {range_id} committed but did not apply within 10 s"
+                ))
+            })?
+            .map_err(|_| Error::Unavailable("the range stopped".into()))?;
+        let moved = range.descriptor();
+        if let Err(e) = self.propose_meta(Op::UpdateDirectory(vec![moved.clone()])).await {
+            tracing::warn!(error = %e, "the directory did not take the move; it stays stale until the next report");
+        }
+        tracing::info!(range = range_id, from, to, replica = id, desc = %moved, "replica moved");
+        Ok(moved)
+    }
+}
+
+impl NodeInner {
+    /// Creates the replica `replica_id` of the range `desc` describes on this node and starts
+    /// its group, which then catches up from its leader. Idempotent for the same replica;
+    /// refused if this node holds another replica of the range or state left from one
+    /// (removed replicas are not cleaned up yet).
+    pub(crate) async fn create_replica(&self, desc: RangeDescriptor, replica_id: NodeId) -> Result<()> {
+        let me = self.config.node_id;
+        let range = desc.range_id;
+        if range == FIRST_RANGE || replica_id < FIRST_ALLOCATED_ID {
+            return Err(Error::InvalidArgument(format!(
+                "replica {replica_id} of range {range}: only allocated replicas of ranges other than the first are created"
+            )));
+        }
+        if !desc.replicas.iter().any(|x| x.replica_id == replica_id && x.node_id == me) {
+            return Err(Error::InvalidArgument(format!(
+                "the descriptor of range {range} does not place replica {replica_id} on node {me}"
+            )));
+        }
+        let _one_at_a_time = self.creating.lock().await;
+        if let Some(existing) = self.ranges.get(range) {
+            if existing.replica.node_id == replica_id {
+                return Ok(());
+            }
+            return Err(Error::FailedPrecondition(format!(
+                "node {me} already holds replica {} of range {range}",
+                existing.replica.node_id
+            )));
+        }
+        if *self.stopping.borrow() {
+            return Err(Error::Unavailable("the node is shutting down".into()));
+        }
+        let engine = &self.starter.engine;
+        if engine.get(Cf::RaftMeta, &meta_key(range, MetaKey::Vote))?.is_some() {
+            return Err(Error::FailedPrecondition(format!(
+                "node {me} holds state of an earlier replica of range {range} (removed replicas are not cleaned up yet)"
+            )));
+        }
+        let new = ReplicaDesc { replica_id, node_id: me, learner: true };
+        let stored = match zonekv_raft::read_descriptor(engine, range)? {
+            // This node applied the split that made the range (as a replica of its parent that
+            // joined after the split was decided) but hosts no replica of it: the seeded state
+            // (log purged at the split, applied there, the data as of then) is exactly the
+            // range at that index, so the new replica starts from it and replays the log from
+            // there. Its span and epoch stay those of that index; later entries change them.
+            Some(mut d) if !d.replicas.iter().any(|x| x.node_id == me) => {
+                d.replicas.push(new);
+                d
+            }
+            Some(_) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "node {me} holds state of an earlier replica of range {range} (removed replicas are not cleaned up yet)"
+                )));
+            }
+            // Nothing here: the replica starts empty and catches up by snapshot, which carries
+            // the range's descriptor and data.
+            None if engine.get(Cf::RaftMeta, &meta_key(range, MetaKey::Applied))?.is_none() => desc,
+            None => {
+                return Err(Error::FailedPrecondition(format!(
+                    "node {me} holds applied state of range {range} without a descriptor"
+                )));
+            }
+        };
+        // Durable before the group starts: a restart finds the replica.
+        let mut b = WriteBatch::new();
+        b.put(Cf::RaftMeta, meta_key(range, MetaKey::Descriptor), codec::encode_descriptor(&stored));
+        engine.write(&b, true)?;
+        match self.starter.start(range).await? {
+            Some(r) => {
+                self.ranges.insert(r);
+                tracing::info!(range, replica_id, "created an empty replica; waiting for its snapshot");
+                Ok(())
+            }
+            None => Err(Error::FailedPrecondition(format!("range {range} did not start on node {me}"))),
+        }
+    }
+}

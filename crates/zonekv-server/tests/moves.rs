@@ -1,0 +1,128 @@
+//! Moving a range's replica to another node (docs/placement.md, "Moving a replica"): the new
+//! replica catches up by snapshot, the voters swap in one joint change, the descriptor and the
+//! directory name the new node, and the range serves there, also after a restart.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use zonekv_server::{LocalCluster, Node, NodeConfig, NodeHandle, ReadConsistency};
+
+/// The node whose replica of `range` leads it.
+async fn leader_of(nodes: &[NodeHandle], range: u64) -> NodeHandle {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        for n in nodes {
+            if n.leading().contains(&range) {
+                return n.clone();
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "range {range} has no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stale(node: &NodeHandle, key: &str) -> Option<Bytes> {
+    node.get(key.as_bytes(), ReadConsistency::Stale).await.ok().and_then(|(v, _)| v)
+}
+
+/// The node that joins after the split replays the first range's log, split included (it
+/// then holds the range's state as of the split, but no replica of it): the new replica
+/// starts from that state and replays the range's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moves_to_a_node_that_applied_the_split() {
+    move_to_a_new_node(NodeConfig::default()).await;
+}
+
+/// The first range's log is purged past the split before the node joins, so it receives the
+/// first range by snapshot and knows nothing of the split-off range: the new replica starts
+/// empty and catches up by snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_moves_to_a_node_that_never_saw_the_range() {
+    let mut template = NodeConfig::default();
+    template.raft.snapshot_after_entries = 5;
+    template.raft.keep_entries_after_snapshot = 0;
+    move_to_a_new_node(template).await;
+}
+
+async fn move_to_a_new_node(template: NodeConfig) {
+    let purged = template.raft.keep_entries_after_snapshot == 0;
+    let cluster = LocalCluster::start_with(3, None, template.clone()).await.unwrap();
+    cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let handles: Vec<NodeHandle> = cluster.running().map(Node::handle).collect();
+    let meta = leader_of(&handles, 1).await;
+    let (_, right) = meta.split("m").await.unwrap();
+    let r = leader_of(&handles, right.range_id).await;
+    for i in 0..100 {
+        r.put(format!("x{i:03}"), format!("v{i}")).await.unwrap();
+    }
+    if purged {
+        // Enough entries in the first range for a snapshot that purges the split.
+        for i in 0..30 {
+            meta.put(format!("a{i:03}"), "v").await.unwrap();
+        }
+    }
+
+    // A fourth node joins the cluster: it holds the first range only.
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        node_id: 4,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().into(),
+        join: Some(cluster.addrs()[0].clone()),
+        ..template
+    };
+    let fourth = Node::start(config.clone()).await.unwrap();
+    assert_eq!(fourth.range_ids(), vec![1]);
+    // Whether node 4 has the split-off range's state as of the split.
+    let seeded = fourth.status().await.ranges[0].purged_index == 0;
+    assert_eq!(
+        seeded,
+        !purged,
+        "the first range reached node 4 by {}",
+        if purged { "log" } else { "snapshot" }
+    );
+
+    // Bad moves change nothing.
+    let from = (1..=3).find(|n| *n != r.id()).unwrap();
+    for (range, a, b, why) in [
+        (right.range_id, 4, 1, "holds no voter"),
+        (right.range_id, from, r.id(), "already holds"),
+        (right.range_id, from, 9, "not a member"),
+        (1, from, 4, "first range"),
+    ] {
+        let err = r.move_replica(range, a, b).await.unwrap_err();
+        assert!(err.to_string().contains(why), "{range} {a}->{b}: {err}");
+    }
+    let before = r.status().await.ranges.iter().find(|s| s.range_id == right.range_id).unwrap().members.len();
+    assert_eq!(before, 3);
+
+    let moved = r.move_replica(right.range_id, from, 4).await.unwrap();
+    let nodes: Vec<(u64, bool)> = moved.replicas.iter().map(|x| (x.node_id, x.learner)).collect();
+    assert!(nodes.contains(&(4, false)) && !nodes.iter().any(|(n, _)| *n == from), "{moved:?}");
+    assert_eq!(moved.replicas.len(), 3);
+    assert!(moved.epoch.conf_ver > right.epoch.conf_ver, "{} -> {}", right.epoch, moved.epoch);
+
+    // The new replica has the data and takes new writes.
+    r.put("x999", "after the move").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stale(&fourth.handle(), "x999").await.as_deref() != Some(&b"after the move"[..]) {
+        assert!(tokio::time::Instant::now() < deadline, "node 4 never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stale(&fourth.handle(), "x042").await.as_deref(), Some(&b"v42"[..]));
+    // Clients find the range's leader and read through it.
+    let mut addrs = cluster.addrs();
+    addrs.push(fourth.addr().to_string());
+    let client = zonekv_client::Client::new(addrs).unwrap();
+    assert_eq!(client.get("x999").await.unwrap().as_deref(), Some(&b"after the move"[..]));
+    drop(client); // its open streams would hold the nodes' servers at shutdown
+
+    // Still there after a restart.
+    fourth.shutdown().await;
+    let fourth = Node::start(config).await.unwrap();
+    assert_eq!(fourth.range_ids(), vec![1, right.range_id]);
+    assert_eq!(stale(&fourth.handle(), "x999").await.as_deref(), Some(&b"after the move"[..]));
+    fourth.shutdown().await;
+    drop((handles, meta, r)); // handles keep a node's storage open past its shutdown
+    cluster.shutdown().await;
+}
