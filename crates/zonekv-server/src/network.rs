@@ -3,7 +3,7 @@
 //! go on their own streams.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -234,21 +234,20 @@ impl PeerNetwork {
             session.send_unanswered(request.clone());
         }
         let (id, answer) = session.call(request).map_err(status_to_rpc)?;
+        // openraft may drop this future on its own deadline: the waiter goes either way.
+        let _forget = Forget { session: session.clone(), id };
         match tokio::time::timeout(ttl, answer).await {
             Ok(Ok(Ok(body))) => Ok(body),
             Ok(Ok(Err(status))) => Err(status_to_rpc(status)),
             Ok(Err(_)) => {
                 Err(RPCError::Unreachable(Unreachable::from_string("raft stream to the peer closed")))
             }
-            Err(_) => {
-                session.forget(id);
-                Err(RPCError::Timeout(Timeout {
-                    action,
-                    id: self.header.from_node,
-                    target: self.header.to_node,
-                    timeout: ttl,
-                }))
-            }
+            Err(_) => Err(RPCError::Timeout(Timeout {
+                action,
+                id: self.header.from_node,
+                target: self.header.to_node,
+                timeout: ttl,
+            })),
         }
     }
 
@@ -273,20 +272,72 @@ fn unexpected(body: &Body) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::from_string(format!("unexpected answer from the peer: {body:?}")))
 }
 
-/// Ends a replication session's append stream when openraft drops its answers: stops sending
-/// its requests, stops waiting for its answers, and tells the peer (which ignores an `end` for
-/// a stream that has ended already).
-struct AppendStreamGuard {
+/// Stops waiting for an exchange's answer when dropped.
+struct Forget {
     session: Arc<Session>,
     id: u64,
-    sender: tokio::task::AbortHandle,
 }
 
-impl Drop for AppendStreamGuard {
+impl Drop for Forget {
     fn drop(&mut self) {
-        self.sender.abort();
         self.session.forget(self.id);
-        self.session.send(self.id, Body::End(pb::Empty {}));
+    }
+}
+
+/// How long a replication session waits for the next answer while requests are outstanding
+/// before it gives up with `Timeout` (openraft then starts a new session). Generous: it only
+/// guards against an answer that will never come.
+const APPEND_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one replication session's requests as an append stream: `open` with the first,
+/// `append` with the rest, in order, and `end` last — when openraft's requests end, one is
+/// lost (fault injection), or `stop` fires (openraft dropped the answers). The only writer of
+/// the stream's frames, so nothing follows its `end`.
+struct RequestSender {
+    session: Arc<Session>,
+    id: u64,
+    header: pb::RaftHeader,
+    faults: Option<LinkFaults>,
+    /// Set when a request was lost to an injected fault.
+    lost: Arc<AtomicBool>,
+    /// Requests sent so far.
+    sent: Arc<AtomicU64>,
+}
+
+impl RequestSender {
+    async fn run<S>(
+        self,
+        first: AppendEntriesRequest<TypeConfig>,
+        mut input: S,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let Self { session, id, header, faults, lost, sent } = self;
+        let mut next = Some(first);
+        let mut opened = false;
+        while let Some(r) = next {
+            let admitted = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                a = admit(faults.as_ref()) => a.is_some(),
+            };
+            if !admitted {
+                lost.store(true, Ordering::Relaxed);
+                break;
+            }
+            let mut req = codec::append_request_to_pb(&r);
+            req.header = Some(header);
+            sent.fetch_add(1, Ordering::Relaxed);
+            session.send(id, if opened { Body::Append(req) } else { Body::Open(req) });
+            opened = true;
+            next = tokio::select! {
+                biased;
+                _ = &mut stop => None,
+                n = input.next() => n,
+            };
+        }
+        session.send(id, Body::End(pb::Empty {}));
     }
 }
 
@@ -323,32 +374,59 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             // Injected faults: a delayed request holds back the ones behind it (the stream
             // keeps order); a lost one ends the request stream, and the answers end with
             // `Unreachable`, as when a connection is reset.
-            let (header, faults) = (self.header, self.faults.clone());
             let lost = Arc::new(AtomicBool::new(false));
-            let (s, lost_in) = (session.clone(), lost.clone());
-            let sender = tokio::spawn(async move {
-                let mut next = Some(first);
-                while let Some(r) = next {
-                    if admit(faults.as_ref()).await.is_none() {
-                        lost_in.store(true, Ordering::Relaxed);
-                        break;
+            let sent = Arc::new(AtomicU64::new(0));
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let sender = RequestSender {
+                session: session.clone(),
+                id,
+                header: self.header,
+                faults: self.faults.clone(),
+                lost: lost.clone(),
+                sent: sent.clone(),
+            };
+            tokio::spawn(sender.run(first, input, stopped));
+            // Dropped with the answers (openraft ended the session): the sender stops and ends
+            // the stream; the answers are no longer waited for.
+            let guard = (Forget { session, id }, stop);
+            let timeout = Timeout {
+                action: RPCTypes::AppendEntries,
+                id: self.header.from_node,
+                target: self.header.to_node,
+                timeout: APPEND_ANSWER_TIMEOUT,
+            };
+            let state = (answers, guard, 0u64, false);
+            let out = futures::stream::unfold(state, move |(mut answers, guard, answered, done)| {
+                let (sent, timeout) = (sent.clone(), timeout.clone());
+                async move {
+                    if done {
+                        return None;
                     }
-                    let mut req = codec::append_request_to_pb(&r);
-                    req.header = Some(header);
-                    s.send(id, Body::Append(req));
-                    next = input.next().await;
+                    // Waiting for answers to requests sent: bounded. Waiting for openraft to
+                    // produce more requests: not.
+                    let answer = if sent.load(Ordering::Relaxed) > answered {
+                        match tokio::time::timeout(APPEND_ANSWER_TIMEOUT, answers.recv()).await {
+                            Ok(a) => a?,
+                            Err(_) => {
+                                return Some((
+                                    Err(RPCError::Timeout(timeout)),
+                                    (answers, guard, answered, true),
+                                ));
+                            }
+                        }
+                    } else {
+                        answers.recv().await?
+                    };
+                    let item = match answer {
+                        Ok(Body::AppendResult(r)) => {
+                            codec::stream_append_result_from_pb(r).map_err(malformed)
+                        }
+                        Ok(Body::End(_)) => return None,
+                        Ok(other) => Err(unexpected(&other)),
+                        Err(status) => Err(status_to_rpc(status)),
+                    };
+                    Some((item, (answers, guard, answered + 1, false)))
                 }
-                s.send(id, Body::End(pb::Empty {}));
-            });
-            let guard = AppendStreamGuard { session, id, sender: sender.abort_handle() };
-            let out = futures::stream::unfold((answers, guard), |(mut answers, guard)| async move {
-                let item = match answers.recv().await? {
-                    Ok(Body::AppendResult(r)) => codec::stream_append_result_from_pb(r).map_err(malformed),
-                    Ok(Body::End(_)) => return None,
-                    Ok(other) => Err(unexpected(&other)),
-                    Err(status) => Err(status_to_rpc(status)),
-                };
-                Some((item, (answers, guard)))
             })
             .chain(
                 futures::stream::once(async move {

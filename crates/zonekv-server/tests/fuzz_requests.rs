@@ -65,7 +65,7 @@ fn valid_requests(node: u64) -> Vec<(usize, Vec<u8>)> {
         (12, frame(Body::Vote(vote_request)).encode_to_vec()),
         (
             12,
-            frame(Body::Append(raft::AppendEntriesRequest { header, vote, ..Default::default() }))
+            frame(Body::Open(raft::AppendEntriesRequest { header, vote, ..Default::default() }))
                 .encode_to_vec(),
         ),
     ]

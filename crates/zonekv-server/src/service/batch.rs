@@ -85,6 +85,7 @@ impl Demux {
     fn frame(&mut self, frame: pb::RaftFrame) {
         let id = frame.id;
         let answer = match frame.body {
+            Some(Body::Open(req)) => return self.open(id, req),
             Some(Body::Append(req)) => return self.append(id, req),
             Some(Body::End(_)) => {
                 // An open stream ends once Raft has answered what it got (the stream's task
@@ -153,20 +154,34 @@ impl Demux {
         }))
     }
 
-    /// The next request of append stream `id`; the first one opens the stream.
-    fn append(&mut self, id: u64, req: pb::AppendEntriesRequest) {
-        let result = match self.streams.get(&id) {
-            Some(s) if s.header != req.header => {
-                Err(Status::invalid_argument(format!("append stream {id} changed its header")))
-            }
-            Some(s) => codec::append_request_from_pb(req).map_err(malformed).map(|rpc| {
-                // Raft may have ended the stream already (its answer `end` is on the way).
-                let _ = s.requests.send(rpc);
-            }),
-            None => self.open_append(id, req),
+    /// The first request of append stream `id`: opens it.
+    fn open(&mut self, id: u64, req: pb::AppendEntriesRequest) {
+        let result = if self.streams.contains_key(&id) {
+            Err(Status::invalid_argument(format!("append stream {id} opened twice")))
+        } else {
+            self.open_append(id, req)
         };
         if let Err(status) = result {
             tracing::warn!(%status, "refused a raft append stream");
+            self.streams.remove(&id);
+            self.fail(id, &status);
+        }
+    }
+
+    /// The next request of append stream `id`. One for a stream this node does not have (it
+    /// refused it, or Raft ended it) is dropped: the sender has its answer already.
+    fn append(&mut self, id: u64, req: pb::AppendEntriesRequest) {
+        let Some(s) = self.streams.get(&id) else { return };
+        let result = if s.header != req.header {
+            Err(Status::invalid_argument(format!("append stream {id} changed its header")))
+        } else {
+            codec::append_request_from_pb(req).map_err(malformed).map(|rpc| {
+                // Raft may have ended the stream already (its answer `end` is on the way).
+                let _ = s.requests.send(rpc);
+            })
+        };
+        if let Err(status) = result {
+            tracing::warn!(%status, "refused a raft append request; ending its stream");
             self.streams.remove(&id);
             self.fail(id, &status);
         }
