@@ -101,6 +101,19 @@ impl AdminClient {
         Ok((resp.left_range_id, resp.right_range_id))
     }
 
+    /// Moves the voter of `range_id` on node `from` to node `to` (at the range's leader);
+    /// returns the nodes of the range's voters afterwards. Not retried on an unknown outcome.
+    pub async fn move_replica(&self, range_id: u64, from: u64, to: u64) -> Result<Vec<u64>> {
+        let req = pb::MoveReplicaRequest { range_id, from_node_id: from, to_node_id: to };
+        let resp = self
+            .router
+            .call(Kind::Write, None, |n| async move {
+                PbAdminClient::new(n.channel).move_replica(req).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+        Ok(resp.voter_node_ids)
+    }
+
     /// Moves leadership of `range_id` to `to_node_id` (at the leader).
     pub async fn transfer_leader(&self, range_id: u64, to_node_id: u64) -> Result<()> {
         let req = pb::TransferLeaderRequest { range_id, to_node_id };

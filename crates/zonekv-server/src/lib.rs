@@ -10,6 +10,7 @@
 //! (docs/multiraft.md).
 
 mod admin;
+mod cleanup;
 mod cluster;
 mod config;
 pub mod demo;

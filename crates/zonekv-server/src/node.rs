@@ -211,6 +211,7 @@ impl Node {
             tokio::spawn(crate::quiesce::run(Arc::downgrade(&inner), pace));
         }
         let split = inner.config.split.clone();
+        tokio::spawn(crate::cleanup::run(Arc::downgrade(&inner)));
         if split.range_max_keys > 0 || split.range_max_bytes > 0 {
             tokio::spawn(crate::splitter::run(Arc::downgrade(&inner), split));
         }

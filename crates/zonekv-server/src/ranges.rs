@@ -135,6 +135,17 @@ impl Ranges {
         maps.by_id.insert(r.replica.range, Arc::new(r));
     }
 
+    /// Forgets the replica of `range` (moved off this node); returns it.
+    pub(crate) fn remove(&self, range: u64) -> Option<Arc<RangeReplica>> {
+        let mut maps = self.map.write().expect("ranges lock");
+        let r = maps.by_id.remove(&range)?;
+        let start = r.desc.borrow().start.clone();
+        if maps.by_start.get(&start) == Some(&range) {
+            maps.by_start.remove(&start);
+        }
+        Some(r)
+    }
+
     pub(crate) fn get(&self, range: u64) -> Option<Arc<RangeReplica>> {
         self.map.read().expect("ranges lock").by_id.get(&range).cloned()
     }

@@ -117,12 +117,36 @@ async fn move_to_a_new_node(template: NodeConfig) {
     assert_eq!(client.get("x999").await.unwrap().as_deref(), Some(&b"after the move"[..]));
     drop(client); // its open streams would hold the nodes' servers at shutdown
 
-    // Still there after a restart.
+    // Still there after a restart (on the same address: the cluster knows it by it).
+    let listen = fourth.listen_addr().unwrap();
     fourth.shutdown().await;
-    let fourth = Node::start(config).await.unwrap();
+    let fourth = Node::start(NodeConfig { listen, join: None, ..config }).await.unwrap();
     assert_eq!(fourth.range_ids(), vec![1, right.range_id]);
     assert_eq!(stale(&fourth.handle(), "x999").await.as_deref(), Some(&b"after the move"[..]));
+
+    // The replica moved away is deleted from its old node (the directory shows the move)...
+    let old = cluster.node(from).unwrap().handle();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while old.range_ids().contains(&right.range_id) {
+        assert!(tokio::time::Instant::now() < deadline, "node {from} kept its removed replica");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ...which can then take the range back, as a new replica.
+    let back = r.move_replica(right.range_id, 4, from).await.unwrap();
+    assert!(back.replicas.iter().any(|x| x.node_id == from && !x.learner), "{back:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stale(&old, "x999").await.as_deref() != Some(&b"after the move"[..]) {
+        assert!(tokio::time::Instant::now() < deadline, "node {from} never caught up again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stale(&old, "x042").await.as_deref(), Some(&b"v42"[..]));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fourth.range_ids().contains(&right.range_id) {
+        assert!(tokio::time::Instant::now() < deadline, "node 4 kept its removed replica");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     fourth.shutdown().await;
-    drop((handles, meta, r)); // handles keep a node's storage open past its shutdown
+    drop((handles, meta, r, old)); // handles keep a node's storage open past its shutdown
     cluster.shutdown().await;
 }

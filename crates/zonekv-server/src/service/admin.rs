@@ -50,6 +50,16 @@ impl Admin for AdminService {
         Ok(Response::new(pb::TransferLeaderResponse {}))
     }
 
+    async fn move_replica(
+        &self,
+        req: Request<pb::MoveReplicaRequest>,
+    ) -> Result<Response<pb::MoveReplicaResponse>, Status> {
+        let req = req.into_inner();
+        let desc = self.node.move_replica(req.range_id, req.from_node_id, req.to_node_id).await?;
+        let voter_node_ids = desc.replicas.iter().filter(|r| !r.learner).map(|r| r.node_id).collect();
+        Ok(Response::new(pb::MoveReplicaResponse { voter_node_ids }))
+    }
+
     async fn split(&self, req: Request<pb::SplitRequest>) -> Result<Response<pb::SplitResponse>, Status> {
         let (left, right) = self.node.split(req.into_inner().key).await?;
         Ok(Response::new(pb::SplitResponse { left_range_id: left.range_id, right_range_id: right.range_id }))

@@ -46,6 +46,21 @@ pub enum Command {
         /// The first key of the new range.
         key: String,
     },
+    /// Moves a range's voter from one node to another (at the range's leader).
+    MoveReplica {
+        /// A node of the cluster.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        addr: String,
+        /// The range (see `zonekv ranges`).
+        #[arg(long)]
+        range: u64,
+        /// The node whose replica leaves.
+        #[arg(long)]
+        from: u64,
+        /// The node that takes it (a member without a replica of the range).
+        #[arg(long)]
+        to: u64,
+    },
     /// Key-value commands.
     Kv(KvArgs),
     /// Replica placement.

@@ -76,6 +76,15 @@ async fn run(cli: Cli) -> Result<()> {
             out!("range {left} split at {key:?}; the new range {right} starts there");
             Ok(())
         }
+        Command::MoveReplica { addr, range, from, to } => {
+            let admin = AdminClient::new([addr])?;
+            let voters = admin
+                .move_replica(range, from, to)
+                .await
+                .with_context(|| format!("moving range {range}'s replica from node {from} to node {to}"))?;
+            out!("range {range} moved from node {from} to node {to}; its voters are on nodes {voters:?}");
+            Ok(())
+        }
         Command::Kv(kv) => kv::run(kv).await,
         Command::Placement(PlacementCommand::Simulate { file }) => placement::simulate(&file),
         Command::Placement(PlacementCommand::Show { addr, policy }) => {

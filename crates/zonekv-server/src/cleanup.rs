@@ -1,0 +1,133 @@
+//! Removed replicas (docs/placement.md, "Moving a replica", step 7): a replica moved off this
+//! node stops, and its log, Raft state and data are deleted, once the range directory shows a
+//! newer membership of the range without this node. The directory and not the replica's own
+//! membership decides: a removed replica may never learn the final configuration (its leader
+//! stops sending to it), and a replica still catching up may install a snapshot taken before
+//! it was added, whose membership does not name it yet.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use zonekv_engine::{Cf, Engine, WriteBatch};
+use zonekv_raft::keys::{FIRST_RANGE, MetaKey, log_key, meta_key};
+use zonekv_raft::{RangeDescriptor, directory, read_descriptor};
+
+use crate::node::NodeInner;
+use crate::ranges::stored_ranges;
+use crate::{Error, Result};
+
+/// How often a node looks for replicas of its that were removed.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Removes this node's replicas that the directory says were moved away, until the node stops.
+pub(crate) async fn run(node: Weak<NodeInner>) {
+    while let Some(n) = crate::node::next_tick(&node, CHECK_INTERVAL).await {
+        for r in n.ranges.all() {
+            let removed = match removed(&n, &r.descriptor(), r.replica.node_id) {
+                Ok(removed) => removed,
+                Err(e) => {
+                    tracing::warn!(range = r.replica.range, error = %e, "checking for a removed replica failed");
+                    false
+                }
+            };
+            if removed && let Err(e) = destroy(&n, r.replica.range).await {
+                tracing::error!(range = r.replica.range, error = %e, "deleting a removed replica failed");
+            }
+        }
+    }
+}
+
+/// Whether the directory knows a membership of the range newer than `local` that does not
+/// include replica `replica_id`.
+fn removed(n: &NodeInner, local: &RangeDescriptor, replica_id: u64) -> Result<bool> {
+    if local.range_id == FIRST_RANGE {
+        return Ok(false);
+    }
+    let engine = &n.starter.engine;
+    // A range keeps its start key for life (a split keeps the left half's start).
+    let Some(known) = directory::lookup(engine, FIRST_RANGE, &local.start)? else { return Ok(false) };
+    Ok(known.range_id == local.range_id
+        && known.epoch.conf_ver > local.epoch.conf_ver
+        && !known.replicas.iter().any(|x| x.replica_id == replica_id))
+}
+
+/// Stops the replica of `range` and deletes its log, Raft state and the data of its span that
+/// no other range stored on this node owns, in one synced write.
+async fn destroy(n: &NodeInner, range: u64) -> Result<()> {
+    let Some(r) = n.ranges.remove(range) else { return Ok(()) };
+    r.stop().await;
+    let desc = r.descriptor();
+    drop(r);
+    // No replica is created meanwhile (one could cover part of this span).
+    let _one_at_a_time = n.creating.lock().await;
+    let engine = &n.starter.engine;
+    let mut others = Vec::new();
+    for id in stored_ranges(engine)?.into_iter().filter(|id| *id != range) {
+        if let Some(d) = read_descriptor(engine, id)? {
+            others.extend(d.data_spans().iter().filter_map(half_open));
+        }
+    }
+    let mut b = WriteBatch::new();
+    // The group's log keys are `range ++ index`: all sort before the 8-byte key `range + 1`.
+    let log_end = range.checked_add(1).map_or_else(|| vec![0xff; 17], |next| next.to_be_bytes().to_vec());
+    b.delete_range(Cf::RaftLog, log_key(range, 0).to_vec(), log_end);
+    for kind in [MetaKey::Vote, MetaKey::Committed, MetaKey::Purged, MetaKey::Applied, MetaKey::Descriptor] {
+        b.delete(Cf::RaftMeta, meta_key(range, kind).to_vec());
+    }
+    for span in desc.data_spans().iter().filter_map(half_open) {
+        for (start, end) in subtract(span, &others) {
+            b.delete_range(Cf::Data, start, end);
+        }
+    }
+    engine.write(&b, true).map_err(Error::from)?;
+    tracing::info!(range, %desc, "removed replica deleted: it was moved off this node");
+    Ok(())
+}
+
+fn half_open(span: &zonekv_engine::KeyRange) -> Option<(Vec<u8>, Vec<u8>)> {
+    match span.to_half_open() {
+        (Some(s), Some(e)) => Some((s, e)),
+        _ => None,
+    }
+}
+
+/// The parts of `[start, end)` that none of `others` covers, in order.
+fn subtract((start, end): (Vec<u8>, Vec<u8>), others: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut cuts: Vec<&(Vec<u8>, Vec<u8>)> = others.iter().filter(|(s, e)| s < &end && e > &start).collect();
+    cuts.sort();
+    let mut out = Vec::new();
+    let mut at = start;
+    for (s, e) in cuts {
+        if *s > at {
+            out.push((at.clone(), s.clone()));
+        }
+        if *e > at {
+            at = e.clone();
+        }
+    }
+    if at < end {
+        out.push((at, end));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subtract;
+
+    fn span(s: &str, e: &str) -> (Vec<u8>, Vec<u8>) {
+        (s.as_bytes().to_vec(), e.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn subtraction_keeps_only_what_no_other_span_covers() {
+        let whole = span("b", "t");
+        assert_eq!(subtract(whole.clone(), &[]), vec![whole.clone()]);
+        assert_eq!(
+            subtract(whole.clone(), &[span("a", "c"), span("f", "h"), span("g", "k"), span("s", "z")]),
+            vec![span("c", "f"), span("k", "s")]
+        );
+        assert_eq!(subtract(whole.clone(), &[span("a", "z")]), vec![]);
+        assert_eq!(subtract(whole, &[span("t", "z"), span("a", "b")]), vec![span("b", "t")]);
+    }
+}
