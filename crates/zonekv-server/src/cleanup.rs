@@ -8,6 +8,7 @@
 use std::sync::Weak;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use zonekv_engine::{Cf, Engine, WriteBatch};
 use zonekv_raft::keys::{FIRST_RANGE, MetaKey, log_key, meta_key};
 use zonekv_raft::{RangeDescriptor, directory, read_descriptor};
@@ -20,19 +21,32 @@ use crate::{Error, Result};
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Removes this node's replicas that the directory says were moved away, until the node stops.
+/// A pass runs only when the meta range (which holds the directory) has applied something new.
 pub(crate) async fn run(node: Weak<NodeInner>) {
+    let mut seen = None;
     while let Some(n) = crate::node::next_tick(&node, CHECK_INTERVAL).await {
+        let applied = n.ranges.first().replica.raft.metrics().borrow_watched().last_applied;
+        if applied == seen {
+            continue;
+        }
+        let mut done = true;
         for r in n.ranges.all() {
             let removed = match removed(&n, &r.descriptor(), r.replica.node_id) {
                 Ok(removed) => removed,
                 Err(e) => {
                     tracing::warn!(range = r.replica.range, error = %e, "checking for a removed replica failed");
+                    done = false;
                     false
                 }
             };
             if removed && let Err(e) = destroy(&n, r.replica.range).await {
                 tracing::error!(range = r.replica.range, error = %e, "deleting a removed replica failed");
+                done = false;
             }
+        }
+        // A failed pass is retried at the next tick.
+        if done {
+            seen = applied;
         }
     }
 }
