@@ -289,6 +289,12 @@ impl Drop for Forget {
 /// guards against an answer that will never come.
 const APPEND_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Requests of one replication session in flight at once (each up to
+/// `raft.max-entries-per-append` entries): a follower far behind gets its backlog a window at a
+/// time instead of its leader reading it all into the send queue, where every other range's
+/// messages to that peer would wait behind it.
+const APPEND_WINDOW: usize = 32;
+
 /// Sends one replication session's requests as an append stream: `open` with the first,
 /// `append` with the rest, in order, and `end` last — when openraft's requests end, one is
 /// lost (fault injection), or `stop` fires (openraft dropped the answers). The only writer of
@@ -302,6 +308,8 @@ struct RequestSender {
     lost: Arc<AtomicBool>,
     /// Requests sent so far.
     sent: Arc<AtomicU64>,
+    /// One permit per request that may be in flight; each answer returns one.
+    window: Arc<tokio::sync::Semaphore>,
 }
 
 impl RequestSender {
@@ -313,14 +321,21 @@ impl RequestSender {
     ) where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
-        let Self { session, id, header, faults, lost, sent } = self;
+        let Self { session, id, header, faults, lost, sent, window } = self;
         let mut next = Some(first);
         let mut opened = false;
         while let Some(r) = next {
+            // Wait for room in the window, then for injected faults (a delay holds back the
+            // requests behind it: the stream keeps order).
             let admitted = tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                a = admit(faults.as_ref()) => a.is_some(),
+                a = async {
+                    if let Ok(permit) = window.acquire().await {
+                        permit.forget();
+                    }
+                    admit(faults.as_ref()).await
+                } => a.is_some(),
             };
             if !admitted {
                 lost.store(true, Ordering::Relaxed);
@@ -376,6 +391,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             // `Unreachable`, as when a connection is reset.
             let lost = Arc::new(AtomicBool::new(false));
             let sent = Arc::new(AtomicU64::new(0));
+            let window = Arc::new(tokio::sync::Semaphore::new(APPEND_WINDOW));
             let (stop, stopped) = tokio::sync::oneshot::channel();
             let sender = RequestSender {
                 session: session.clone(),
@@ -384,6 +400,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 faults: self.faults.clone(),
                 lost: lost.clone(),
                 sent: sent.clone(),
+                window: window.clone(),
             };
             tokio::spawn(sender.run(first, input, stopped));
             // Dropped with the answers (openraft ended the session): the sender stops and ends
@@ -397,7 +414,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             };
             let state = (answers, guard, 0u64, false);
             let out = futures::stream::unfold(state, move |(mut answers, guard, answered, done)| {
-                let (sent, timeout) = (sent.clone(), timeout.clone());
+                let (sent, timeout, window) = (sent.clone(), timeout.clone(), window.clone());
                 async move {
                     if done {
                         return None;
@@ -419,6 +436,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                     };
                     let item = match answer {
                         Ok(Body::AppendResult(r)) => {
+                            window.add_permits(1);
                             codec::stream_append_result_from_pb(r).map_err(malformed)
                         }
                         Ok(Body::End(_)) => return None,

@@ -55,3 +55,33 @@ async fn every_range_replicates_over_one_batch_stream_per_node_pair() {
         assert!(s.raft_batches_sent > 0 && s.raft_frames_sent >= s.raft_batches_sent, "{s:?}");
     }
 }
+
+/// A follower far behind catches up from the log through many requests of one entry each,
+/// far more than a replication session keeps in flight (its window): answers reopen the
+/// window, nothing stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_far_behind_catches_up_through_the_request_window() {
+    let mut template = zonekv_server::NodeConfig::default();
+    template.raft.max_entries_per_append = 1;
+    template.raft.snapshot_after_entries = 100_000;
+    let mut cluster = LocalCluster::start_with(3, None, template).await.unwrap();
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.stop_node(lagging).await;
+    let l = cluster.node(leader).unwrap().handle();
+    // One writer: one entry per write.
+    for i in 0..400 {
+        l.put(format!("k{i:03}"), "v").await.unwrap();
+    }
+    let target = l.status().await.ranges[0].applied_index;
+    assert!(target >= 400, "applied {target}");
+    cluster.restart_node(lagging).await.unwrap();
+    let follower = cluster.node(lagging).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while follower.status().await.ranges[0].applied_index < target {
+        assert!(tokio::time::Instant::now() < deadline, "the follower did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(l);
+    cluster.shutdown().await;
+}
