@@ -139,14 +139,8 @@ impl Allocator {
         role: Role,
         others: &[Replica],
     ) -> bool {
-        for (list, _) in counted(policy, role) {
-            let clash = list.iter().any(|c| {
-                let m = c.matches(&node.locality);
-                (!c.required && m) || (c.required && c.count.is_none() && !m)
-            });
-            if clash {
-                return false;
-            }
+        if counted(policy, role).any(|(list, _)| list.iter().any(|c| c.excludes(&node.locality))) {
+            return false;
         }
         // Counted constraints: after this replica, the remaining slots must cover what is
         // still missing.

@@ -31,9 +31,7 @@ impl Policy {
                 )));
             }
         }
-        let allowed = |n: &&Node, list: &[Constraint]| {
-            !list.iter().any(|c| c.matches(&n.locality) != c.required && (!c.required || c.count.is_none()))
-        };
+        let allowed = |n: &&Node, list: &[Constraint]| !list.iter().any(|c| c.excludes(&n.locality));
         let usable: Vec<&Node> = live.iter().copied().filter(|n| allowed(n, &self.constraints)).collect();
         let total = self.voters + self.non_voters;
         if usable.len() < total {

@@ -63,6 +63,14 @@ impl Constraint {
     pub fn matches(&self, locality: &crate::Locality) -> bool {
         locality.matches(&self.key, &self.value)
     }
+
+    /// Whether the rule keeps every replica off a node at `locality`: a prohibited label it
+    /// has, or a label all replicas need that it lacks. (A counted requirement excludes no
+    /// single node.)
+    pub fn excludes(&self, locality: &crate::Locality) -> bool {
+        let m = self.matches(locality);
+        if self.required { self.count.is_none() && !m } else { m }
+    }
 }
 
 /// The placement policy of a key span.

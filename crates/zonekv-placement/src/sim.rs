@@ -133,20 +133,28 @@ impl Sim {
     /// Whether nothing is in flight, no range has an action that could be started, and no
     /// down node still holding replicas is waiting to be declared dead.
     pub fn settled(&self) -> bool {
+        self.transfers.is_empty()
+            && !self.waiting_for_dead()
+            && self.plans().iter().all(|(_, a)| matches!(a, Action::Unsatisfiable(_)))
+    }
+
+    /// Whether a down node holding replicas is not dead yet (its replicas will be replaced).
+    fn waiting_for_dead(&self) -> bool {
         let dead_after = self.config.planner.dead_after;
-        let waiting = self.cluster.nodes().any(|n| {
+        self.cluster.nodes().any(|n| {
             matches!(n.state, NodeState::Down { .. })
                 && !n.dead(self.now, dead_after)
                 && self.cluster.replicas_on(n.id) > 0
-        });
-        !waiting && self.transfers.is_empty() && self.pending().is_empty()
+        })
     }
 
     /// Steps until settled, at most `limit` of fake time; returns the time it took.
     pub fn run_until_settled(&mut self, limit: Millis) -> Option<Millis> {
         let start = self.now;
         while self.now - start < limit {
-            if self.step() && self.settled() {
+            // An idle step found nothing to start and nothing in flight: settled unless a down
+            // node is still to become dead.
+            if self.step() && !self.waiting_for_dead() {
                 return Some(self.now - start);
             }
         }
@@ -184,8 +192,9 @@ impl Sim {
         self.transfers.iter().any(|t| t.range == range)
     }
 
-    /// Each range's next action, for ranges with nothing in flight.
-    fn pending(&self) -> Vec<(RangeId, Action)> {
+    /// The next action of each range with nothing in flight (ranges with nothing to do left
+    /// out).
+    fn plans(&self) -> Vec<(RangeId, Action)> {
         let p = &self.config.planner;
         self.cluster
             .ranges()
@@ -193,7 +202,7 @@ impl Sim {
             .map(|r| {
                 (r.id, p.next(&self.cluster, &self.policy, r, self.now, self.last_moved.get(&r.id).copied()))
             })
-            .filter(|(_, a)| !matches!(a, Action::Nothing | Action::Unsatisfiable(_)))
+            .filter(|(_, a)| *a != Action::Nothing)
             .collect()
     }
 
@@ -204,16 +213,14 @@ impl Sim {
         self.now += self.config.tick;
         self.finish_transfers();
         self.fail_over();
-        let p = self.config.planner;
         let mut actions = Vec::new();
         let mut unsatisfiable = BTreeMap::new();
-        for r in self.cluster.ranges().filter(|r| !self.busy(r.id)) {
-            match p.next(&self.cluster, &self.policy, r, self.now, self.last_moved.get(&r.id).copied()) {
-                Action::Nothing => {}
+        for (range, action) in self.plans() {
+            match action {
                 Action::Unsatisfiable(why) => {
-                    unsatisfiable.insert(r.id, why);
+                    unsatisfiable.insert(range, why);
                 }
-                a => actions.push((r.id, a)),
+                a => actions.push((range, a)),
             }
         }
         self.log.unsatisfiable = unsatisfiable;

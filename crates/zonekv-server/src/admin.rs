@@ -251,14 +251,11 @@ impl NodeHandle {
     pub async fn transfer_leader(&self, range_id: u64, to: NodeId) -> Result<()> {
         let range = self.inner.range(range_id)?;
         let r = &range.replica;
-        let m = r.metrics();
         let replica = range.descriptor().replica_on(to);
-        if !m.membership_config.membership().voter_ids().any(|v| v == replica) {
+        if !r.metrics().membership_config.membership().voter_ids().any(|v| v == replica) {
             return Err(Error::InvalidArgument(format!("node {to} is not a voter of range {range_id}")));
         }
-        if m.current_leader != Some(r.node_id) {
-            return Err(Error::NotLeader { range: r.range, leader: r.leader_hint() });
-        }
+        r.ensure_leader()?;
         r.raft
             .trigger()
             .transfer_leader(replica)
@@ -305,13 +302,7 @@ impl NodeHandle {
             raft_batches_sent: net.batches.load(std::sync::atomic::Ordering::Relaxed),
             raft_streams_from_peers: net.streams_in.load(std::sync::atomic::Ordering::Relaxed),
             locality: self.inner.config.locality.clone(),
-            peers: self
-                .inner
-                .liveness
-                .peers()
-                .into_iter()
-                .map(|(node_id, locality, live)| Peer { node_id, locality, live })
-                .collect(),
+            peers: self.inner.liveness.peers(),
         }
     }
 }

@@ -45,11 +45,17 @@ impl Liveness {
     }
 
     /// Every node that ever pinged this one: its locality and whether it is live, by id.
-    pub(crate) fn peers(&self) -> Vec<(NodeId, String, bool)> {
+    pub(crate) fn peers(&self) -> Vec<crate::Peer> {
         let heard = self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
-        let mut peers: Vec<_> =
-            heard.iter().map(|(id, h)| (*id, h.locality.clone(), h.at.elapsed() < self.timeout)).collect();
-        peers.sort();
+        let mut peers: Vec<_> = heard
+            .iter()
+            .map(|(id, h)| crate::Peer {
+                node_id: *id,
+                locality: h.locality.clone(),
+                live: h.at.elapsed() < self.timeout,
+            })
+            .collect();
+        peers.sort_by_key(|p| p.node_id);
         peers
     }
 

@@ -77,6 +77,16 @@ impl NodeHandle {
         Err(Error::Unavailable(format!("the meta range's leader could not be reached: {last}")))
     }
 
+    /// `count` fresh ids (ranges, replicas) from the meta range's allocator; returns the first.
+    pub(crate) async fn allocate_ids(&self, count: u64) -> Result<u64> {
+        match self.propose_meta(Op::AllocateIds { count }).await? {
+            OpResult::Ids { first } => Ok(first),
+            other => {
+                Err(Error::FailedPrecondition(format!("the meta range did not allocate ids: {other:?}")))
+            }
+        }
+    }
+
     /// Sends `op` to the node at `addr`; on failure returns the status and the leader it names.
     async fn propose_meta_at(
         &self,

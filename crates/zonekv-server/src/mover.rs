@@ -12,7 +12,7 @@ use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
 use zonekv_proto::raft::v1 as pb;
 use zonekv_raft::directory::FIRST_ALLOCATED_ID;
 use zonekv_raft::keys::{FIRST_RANGE, MetaKey, meta_key};
-use zonekv_raft::{NodeId, NodeInfo, Op, OpResult, RangeDescriptor, ReplicaDesc, codec};
+use zonekv_raft::{NodeId, NodeInfo, Op, RangeDescriptor, ReplicaDesc, codec};
 
 use crate::admin::write_error;
 use crate::node::NodeInner;
@@ -30,9 +30,7 @@ impl NodeHandle {
         }
         let range = self.inner.range(range_id)?;
         let r = &range.replica;
-        if r.metrics().current_leader != Some(r.node_id) {
-            return Err(Error::NotLeader { range: range_id, leader: r.leader_hint() });
-        }
+        r.ensure_leader()?;
         let desc = range.descriptor();
         let old =
             desc.replicas.iter().find(|x| x.node_id == from && !x.learner).map(|x| x.replica_id).ok_or_else(
@@ -49,9 +47,7 @@ impl NodeHandle {
         }
         .ok_or_else(|| Error::NotFound(format!("node {to} is not a member of the cluster")))?;
 
-        let OpResult::Ids { first: id } = self.propose_meta(Op::AllocateIds { count: 1 }).await? else {
-            return Err(Error::FailedPrecondition("the meta range did not allocate an id".into()));
-        };
+        let id = self.allocate_ids(1).await?;
         let mut target = desc.clone();
         target.replicas.push(ReplicaDesc { replica_id: id, node_id: to, learner: true });
         let request =

@@ -68,6 +68,11 @@ pub(crate) fn error_body(status: &Status) -> Body {
     Body::Error(pb::FrameError { code: status.code() as i32, message: status.message().to_string() })
 }
 
+/// What an exchange gets when the stream it waits on fails.
+fn broken(why: &Status) -> Status {
+    Status::unavailable(format!("raft stream to the peer failed: {}", why.message()))
+}
+
 fn status_of(e: pb::FrameError) -> Status {
     Status::new(tonic::Code::from_i32(e.code), e.message)
 }
@@ -167,7 +172,7 @@ impl Session {
     fn fail(&self, why: Status) {
         let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         for (_, waiter) in w.map.drain() {
-            let err = Err(Status::unavailable(format!("raft stream to the peer failed: {}", why.message())));
+            let err = Err(broken(&why));
             match waiter {
                 Waiter::Call(tx) => drop(tx.send(err)),
                 Waiter::Stream(tx) => drop(tx.send(err)),
@@ -185,7 +190,7 @@ impl Session {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(why) = &w.failed {
-            return Err(Status::unavailable(format!("raft stream to the peer failed: {}", why.message())));
+            return Err(broken(why));
         }
         w.map.insert(id, waiter);
         Ok(id)

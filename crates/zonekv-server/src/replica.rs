@@ -54,6 +54,12 @@ impl Replica {
         Some(LeaderHint { node_id: self.node_of(id), addr })
     }
 
+    /// `NotLeader` (with the leader this replica knows of) unless this replica leads.
+    pub(crate) fn ensure_leader(&self) -> Result<()> {
+        let leads = self.raft.metrics().borrow_watched().current_leader == Some(self.node_id);
+        if leads { Ok(()) } else { Err(Error::NotLeader { range: self.range, leader: self.leader_hint() }) }
+    }
+
     /// Asks Raft itself (not the metrics, which may lag an `initialize` by a moment).
     async fn initialized(&self) -> bool {
         self.raft.is_initialized().await.unwrap_or(true)

@@ -97,10 +97,7 @@ impl NodeHandle {
             )));
         }
         let count = 1 + desc.replicas.len() as u64;
-        let ids = self.propose_meta(Op::AllocateIds { count }).await?;
-        let OpResult::Ids { first } = ids else {
-            return Err(Error::FailedPrecondition(format!("the meta range did not allocate ids: {ids:?}")));
-        };
+        let first = self.allocate_ids(count).await?;
         let split = Split {
             split_key: key,
             expected_epoch: desc.epoch,

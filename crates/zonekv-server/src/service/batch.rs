@@ -30,7 +30,7 @@ pub(super) fn serve(
     let stats = inner.starter.channels.stats().clone();
     let stopped = inner.stopped();
     stats.streams_in.fetch_add(1, Ordering::Relaxed);
-    let demux = Demux { inner, out, streams: HashMap::new() };
+    let demux = Demux { inner, out: Answers(out), streams: HashMap::new() };
     let serving = stats.clone();
     tokio::spawn(async move {
         demux.run(incoming, refused).await;
@@ -48,9 +48,20 @@ struct AppendStream {
     requests: mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>,
 }
 
+/// The queue of answers to the peer.
+#[derive(Clone)]
+struct Answers(mpsc::UnboundedSender<pb::RaftFrame>);
+
+impl Answers {
+    /// Queues `body` as the answer of exchange `id`; false once the peer's stream is gone.
+    fn send(&self, id: u64, body: Body) -> bool {
+        self.0.send(pb::RaftFrame { id, body: Some(body) }).is_ok()
+    }
+}
+
 struct Demux {
     inner: Arc<NodeInner>,
-    out: mpsc::UnboundedSender<pb::RaftFrame>,
+    out: Answers,
     streams: HashMap<u64, AppendStream>,
 }
 
@@ -92,7 +103,7 @@ impl Demux {
                 // sends `end` then). A stream never opened here (its first request was lost,
                 // or refused) ends at once: the sender waits for that `end`.
                 if self.streams.remove(&id).is_none() {
-                    let _ = self.out.send(pb::RaftFrame { id, body: Some(Body::End(pb::Empty {})) });
+                    self.out.send(id, Body::End(pb::Empty {}));
                 }
                 return;
             }
@@ -110,7 +121,7 @@ impl Demux {
                 let out = self.out.clone();
                 tokio::spawn(async move {
                     let body = call.await.unwrap_or_else(|status| mux::error_body(&status));
-                    let _ = out.send(pb::RaftFrame { id, body: Some(body) });
+                    out.send(id, body);
                 });
             }
             Err(status) => self.fail(id, &status),
@@ -118,7 +129,14 @@ impl Demux {
     }
 
     fn fail(&self, id: u64, status: &Status) {
-        let _ = self.out.send(pb::RaftFrame { id, body: Some(mux::error_body(status)) });
+        self.out.send(id, mux::error_body(status));
+    }
+
+    /// Ends append stream `id` with `status`.
+    fn refuse(&mut self, id: u64, status: &Status) {
+        tracing::warn!(%status, "refused a raft append stream");
+        self.streams.remove(&id);
+        self.fail(id, status);
     }
 
     fn vote(&self, req: pb::VoteRequest, pre: bool) -> Answer {
@@ -162,9 +180,7 @@ impl Demux {
             self.open_append(id, req)
         };
         if let Err(status) = result {
-            tracing::warn!(%status, "refused a raft append stream");
-            self.streams.remove(&id);
-            self.fail(id, &status);
+            self.refuse(id, &status);
         }
     }
 
@@ -181,9 +197,7 @@ impl Demux {
             })
         };
         if let Err(status) = result {
-            tracing::warn!(%status, "refused a raft append request; ending its stream");
-            self.streams.remove(&id);
-            self.fail(id, &status);
+            self.refuse(id, &status);
         }
     }
 
@@ -203,15 +217,15 @@ impl Demux {
                     Ok(result) => Body::AppendResult(codec::stream_append_result_to_pb(&result)),
                     Err(fatal) => {
                         let status = Status::unavailable(format!("range {}: {fatal}", r.range));
-                        let _ = out.send(pb::RaftFrame { id, body: Some(mux::error_body(&status)) });
+                        out.send(id, mux::error_body(&status));
                         return;
                     }
                 };
-                if out.send(pb::RaftFrame { id, body: Some(body) }).is_err() {
+                if !out.send(id, body) {
                     return;
                 }
             }
-            let _ = out.send(pb::RaftFrame { id, body: Some(Body::End(pb::Empty {})) });
+            out.send(id, Body::End(pb::Empty {}));
         });
         Ok(())
     }
