@@ -3,11 +3,12 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tonic::transport::Channel;
 use zonekv_proto::admin::v1 as pb;
 use zonekv_proto::admin::v1::admin_client::AdminClient as PbAdminClient;
 
-pub use zonekv_proto::admin::v1::{RangeStatus, Replica, StatusResponse};
+pub use zonekv_proto::admin::v1::{Policy, RangeStatus, Replica, ReplicaRole, SpanPolicy, StatusResponse};
 
 use crate::retry::{Kind, Router};
 use crate::{ClientConfig, ClientError, Result};
@@ -87,7 +88,7 @@ impl AdminClient {
 
     /// Splits the range holding `key` at `key` (at that range's leader); returns the ids of
     /// the left (split) and right (new) ranges.
-    pub async fn split(&self, key: impl Into<bytes::Bytes>) -> Result<(u64, u64)> {
+    pub async fn split(&self, key: impl Into<Bytes>) -> Result<(u64, u64)> {
         let key = key.into();
         let route = crate::ranges::RouteKey::At(key.clone());
         let req = pb::SplitRequest { key };
@@ -123,5 +124,39 @@ impl AdminClient {
             })
             .await?;
         Ok(())
+    }
+
+    /// Starts (or with `cancel`, stops) decommissioning node `node_id`: the placement driver
+    /// moves its replicas away and places none there.
+    pub async fn decommission(&self, node_id: u64, cancel: bool) -> Result<()> {
+        let req = pb::DecommissionRequest { node_id, cancel };
+        self.router
+            .call(Kind::Write, None, |n| async move {
+                PbAdminClient::new(n.channel).decommission(req).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the placement policy of the user keys `[start, end)` (`end` `None`: to the end of
+    /// the keyspace), or with `policy` `None` clears it.
+    pub async fn set_policy(&self, start: Bytes, end: Option<Bytes>, policy: Option<Policy>) -> Result<()> {
+        let req =
+            pb::SetPolicyRequest { start, end: end.unwrap_or_default(), clear: policy.is_none(), policy };
+        self.router
+            .call(Kind::Write, None, |n| {
+                let req = req.clone();
+                async move { PbAdminClient::new(n.channel).set_policy(req).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The span policies set, as the node at `addr` has them.
+    pub async fn policies(&self, addr: &str) -> Result<Vec<SpanPolicy>> {
+        let resp = self
+            .direct(addr, |mut c| async move { c.list_policies(pb::ListPoliciesRequest {}).await })
+            .await?;
+        Ok(resp.policies)
     }
 }

@@ -25,6 +25,6 @@ mod mux;
 mod ranges;
 mod retry;
 
-pub use admin::{AdminClient, RangeStatus, Replica, StatusResponse};
+pub use admin::{AdminClient, Policy, RangeStatus, Replica, ReplicaRole, SpanPolicy, StatusResponse};
 pub use client::{CasOutcome, Client, ClientConfig, Mutation, ReadConsistency, ScanOptions, ScanPage};
 pub use error::{ClientError, Result};

@@ -9,9 +9,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::Rng;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use tokio::sync::{Mutex, RwLock};
-use zonekv_server::{Error, FIRST_RANGE, LinkRule, LocalCluster, NetFaults, NodeHandle, ReadConsistency};
+use zonekv_server::{
+    Error, FIRST_RANGE, LinkRule, LocalCluster, NetFaults, NodeHandle, ReadConsistency, Role,
+};
 
 use crate::backend::Backend;
 use crate::history::Status;
@@ -351,6 +353,97 @@ impl Fault<Cluster> for SplitRange {
     async fn heal(&self, _: &Cluster) {}
 }
 
+/// A random range other than the first, with the running node that leads it and its
+/// members as that leader reports them: (node, is a voter).
+async fn led_range(c: &Cluster, rng: &mut StdRng) -> Option<(NodeId, u64, Vec<(NodeId, bool)>)> {
+    let mut led = Vec::new();
+    for id in c.ids.clone() {
+        let Some(h) = c.handle(id).await else { continue };
+        for r in
+            h.status().await.ranges.into_iter().filter(|r| r.state == "leader" && r.range_id != FIRST_RANGE)
+        {
+            let members = r.members.iter().map(|m| (m.node_id, m.role == Role::Voter)).collect();
+            led.push((id, r.range_id, members));
+        }
+    }
+    led.choose(rng).cloned()
+}
+
+/// A random voter among `members` other than `leader`.
+fn other_voter(members: &[(NodeId, bool)], leader: NodeId, rng: &mut StdRng) -> Option<NodeId> {
+    members
+        .iter()
+        .filter(|(n, voter)| *voter && *n != leader)
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .choose(rng)
+        .copied()
+}
+
+/// Moves a replica of a random split-off range to a running node without one, through the
+/// range's leader (learner, snapshot, joint-consensus swap); if every running node holds
+/// one, removes a voter instead (ranges start with a replica on every node). Never the
+/// leader's own replica. Permanent: healing does nothing.
+struct MoveReplica;
+
+#[async_trait]
+impl Fault<Cluster> for MoveReplica {
+    fn name(&self) -> &'static str {
+        "move-replica"
+    }
+
+    async fn inject(&self, c: &Cluster, rng: &mut StdRng) -> Option<String> {
+        let (leader, range, members) = led_range(c, rng).await?;
+        let from = other_voter(&members, leader, rng)?;
+        let mut targets = Vec::new();
+        for id in c.ids.iter().copied().filter(|id| members.iter().all(|(n, _)| n != id)) {
+            if c.handle(id).await.is_some() {
+                targets.push(id);
+            }
+        }
+        let h = c.handle(leader).await?;
+        match targets.choose(rng) {
+            Some(&to) => {
+                tokio::time::timeout(Duration::from_secs(15), h.move_replica(range, from, to))
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(format!("range {range}: replica moved from node {from} to node {to}"))
+            }
+            None if members.iter().filter(|(_, voter)| *voter).count() > 3 => {
+                tokio::time::timeout(Duration::from_secs(10), h.remove_replica(range, from))
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(format!("range {range}: replica on node {from} removed"))
+            }
+            None => None,
+        }
+    }
+
+    async fn heal(&self, _: &Cluster) {}
+}
+
+/// Hands the leadership of a random split-off range to another of its voters.
+struct TransferRangeLeader;
+
+#[async_trait]
+impl Fault<Cluster> for TransferRangeLeader {
+    fn name(&self) -> &'static str {
+        "transfer-range-leader"
+    }
+
+    async fn inject(&self, c: &Cluster, rng: &mut StdRng) -> Option<String> {
+        let (leader, range, members) = led_range(c, rng).await?;
+        let to = other_voter(&members, leader, rng)?;
+        let h = c.handle(leader).await?;
+        tokio::time::timeout(Duration::from_secs(5), h.transfer_leader(range, to)).await.ok()?.ok()?;
+        Some(format!("range {range}: leadership {leader} -> {to}"))
+    }
+
+    async fn heal(&self, _: &Cluster) {}
+}
+
 /// Every built-in fault.
 pub fn catalogue() -> Vec<Arc<dyn Fault<Cluster>>> {
     vec![
@@ -365,5 +458,7 @@ pub fn catalogue() -> Vec<Arc<dyn Fault<Cluster>>> {
         Arc::new(TransferLeader),
         Arc::new(RemoveFollower),
         Arc::new(SplitRange),
+        Arc::new(MoveReplica),
+        Arc::new(TransferRangeLeader),
     ]
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rand::Rng;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use tokio::sync::Mutex;
 use zonekv_client::{AdminClient, Client, ClientConfig, ClientError};
 
@@ -334,6 +334,47 @@ impl Fault<Processes> for SplitRange {
     async fn heal(&self, _: &Processes) {}
 }
 
+/// Moves a replica of a random split-off range to a node without one, through the admin API
+/// (which finds the range's leader); the range and its members come from a random running
+/// node's status. Never the leader's own replica. Permanent: healing does nothing.
+struct MoveReplica;
+
+#[async_trait]
+impl Fault<Processes> for MoveReplica {
+    fn name(&self) -> &'static str {
+        "move-replica"
+    }
+
+    async fn inject(&self, c: &Processes, rng: &mut StdRng) -> Option<String> {
+        let (addrs, ids): (Vec<String>, Vec<u64>) = {
+            let nodes = c.nodes.lock().await;
+            let running = nodes.iter().filter(|n| n.child.is_some() && !n.paused);
+            (running.clone().map(|n| n.addr.clone()).collect(), running.map(|n| n.id).collect())
+        };
+        let addr = addrs.choose(rng)?;
+        let status = tokio::time::timeout(Duration::from_secs(5), c.admin.status(addr)).await.ok()?.ok()?;
+        let ranges: Vec<_> = status.ranges.iter().filter(|r| r.range_id != 1 && r.leader_id != 0).collect();
+        let range = ranges.choose(rng)?;
+        let voter = zonekv_client::ReplicaRole::Voter as i32;
+        let from = *range
+            .replicas
+            .iter()
+            .filter(|m| m.role == voter && m.node_id != range.leader_id)
+            .map(|m| m.node_id)
+            .collect::<Vec<_>>()
+            .choose(rng)?;
+        let targets: Vec<u64> =
+            ids.into_iter().filter(|id| range.replicas.iter().all(|m| m.node_id != *id)).collect();
+        let to = *targets.choose(rng)?;
+        let id = range.range_id;
+        let moved = tokio::time::timeout(Duration::from_secs(15), c.admin.move_replica(id, from, to)).await;
+        moved.ok()?.ok()?;
+        Some(format!("range {id}: replica moved from node {from} to node {to}"))
+    }
+
+    async fn heal(&self, _: &Processes) {}
+}
+
 /// Every process fault.
 pub fn catalogue() -> Vec<Arc<dyn Fault<Processes>>> {
     vec![
@@ -344,5 +385,6 @@ pub fn catalogue() -> Vec<Arc<dyn Fault<Processes>>> {
         Arc::new(Pause(Target::Leader)),
         Arc::new(Kill(Target::All)),
         Arc::new(SplitRange),
+        Arc::new(MoveReplica),
     ]
 }

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, Node, NodeId, NodeState};
 use crate::policy::{Constraint, Policy, Survival};
@@ -59,10 +59,11 @@ fn default_max_snapshots() -> usize {
 }
 
 /// A policy as written in a file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PolicySpec {
     /// Voters (default 3; 5 with `survival = "region"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub voters: Option<usize>,
     /// Non-voters. Default 0.
     #[serde(default)]
@@ -77,6 +78,7 @@ pub struct PolicySpec {
     #[serde(default)]
     pub lease_preferences: Vec<Vec<String>>,
     /// `zone` (default) or `region`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub survival: Option<String>,
 }
 

@@ -43,6 +43,14 @@ pub enum Op {
     /// Meta range only: records descriptors in the range directory, each only if newer (by
     /// epoch) than the entry it replaces.
     UpdateDirectory(Vec<RangeDescriptor>),
+    /// Meta range only: sets (or, with `None`, clears) the placement record `key` — the
+    /// server's node registry and span policies (docs/placement.md). Opaque to this crate.
+    SetPlacement {
+        /// Record key, below the placement prefix ([`crate::directory::placement_key`]).
+        key: Bytes,
+        /// New value; `None` clears the record.
+        value: Option<Bytes>,
+    },
 }
 
 /// Splits a range at `split_key`: `[start, split_key)` stays, `[split_key, end)` becomes range
@@ -110,6 +118,7 @@ impl Op {
             Op::UpdateDirectory(descs) => {
                 descs.iter().map(|d| d.start.len() + d.end.as_ref().map_or(0, Bytes::len)).sum()
             }
+            Op::SetPlacement { key, value } => key.len() + opt(value),
         }
     }
 }

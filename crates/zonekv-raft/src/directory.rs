@@ -4,7 +4,11 @@
 //! ```text
 //! data  'm' ++ 0x01 ++ start_key  -> value(protobuf(RangeDescriptor))   directory, by start key
 //!       'm' ++ 0x02               -> value(next id: u64be)              id allocator
+//!       'm' ++ 0x03 ++ record key -> value(record)                      placement records
 //! ```
+//!
+//! Placement records (the node registry and span policies, docs/placement.md) are written by
+//! `Op::SetPlacement` and read back whole; their keys and values are the server's.
 //!
 //! Both live in the span of the leftmost range (it always owns the `'m'` prefix), as ordinary
 //! replicated data with the same value framing and checksum as user values. The directory is an
@@ -31,6 +35,31 @@ pub const FIRST_ALLOCATED_ID: u64 = 1 << 32;
 
 const DIRECTORY: u8 = 0x01;
 const NEXT_ID: u8 = 0x02;
+const PLACEMENT: u8 = 0x03;
+
+/// The data-column-family key of placement record `key`.
+pub fn placement_key(key: &[u8]) -> Vec<u8> {
+    let mut suffix = Vec::with_capacity(key.len() + 1);
+    suffix.push(PLACEMENT);
+    suffix.extend_from_slice(key);
+    system_key(&suffix)
+}
+
+/// Every placement record (key below the placement prefix, value), in key order, read from the
+/// meta range's data on this node (`group` names it in errors). A record whose checksum fails
+/// is an error, never skipped.
+pub fn placement_records<R: Reader + ?Sized>(reader: &R, group: u64) -> Result<Vec<(Bytes, Bytes)>> {
+    let prefix = placement_key(b"");
+    reader
+        .scan(Cf::Data, &KeyRange::prefix(&prefix), false)?
+        .map(|pair| {
+            let (k, v) = pair?;
+            let value = value::decode(&v)
+                .map_err(|why| Error::Corruption { group, what: format!("placement record {k:?}: {why}") })?;
+            Ok((Bytes::copy_from_slice(&k[prefix.len()..]), value))
+        })
+        .collect()
+}
 
 /// The data-column-family key of the directory entry of the range starting at `start`.
 pub fn directory_key(start: &[u8]) -> Vec<u8> {

@@ -109,7 +109,7 @@ fn key_outside<'a>(op: &'a Op, desc: &RangeDescriptor) -> Option<&'a [u8]> {
     match op {
         Op::Put { key, .. } | Op::Delete { key } | Op::CompareAndSwap { key, .. } => outside(key),
         Op::Batch(muts) => muts.iter().find_map(|m| outside(m.key())),
-        Op::Split(_) | Op::AllocateIds { .. } | Op::UpdateDirectory(_) => None,
+        Op::Split(_) | Op::AllocateIds { .. } | Op::UpdateDirectory(_) | Op::SetPlacement { .. } => None,
     }
 }
 
@@ -264,7 +264,9 @@ impl<E: Engine> StateMachine<E> {
                     OpResult::Done
                 }
                 Op::Split(s) => split::apply_split(engine, s, desc, membership, &mut pending.batch)?,
-                Op::AllocateIds { .. } | Op::UpdateDirectory(_) if !desc.start.is_empty() => {
+                Op::AllocateIds { .. } | Op::UpdateDirectory(_) | Op::SetPlacement { .. }
+                    if !desc.start.is_empty() =>
+                {
                     OpResult::NotMetaRange
                 }
                 Op::AllocateIds { count } => {
@@ -272,6 +274,10 @@ impl<E: Engine> StateMachine<E> {
                 }
                 Op::UpdateDirectory(descs) => {
                     OpResult::DirectoryUpdated { written: directory::update(engine, group, pending, descs)? }
+                }
+                Op::SetPlacement { key, value } => {
+                    pending.set_raw(directory::placement_key(key), value.as_ref());
+                    OpResult::Done
                 }
             });
         }

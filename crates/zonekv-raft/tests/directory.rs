@@ -118,3 +118,48 @@ fn ids_are_allocated_once_and_only_by_the_meta_range() {
     );
     assert_eq!(r, vec![OpResult::NotMetaRange, OpResult::NotMetaRange]);
 }
+
+/// Placement records are set, replaced and cleared by the meta range only, read back whole,
+/// and a damaged one is reported, never returned.
+#[test]
+fn placement_records_are_kept_by_the_meta_range_and_checked() {
+    use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
+
+    let engine = MemEngine::new();
+    let mut meta = StateMachine::open(engine.clone(), 1).unwrap();
+    results(&mut meta, vec![members(1, &[1])]);
+    let set = |k: &'static str, v: Option<&'static str>| Op::SetPlacement {
+        key: Bytes::from_static(k.as_bytes()),
+        value: v.map(|v| Bytes::from_static(v.as_bytes())),
+    };
+    let r = results(&mut meta, vec![normal(2, vec![set("node/a", Some("x")), set("policy/", Some("p1"))])]);
+    assert_eq!(r, vec![OpResult::Done, OpResult::Done]);
+    results(
+        &mut meta,
+        vec![normal(3, vec![set("policy/", Some("p2")), set("node/a", None), set("node/b", Some("y"))])],
+    );
+    let records = directory::placement_records(&engine, 1).unwrap();
+    let want: Vec<(Bytes, Bytes)> =
+        [("node/b", "y"), ("policy/", "p2")].map(|(k, v)| (Bytes::from(k), Bytes::from(v))).to_vec();
+    assert_eq!(records, want);
+
+    // Outside the meta range: refused, nothing written.
+    let epoch = meta.descriptor().epoch;
+    results(&mut meta, vec![normal(4, vec![split_at("k", epoch, 9, &[FIRST_ALLOCATED_ID])])]);
+    let mut right = StateMachine::open(engine.clone(), 9).unwrap();
+    assert_eq!(
+        results(&mut right, vec![normal(5, vec![set("node/c", Some("z"))])]),
+        vec![OpResult::NotMetaRange]
+    );
+    assert_eq!(directory::placement_records(&engine, 1).unwrap(), want);
+
+    // One flipped byte in a stored record: an error naming it.
+    let key = directory::placement_key(b"node/b");
+    let mut stored = engine.get(Cf::Data, &key).unwrap().unwrap();
+    *stored.last_mut().unwrap() ^= 1;
+    let mut b = WriteBatch::new();
+    b.put(Cf::Data, key, stored);
+    engine.write(&b, true).unwrap();
+    let err = directory::placement_records(&engine, 1).unwrap_err().to_string();
+    assert!(err.contains("placement record"), "{err}");
+}

@@ -62,7 +62,7 @@ fn model_apply(m: &mut BTreeMap<Bytes, Bytes>, op: &Op) {
                 };
             }
         }
-        Op::Split(_) | Op::AllocateIds { .. } | Op::UpdateDirectory(_) => {
+        Op::Split(_) | Op::AllocateIds { .. } | Op::UpdateDirectory(_) | Op::SetPlacement { .. } => {
             unreachable!(
                 "the generator makes no admin ops (tests/split.rs and tests/directory.rs cover them)"
             )

@@ -149,7 +149,10 @@ fn range_status(range: &RangeReplica) -> RangeStatus {
 pub(crate) fn write_error(r: &Replica, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-            Error::NotLeader { range: r.range, leader: r.leader_hint().filter(|h| h.node_id != r.node_id) }
+            // The leader this replica knows of, unless it is this replica itself (whose lease
+            // lapsed).
+            let other = r.raft.metrics().borrow_watched().current_leader != Some(r.node_id);
+            Error::NotLeader { range: r.range, leader: r.leader_hint().filter(|_| other) }
         }
         RaftError::APIError(other) => Error::FailedPrecondition(other.to_string()),
         RaftError::Fatal(f) => Error::ReplicaStopped { range: r.range, reason: f.to_string() },
@@ -216,13 +219,13 @@ impl NodeHandle {
                 return Ok(());
             }
         } else {
-            r.raft.add_learner(node_id, NodeInfo::new(addr), true).await.map_err(|e| write_error(r, e))?;
+            r.leader_write(|| r.raft.add_learner(node_id, NodeInfo::new(addr), true)).await?;
         }
         if !learner_only {
-            r.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
-                .await
-                .map_err(|e| write_error(r, e))?;
+            r.leader_write(|| {
+                r.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+            })
+            .await?;
         }
         tracing::info!(node_id, addr, learner_only, "node added");
         Ok(())
@@ -242,7 +245,7 @@ impl NodeHandle {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
         };
-        r.raft.change_membership(change, false).await.map_err(|e| write_error(r, e))?;
+        r.leader_write(|| r.raft.change_membership(change.clone(), false)).await?;
         tracing::info!(node_id, "node removed");
         Ok(())
     }
@@ -279,10 +282,7 @@ impl NodeHandle {
     /// The ids of the ranges whose replica on this node leads. Cheap (Raft metrics only, no
     /// size estimates): for watching leadership move.
     pub fn leading(&self) -> Vec<u64> {
-        let leads = |r: &&std::sync::Arc<RangeReplica>| {
-            r.replica.raft.metrics().borrow_watched().state == openraft::ServerState::Leader
-        };
-        self.inner.ranges.all().iter().filter(leads).map(|r| r.replica.range).collect()
+        self.inner.leading()
     }
 
     /// This node's view of itself and its ranges.

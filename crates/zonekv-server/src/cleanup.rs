@@ -1,6 +1,7 @@
 //! Removed replicas (docs/placement.md, "Moving a replica", step 7): a replica moved off this
 //! node stops, and its log, Raft state and data are deleted, once the range directory shows a
-//! newer membership of the range without this node. The directory and not the replica's own
+//! newer membership of the range without this node (or one as new, and the range's leader
+//! confirms the replica is no member). The directory and not the replica's own
 //! membership decides: a removed replica may never learn the final configuration (its leader
 //! stops sending to it), and a replica still catching up may install a snapshot taken before
 //! it was added, whose membership does not name it yet.
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use zonekv_engine::{Cf, Engine, WriteBatch};
+use zonekv_proto::raft::v1 as pb;
 use zonekv_raft::keys::{FIRST_RANGE, MetaKey, log_key, meta_key};
 use zonekv_raft::{RangeDescriptor, directory, read_descriptor};
 
@@ -31,7 +33,7 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
         }
         let mut done = true;
         for r in n.ranges.all() {
-            let removed = match removed(&n, &r.descriptor(), r.replica.node_id) {
+            let removed = match removed(&n, &r.descriptor(), r.replica.node_id).await {
                 Ok(removed) => removed,
                 Err(e) => {
                     tracing::warn!(range = r.replica.range, error = %e, "checking for a removed replica failed");
@@ -51,18 +53,56 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
     }
 }
 
-/// Whether the directory knows a membership of the range newer than `local` that does not
-/// include replica `replica_id`.
-fn removed(n: &NodeInner, local: &RangeDescriptor, replica_id: u64) -> Result<bool> {
+/// Whether replica `replica_id` (whose applied descriptor is `local`) was removed from its
+/// range: the directory knows a newer membership of the range without it; or one as new that
+/// does not name it either, and the range's leader confirms it is no member. The second case
+/// is a replica that applied its own removal; a learner that installed a snapshot taken
+/// before it was added looks the same to the directory, but its leader knows it.
+async fn removed(n: &NodeInner, local: &RangeDescriptor, replica_id: u64) -> Result<bool> {
     if local.range_id == FIRST_RANGE {
         return Ok(false);
     }
     let engine = &n.starter.engine;
     // A range keeps its start key for life (a split keeps the left half's start).
     let Some(known) = directory::lookup(engine, FIRST_RANGE, &local.start)? else { return Ok(false) };
-    Ok(known.range_id == local.range_id
-        && known.epoch.conf_ver > local.epoch.conf_ver
-        && !known.replicas.iter().any(|x| x.replica_id == replica_id))
+    let named = |d: &RangeDescriptor| d.replicas.iter().any(|x| x.replica_id == replica_id);
+    if known.range_id != local.range_id || named(&known) || known.epoch.conf_ver < local.epoch.conf_ver {
+        return Ok(false);
+    }
+    if known.epoch.conf_ver > local.epoch.conf_ver {
+        return Ok(true);
+    }
+    if named(local) {
+        return Ok(false);
+    }
+    match leader_says_member(n, &known, replica_id).await {
+        Some(member) => Ok(!member),
+        // Asked again at the next tick.
+        None => Err(Error::Unavailable(format!(
+            "no leader of range {} answered whether replica {replica_id} is a member",
+            local.range_id
+        ))),
+    }
+}
+
+/// Asks the nodes of the range's other voters whether `replica_id` is a member; the one that
+/// leads answers. `None` if none did.
+async fn leader_says_member(n: &NodeInner, desc: &RangeDescriptor, replica_id: u64) -> Option<bool> {
+    let me = n.config.node_id;
+    let addrs: Vec<String> = {
+        let m = n.ranges.first().replica.metrics();
+        let members = m.membership_config.membership();
+        let voters = desc.replicas.iter().filter(|x| !x.learner && x.node_id != me);
+        voters.filter_map(|x| members.get_node(&x.node_id).map(|i| i.addr.clone())).collect()
+    };
+    for addr in addrs {
+        let Ok(mut client) = n.starter.channels.client(&addr) else { continue };
+        let req = pb::IsMemberRequest { range_id: desc.range_id, replica_id };
+        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(2), client.is_member(req)).await {
+            return Some(resp.into_inner().member);
+        }
+    }
+    None
 }
 
 /// Stops the replica of `range` and deletes its log, Raft state and the data of its span that

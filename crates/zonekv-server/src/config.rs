@@ -43,6 +43,35 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     /// When ranges split.
     pub split: SplitConfig,
+    /// Where ranges' replicas and leaders go.
+    pub placement: PlacementConfig,
+}
+
+/// The placement driver (docs/placement.md, "Driver"): on the node that leads the meta range,
+/// it keeps every range's replicas where the policy wants them — repairing ranges with
+/// replicas on dead or decommissioning nodes, adding or removing replicas, moving leaders to
+/// their preferred places and evening out replica counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PlacementConfig {
+    /// Run the driver when this node leads the meta range. Default: true.
+    pub driver: bool,
+    /// How often the driver looks at every range, in milliseconds. Default: 1000.
+    pub interval_ms: u64,
+    /// A node silent this long is dead: its replicas are replaced on other nodes. Must exceed
+    /// `raft.node-liveness-timeout-ms`. Milliseconds. Default: 300000 (5 minutes).
+    pub dead_after_ms: u64,
+    /// A range whose replicas moved is not moved again to even out counts for this long (no
+    /// flapping); repairs do not wait. Milliseconds. Default: 300000 (5 minutes).
+    pub cooldown_ms: u64,
+    /// Most replica copies (snapshots) a node sends, and likewise receives, for the driver at
+    /// once. Default: 2.
+    pub max_snapshots: usize,
+    /// The policy of every range: `voters` (default 3), `non-voters` (0), `constraints` and
+    /// `voter-constraints` (`+key=value[:count]`, `-key=value`), `lease-preferences` (lists of
+    /// `+key=value`), `survival` (`zone`, the default, or `region`). Default: 3 voters in
+    /// distinct zones.
+    pub policy: zonekv_placement::scenario::PolicySpec,
 }
 
 /// Automatic range splits (docs/multiraft.md, "Split"). The leader of a range checks it
@@ -161,6 +190,20 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             storage: StorageConfig::default(),
             split: SplitConfig::default(),
+            placement: PlacementConfig::default(),
+        }
+    }
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        Self {
+            driver: true,
+            interval_ms: 1000,
+            dead_after_ms: 300_000,
+            cooldown_ms: 300_000,
+            max_snapshots: 2,
+            policy: zonekv_placement::scenario::PolicySpec::default(),
         }
     }
 }
@@ -278,6 +321,17 @@ impl NodeConfig {
         if self.split.check_interval_ms == 0 {
             return fail("split.check-interval-ms must not be 0".into());
         }
+        let p = &self.placement;
+        if p.interval_ms == 0 || p.max_snapshots == 0 {
+            return fail("placement.interval-ms and placement.max-snapshots must not be 0".into());
+        }
+        if p.dead_after_ms <= r.node_liveness_timeout_ms {
+            return fail(format!(
+                "placement.dead-after-ms ({}) must exceed raft.node-liveness-timeout-ms ({})",
+                p.dead_after_ms, r.node_liveness_timeout_ms
+            ));
+        }
+        p.policy.to_policy().map_err(|e| Error::Config(format!("placement.policy: {e}")))?;
         Ok(())
     }
 

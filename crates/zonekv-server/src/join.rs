@@ -11,7 +11,8 @@ use crate::{Error, NodeHandle, Result};
 pub(crate) async fn join(node: &NodeHandle, addr: &str) -> Result<()> {
     let fail = |reason: String| Error::Join { addr: addr.to_string(), reason };
     let mut config = ClientConfig::new([addr]);
-    config.retry_budget = Duration::from_secs(10);
+    // Long enough to ride out an election in the cluster being joined.
+    config.retry_budget = Duration::from_secs(30);
     config.request_timeout = Duration::from_secs(30);
     let admin = zonekv_client::Client::with_config(config).map_err(|e| fail(e.to_string()))?.admin();
     tracing::info!(node_id = node.id(), join = addr, "joining cluster");

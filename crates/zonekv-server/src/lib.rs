@@ -14,6 +14,7 @@ mod cleanup;
 mod cluster;
 mod config;
 pub mod demo;
+mod driver;
 mod error;
 mod faults;
 mod join;
@@ -29,6 +30,7 @@ mod proposer;
 mod quiesce;
 mod ranges;
 mod rate;
+mod registry;
 mod replica;
 mod route;
 mod service;
@@ -38,10 +40,13 @@ mod validate;
 
 pub use admin::{Member, NodeStatus, Peer, RangeStatus, Role};
 pub use cluster::LocalCluster;
-pub use config::{Limits, MAX_KEY_BYTES, NodeConfig, RaftConfig, SplitConfig, StorageConfig};
+pub use config::{
+    Limits, MAX_KEY_BYTES, NodeConfig, PlacementConfig, RaftConfig, SplitConfig, StorageConfig,
+};
 pub use error::{Error, LeaderHint, Result};
 pub use faults::{FaultStats, LinkRule, NetFaults, Verdict};
 pub use kv::{CasOutcome, Scan, ScanPage};
 pub use node::{FIRST_RANGE, Node, NodeHandle, NodeOptions};
+pub use registry::SpanPolicy;
 pub use replica::ReadConsistency;
 pub use zonekv_raft::{Mutation, RangeDescriptor};

@@ -19,11 +19,48 @@ use zonekv_raft::NodeId;
 use crate::faults::Verdict;
 use crate::node::NodeInner;
 
-/// A peer's last ping: when, which of its replicas had stopped then, and where it runs.
+/// A peer's last ping: when, which of its replicas had stopped then, where it runs, and
+/// which ranges it led.
 struct Heard {
     at: Instant,
     stopped: HashSet<u64>,
     locality: String,
+    leading: Vec<u64>,
+    disk: Disk,
+}
+
+/// A node's data disk (the file system holding its data directory), in bytes; 0: unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Disk {
+    pub(crate) capacity: u64,
+    pub(crate) used: u64,
+}
+
+impl Disk {
+    /// The file system holding `path`, now (unknown if it cannot be read).
+    pub(crate) fn of(path: &std::path::Path) -> Disk {
+        match rustix::fs::statvfs(path) {
+            Ok(s) => {
+                let capacity = s.f_blocks.saturating_mul(s.f_frsize);
+                Disk { capacity, used: capacity.saturating_sub(s.f_bavail.saturating_mul(s.f_frsize)) }
+            }
+            Err(_) => Disk::default(),
+        }
+    }
+}
+
+/// What the placement driver needs of a peer: when it was last heard from, where it runs,
+/// which ranges it leads.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerState {
+    pub(crate) node_id: NodeId,
+    /// Time since its last ping arrived.
+    pub(crate) silent_for: Duration,
+    /// Its pings arrive (`silent_for` within the timeout).
+    pub(crate) live: bool,
+    pub(crate) locality: String,
+    pub(crate) leading: Vec<u64>,
+    pub(crate) disk: Disk,
 }
 
 /// When each peer node was last heard from, and what it said.
@@ -37,11 +74,34 @@ impl Liveness {
         Self { timeout, last_heard: Mutex::default() }
     }
 
-    /// A ping from `node` arrived, naming the ranges whose replica there has stopped and the
-    /// node's locality.
-    pub(crate) fn heard(&self, node: NodeId, stopped: HashSet<u64>, locality: String) {
-        let heard = Heard { at: Instant::now(), stopped, locality };
+    /// A ping from `node` arrived.
+    pub(crate) fn heard(&self, ping: pb::PingRequest) {
+        let disk = Disk { capacity: ping.capacity_bytes, used: ping.used_bytes };
+        let heard = Heard {
+            at: Instant::now(),
+            stopped: ping.stopped_ranges.into_iter().collect(),
+            locality: ping.locality,
+            leading: ping.leading_ranges,
+            disk,
+        };
+        let node = ping.from_node;
         self.last_heard.lock().unwrap_or_else(|p| p.into_inner()).insert(node, heard);
+    }
+
+    /// Every node that ever pinged this one, as the placement driver sees it.
+    pub(crate) fn states(&self) -> Vec<PeerState> {
+        let heard = self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard
+            .iter()
+            .map(|(id, h)| PeerState {
+                node_id: *id,
+                silent_for: h.at.elapsed(),
+                live: h.at.elapsed() < self.timeout,
+                locality: h.locality.clone(),
+                leading: h.leading.clone(),
+                disk: h.disk,
+            })
+            .collect()
     }
 
     /// Every node that ever pinged this one: its locality and whether it is live, by id.
@@ -98,6 +158,8 @@ pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration) {
             .filter(|r| r.replica.raft.metrics().borrow_watched().running_state.is_err())
             .map(|r| r.replica.range)
             .collect();
+        let leading_ranges = n.leading();
+        let disk = Disk::of(&n.config.data_dir);
         for (peer, addr) in peers {
             if let Some(faults) = &n.starter.faults
                 && matches!(faults.decide(me, peer), Verdict::Drop)
@@ -109,6 +171,9 @@ pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration) {
                 from_node: me,
                 stopped_ranges: stopped_ranges.clone(),
                 locality: n.config.locality.clone(),
+                leading_ranges: leading_ranges.clone(),
+                capacity_bytes: disk.capacity,
+                used_bytes: disk.used,
             };
             // Each ping on its own task: a dead peer must not delay the others' pings.
             tokio::spawn(async move {

@@ -19,9 +19,9 @@ const ATTEMPTS: usize = 8;
 /// The op of a `ProposeMeta` request, if it is one the meta range takes from peers.
 pub(crate) fn meta_op(op: pb::Op) -> Result<Op> {
     match codec::op_from_pb(op).map_err(|e| Error::InvalidArgument(e.to_string()))? {
-        op @ (Op::AllocateIds { .. } | Op::UpdateDirectory(_)) => Ok(op),
+        op @ (Op::AllocateIds { .. } | Op::UpdateDirectory(_) | Op::SetPlacement { .. }) => Ok(op),
         other => Err(Error::InvalidArgument(format!(
-            "ProposeMeta takes AllocateIds or UpdateDirectory, not {other:?}"
+            "ProposeMeta takes AllocateIds, UpdateDirectory or SetPlacement, not {other:?}"
         ))),
     }
 }
@@ -38,8 +38,8 @@ pub(crate) fn response(result: &OpResult) -> pb::ProposeMetaResponse {
 }
 
 impl NodeHandle {
-    /// Proposes `op` (`AllocateIds` or `UpdateDirectory`) to the meta range, wherever its
-    /// leader is.
+    /// Proposes `op` (`AllocateIds`, `UpdateDirectory` or `SetPlacement`) to the meta range,
+    /// wherever its leader is.
     pub(crate) async fn propose_meta(&self, op: Op) -> Result<OpResult> {
         let mut last = String::new();
         let mut target: Option<String> = None;
@@ -100,7 +100,8 @@ impl NodeHandle {
                 let resp = resp.into_inner();
                 Ok(match op {
                     Op::AllocateIds { .. } => OpResult::Ids { first: resp.first_id },
-                    _ => OpResult::DirectoryUpdated { written: resp.written as usize },
+                    Op::UpdateDirectory(_) => OpResult::DirectoryUpdated { written: resp.written as usize },
+                    _ => OpResult::Done,
                 })
             }
             Err(status) => {

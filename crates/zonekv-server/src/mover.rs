@@ -1,10 +1,11 @@
-//! Moving a range's replica to another node (docs/placement.md, "Moving a replica"): a fresh
-//! replica id, an empty replica created on the target, added as a learner that catches up by
-//! snapshot, then one joint-consensus change that swaps it in as a voter and removes the old
-//! one, then the directory updated. Voters change only in that one step, so a failure at any
-//! point leaves the range with its quorum.
+//! Changing where a range's replicas are (docs/placement.md, "Moving a replica"): moving one
+//! (a fresh replica id, an empty replica created on the target, added as a learner that
+//! catches up by snapshot, then one joint-consensus change that swaps it in as a voter and
+//! removes the old one, then the directory updated), adding one, removing one. Voters change
+//! only in one membership change, so a failure at any point leaves the range with its quorum.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ChangeMembers;
@@ -14,28 +15,113 @@ use zonekv_raft::directory::FIRST_ALLOCATED_ID;
 use zonekv_raft::keys::{FIRST_RANGE, MetaKey, meta_key};
 use zonekv_raft::{NodeId, NodeInfo, Op, RangeDescriptor, ReplicaDesc, codec};
 
-use crate::admin::write_error;
 use crate::node::NodeInner;
+use crate::ranges::RangeReplica;
 use crate::{Error, NodeHandle, Result};
 
 impl NodeHandle {
-    /// Moves the voter of range `range_id` on node `from` to node `to` (a member of the
-    /// cluster without a replica of the range). Must run on the range's leader. Returns the
-    /// range's descriptor after the move.
+    /// Moves the replica of range `range_id` on node `from` to node `to` (a member of the
+    /// cluster without a replica of the range): a voter is swapped in one joint-consensus
+    /// change, a learner replaced by a learner. Must run on the range's leader, and `from` must
+    /// not be the leader's own node (transfer the leadership first). Returns the range's
+    /// descriptor after the move.
     pub async fn move_replica(&self, range_id: u64, from: NodeId, to: NodeId) -> Result<RangeDescriptor> {
+        let (range, desc) = self.changeable(range_id)?;
+        let old = self.replica_to_remove(&desc, from)?;
+        let id = self.add_learner_on(&range, &desc, to).await?;
+        let r = &range.replica;
+        let change = if old.learner {
+            ChangeMembers::RemoveNodes(BTreeSet::from([old.replica_id]))
+        } else {
+            let m = r.metrics();
+            let voters = m.membership_config.membership().voter_ids();
+            ChangeMembers::ReplaceAllVoters(voters.filter(|v| *v != old.replica_id).chain([id]).collect())
+        };
+        r.leader_write(|| r.raft.change_membership(change.clone(), false)).await?;
+        let moved = self
+            .settle(&range, |d| {
+                d.replicas.iter().any(|x| x.replica_id == id && x.learner == old.learner)
+                    && d.replicas.iter().all(|x| x.replica_id != old.replica_id)
+            })
+            .await?;
+        tracing::info!(range = range_id, from, to, replica = id, desc = %moved, "replica moved");
+        Ok(moved)
+    }
+
+    /// Adds a replica of range `range_id` on node `to`: a learner that catches up, then, if
+    /// `voter`, a voter. Must run on the range's leader. Returns the descriptor after it.
+    pub async fn add_replica(&self, range_id: u64, to: NodeId, voter: bool) -> Result<RangeDescriptor> {
+        let (range, desc) = self.changeable(range_id)?;
+        let id = self.add_learner_on(&range, &desc, to).await?;
+        let r = &range.replica;
+        if voter {
+            let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+            r.leader_write(|| r.raft.change_membership(change.clone(), false)).await?;
+        }
+        let added = self
+            .settle(&range, |d| d.replicas.iter().any(|x| x.replica_id == id && x.learner != voter))
+            .await?;
+        tracing::info!(range = range_id, to, voter, replica = id, desc = %added, "replica added");
+        Ok(added)
+    }
+
+    /// Removes the replica of range `range_id` on node `from` (not the leader's own). Must run
+    /// on the range's leader. Returns the descriptor after it.
+    pub async fn remove_replica(&self, range_id: u64, from: NodeId) -> Result<RangeDescriptor> {
+        let (range, desc) = self.changeable(range_id)?;
+        let old = self.replica_to_remove(&desc, from)?;
+        let r = &range.replica;
+        let change = if old.learner {
+            ChangeMembers::RemoveNodes(BTreeSet::from([old.replica_id]))
+        } else {
+            ChangeMembers::RemoveVoters(BTreeSet::from([old.replica_id]))
+        };
+        r.leader_write(|| r.raft.change_membership(change.clone(), false)).await?;
+        let removed =
+            self.settle(&range, |d| d.replicas.iter().all(|x| x.replica_id != old.replica_id)).await?;
+        tracing::info!(range = range_id, from, desc = %removed, "replica removed");
+        Ok(removed)
+    }
+
+    /// The range `range_id` if its replica here leads and its membership may be changed, and
+    /// its descriptor.
+    fn changeable(&self, range_id: u64) -> Result<(Arc<RangeReplica>, RangeDescriptor)> {
         if range_id == FIRST_RANGE {
             return Err(Error::InvalidArgument(
                 "the first range has a replica on every node: add or remove nodes instead".into(),
             ));
         }
         let range = self.inner.range(range_id)?;
-        let r = &range.replica;
-        r.ensure_leader()?;
+        range.replica.ensure_leader()?;
         let desc = range.descriptor();
-        let old =
-            desc.replicas.iter().find(|x| x.node_id == from && !x.learner).map(|x| x.replica_id).ok_or_else(
-                || Error::InvalidArgument(format!("node {from} holds no voter of range {range_id}")),
-            )?;
+        Ok((range, desc))
+    }
+
+    /// The replica of `desc` on node `from`, if it may be removed: it exists and is not the
+    /// leader's own (a leader does not remove itself; it hands the leadership over first).
+    fn replica_to_remove(&self, desc: &RangeDescriptor, from: NodeId) -> Result<ReplicaDesc> {
+        let range_id = desc.range_id;
+        let old = desc.replicas.iter().find(|x| x.node_id == from).cloned().ok_or_else(|| {
+            Error::InvalidArgument(format!("node {from} holds no replica of range {range_id}"))
+        })?;
+        if from == self.id() {
+            return Err(Error::FailedPrecondition(format!(
+                "node {from} holds the leader of range {range_id}: transfer the leadership first"
+            )));
+        }
+        Ok(old)
+    }
+
+    /// Creates an empty replica of `range` on node `to` with a fresh replica id and adds it as
+    /// a learner; returns once it has caught up (by snapshot: the range's log starts past its
+    /// split point). Returns its replica id.
+    async fn add_learner_on(
+        &self,
+        range: &RangeReplica,
+        desc: &RangeDescriptor,
+        to: NodeId,
+    ) -> Result<NodeId> {
+        let range_id = desc.range_id;
         if desc.replicas.iter().any(|x| x.node_id == to) {
             return Err(Error::InvalidArgument(format!(
                 "node {to} already holds a replica of range {range_id}"
@@ -59,39 +145,34 @@ impl NodeHandle {
                 s.message()
             ))
         })?;
+        let r = &range.replica;
+        let info = NodeInfo::on_node(to, addr);
+        r.leader_write(|| r.raft.add_learner(id, info.clone(), true)).await?;
+        Ok(id)
+    }
 
-        // Blocks until the learner has caught up (by snapshot: the range's log starts past its
-        // split point).
-        r.raft.add_learner(id, NodeInfo::on_node(to, addr), true).await.map_err(|e| write_error(r, e))?;
-        let voters: BTreeSet<NodeId> = {
-            let m = r.metrics();
-            m.membership_config.membership().voter_ids().filter(|v| *v != old).chain([id]).collect()
-        };
-        r.raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
-            .await
-            .map_err(|e| write_error(r, e))?;
-
-        // Applied here: the descriptor names the new voter and not the old one.
+    /// Waits until the range's applied descriptor passes `done` (a membership change committed
+    /// applies moments later), records it in the directory and returns it.
+    async fn settle(
+        &self,
+        range: &RangeReplica,
+        done: impl Fn(&RangeDescriptor) -> bool,
+    ) -> Result<RangeDescriptor> {
+        let range_id = range.replica.range;
         let mut rx = range.desc.clone();
-        let applied = |d: &RangeDescriptor| {
-            d.replicas.iter().any(|x| x.replica_id == id && !x.learner)
-                && d.replicas.iter().all(|x| x.replica_id != old)
-        };
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(applied))
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|d| done(d)))
             .await
             .map_err(|_| {
                 Error::Unavailable(format!(
-                    "the move of range {range_id} committed but did not apply within 10 s"
+                    "the membership change of range {range_id} committed but did not apply within 10 s"
                 ))
             })?
             .map_err(|_| Error::Unavailable("the range stopped".into()))?;
-        let moved = range.descriptor();
-        if let Err(e) = self.propose_meta(Op::UpdateDirectory(vec![moved.clone()])).await {
-            tracing::warn!(error = %e, "the directory did not take the move; it stays stale until the next report");
+        let now = range.descriptor();
+        if let Err(e) = self.propose_meta(Op::UpdateDirectory(vec![now.clone()])).await {
+            tracing::warn!(error = %e, "the directory did not take the change; it stays stale until the next report");
         }
-        tracing::info!(range = range_id, from, to, replica = id, desc = %moved, "replica moved");
-        Ok(moved)
+        Ok(now)
     }
 }
 

@@ -212,6 +212,7 @@ impl Node {
         }
         let split = inner.config.split.clone();
         tokio::spawn(crate::cleanup::run(Arc::downgrade(&inner)));
+        tokio::spawn(crate::driver::run(Arc::downgrade(&inner)));
         if split.range_max_keys > 0 || split.range_max_bytes > 0 {
             tokio::spawn(crate::splitter::run(Arc::downgrade(&inner), split));
         }
@@ -352,6 +353,14 @@ impl Drop for Node {
 
 impl NodeInner {
     /// This node's replica of `range_id`, or `NotFound` naming the range and this node.
+    /// The ids of the ranges whose replica on this node leads (Raft metrics only).
+    pub(crate) fn leading(&self) -> Vec<u64> {
+        let leads = |r: &&Arc<crate::ranges::RangeReplica>| {
+            r.replica.raft.metrics().borrow_watched().state == openraft::ServerState::Leader
+        };
+        self.ranges.all().iter().filter(leads).map(|r| r.replica.range).collect()
+    }
+
     pub(crate) fn range(&self, range_id: u64) -> Result<Arc<crate::ranges::RangeReplica>> {
         self.ranges.get(range_id).ok_or_else(|| {
             Error::NotFound(format!("range {range_id} has no replica on node {}", self.config.node_id))

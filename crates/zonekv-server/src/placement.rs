@@ -2,7 +2,9 @@
 //! with their localities and liveness, ranges with their replicas, leader and size. What
 //! `zonekv placement show` and `explain` judge; the placement driver will plan on the same.
 
+use zonekv_placement::scenario::PolicySpec;
 use zonekv_placement::{Cluster, Locality, Node, NodeState, Range, Replica, Role};
+use zonekv_proto::admin::v1 as pb;
 
 /// A node as this one sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,4 +78,29 @@ pub fn cluster_of(status: &crate::NodeStatus) -> zonekv_placement::Result<Cluste
         })
         .collect();
     cluster_view(&nodes, &ranges)
+}
+
+/// The wire form of a policy → the one the placement crate reads.
+pub fn spec_from_pb(p: pb::Policy) -> PolicySpec {
+    let labels = |l: &str| l.split(',').map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect();
+    PolicySpec {
+        voters: (p.voters > 0).then_some(p.voters as usize),
+        non_voters: p.non_voters as usize,
+        constraints: p.constraints,
+        voter_constraints: p.voter_constraints,
+        lease_preferences: p.lease_preferences.iter().map(|l| labels(l)).collect(),
+        survival: (!p.survival.is_empty()).then_some(p.survival),
+    }
+}
+
+/// The placement crate's policy → its wire form.
+pub fn spec_to_pb(p: &PolicySpec) -> pb::Policy {
+    pb::Policy {
+        voters: p.voters.unwrap_or(0) as u32,
+        non_voters: p.non_voters as u32,
+        constraints: p.constraints.clone(),
+        voter_constraints: p.voter_constraints.clone(),
+        lease_preferences: p.lease_preferences.iter().map(|l| l.join(",")).collect(),
+        survival: p.survival.clone().unwrap_or_default(),
+    }
 }

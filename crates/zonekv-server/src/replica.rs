@@ -103,6 +103,29 @@ impl Replica {
         }
     }
 
+    /// Runs a leader-only Raft call that openraft refuses without a leader lease (a membership
+    /// change): a quiet leader renews its lease first, and a call refused because the lease
+    /// lapsed meanwhile is retried once after renewing it.
+    pub(crate) async fn leader_write<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, RaftError<TypeConfig, ClientWriteError<TypeConfig>>>>,
+    {
+        if self.quiet.leads_quietly() {
+            self.wake().await;
+        }
+        match call().await {
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                if f.reason == openraft::errors::ForwardReason::LeaseExpired =>
+            {
+                self.wake().await;
+                call().await
+            }
+            other => other,
+        }
+        .map_err(|e| crate::admin::write_error(self, e))
+    }
+
     /// A vote or pre-vote request for this replica arrived: someone campaigns, so the range may
     /// have no leader; the next look of `quiesce.rs` wakes this replica until an election ran.
     pub(crate) fn heard_campaign(&self) {

@@ -85,7 +85,7 @@ async fn move_to_a_new_node(template: NodeConfig) {
     // Bad moves change nothing.
     let from = (1..=3).find(|n| *n != r.id()).unwrap();
     for (range, a, b, why) in [
-        (right.range_id, 4, 1, "holds no voter"),
+        (right.range_id, 4, 1, "holds no replica"),
         (right.range_id, from, r.id(), "already holds"),
         (right.range_id, from, 9, "not a member"),
         (1, from, 4, "first range"),

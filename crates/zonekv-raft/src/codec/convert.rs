@@ -138,6 +138,9 @@ pub fn op_to_pb(o: &Op) -> pb::Op {
             Op::UpdateDirectory(descs) => pb::op::Op::UpdateDirectory(pb::op::UpdateDirectory {
                 descriptors: descs.iter().map(super::range::descriptor_to_pb).collect(),
             }),
+            Op::SetPlacement { key, value } => {
+                pb::op::Op::SetPlacement(pb::op::SetPlacement { key: key.clone(), value: value.clone() })
+            }
         }),
     }
 }
@@ -164,6 +167,7 @@ pub fn op_from_pb(o: pb::Op) -> Result<Op> {
         pb::op::Op::UpdateDirectory(u) => {
             Op::UpdateDirectory(u.descriptors.into_iter().map(super::range::descriptor_from_pb).collect())
         }
+        pb::op::Op::SetPlacement(p) => Op::SetPlacement { key: p.key, value: p.value },
     })
 }
 

@@ -7,11 +7,13 @@ use super::decode_msg;
 use crate::range::{RangeDescriptor, RangeEpoch, ReplicaDesc};
 use crate::{Result, Split};
 
-fn epoch_to_pb(e: &RangeEpoch) -> pb::RangeEpoch {
+/// Range epoch → protobuf.
+pub fn epoch_to_pb(e: &RangeEpoch) -> pb::RangeEpoch {
     pb::RangeEpoch { version: e.version, conf_ver: e.conf_ver }
 }
 
-fn epoch_from_pb(e: Option<pb::RangeEpoch>) -> RangeEpoch {
+/// Protobuf → range epoch (absent: the zero epoch).
+pub fn epoch_from_pb(e: Option<pb::RangeEpoch>) -> RangeEpoch {
     let e = e.unwrap_or_default();
     RangeEpoch { version: e.version, conf_ver: e.conf_ver }
 }

@@ -60,6 +60,49 @@ impl Admin for AdminService {
         Ok(Response::new(pb::MoveReplicaResponse { voter_node_ids }))
     }
 
+    async fn decommission(
+        &self,
+        req: Request<pb::DecommissionRequest>,
+    ) -> Result<Response<pb::DecommissionResponse>, Status> {
+        let req = req.into_inner();
+        self.node.decommission(req.node_id, req.cancel).await?;
+        Ok(Response::new(pb::DecommissionResponse {}))
+    }
+
+    async fn set_policy(
+        &self,
+        req: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::SetPolicyResponse>, Status> {
+        let req = req.into_inner();
+        let end = (!req.end.is_empty()).then_some(req.end);
+        let policy = if req.clear {
+            None
+        } else {
+            Some(crate::placement::spec_from_pb(req.policy.ok_or_else(|| {
+                Error::InvalidArgument("a set-policy request without a policy (or `clear`)".into())
+            })?))
+        };
+        self.node.set_policy(req.start, end, policy).await?;
+        Ok(Response::new(pb::SetPolicyResponse {}))
+    }
+
+    async fn list_policies(
+        &self,
+        _req: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let policies = self
+            .node
+            .policies()?
+            .into_iter()
+            .map(|p| pb::SpanPolicy {
+                start: p.start,
+                end: p.end.unwrap_or_default(),
+                policy: Some(crate::placement::spec_to_pb(&p.policy)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListPoliciesResponse { policies }))
+    }
+
     async fn split(&self, req: Request<pb::SplitRequest>) -> Result<Response<pb::SplitResponse>, Status> {
         let (left, right) = self.node.split(req.into_inner().key).await?;
         Ok(Response::new(pb::SplitResponse { left_range_id: left.range_id, right_range_id: right.range_id }))

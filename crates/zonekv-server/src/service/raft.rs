@@ -140,9 +140,29 @@ impl RaftTransport for RaftService {
         .await
     }
 
-    async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+    async fn place(&self, req: Request<pb::PlaceRequest>) -> Result<Response<pb::PlaceResponse>, Status> {
+        self.until_stopped(async {
+            let node = crate::NodeHandle { inner: self.inner.clone() };
+            let desc = node.place(req.into_inner()).await?;
+            Ok(Response::new(pb::PlaceResponse { descriptor: Some(codec::descriptor_to_pb(&desc)) }))
+        })
+        .await
+    }
+
+    async fn is_member(
+        &self,
+        req: Request<pb::IsMemberRequest>,
+    ) -> Result<Response<pb::IsMemberResponse>, Status> {
         let req = req.into_inner();
-        self.inner.liveness.heard(req.from_node, req.stopped_ranges.into_iter().collect(), req.locality);
+        let range = self.inner.range(req.range_id)?;
+        range.replica.ensure_leader()?;
+        let member =
+            range.replica.metrics().membership_config.membership().get_node(&req.replica_id).is_some();
+        Ok(Response::new(pb::IsMemberResponse { member }))
+    }
+
+    async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+        self.inner.liveness.heard(req.into_inner());
         Ok(Response::new(pb::PingResponse {}))
     }
 }

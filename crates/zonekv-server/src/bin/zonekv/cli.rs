@@ -61,6 +61,18 @@ pub enum Command {
         #[arg(long)]
         to: u64,
     },
+    /// Decommissions a node: the placement driver moves every replica off it and places none
+    /// there (`zonekv placement show` follows the progress).
+    Decommission {
+        /// A node of the cluster.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        addr: String,
+        /// The node to empty.
+        node: u64,
+        /// Stop decommissioning it instead: it takes replicas again.
+        #[arg(long)]
+        cancel: bool,
+    },
     /// Key-value commands.
     Kv(KvArgs),
     /// Replica placement.
@@ -95,6 +107,16 @@ pub enum PlacementCommand {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// Sets the placement policy of the keys [START, END) (replicated in the meta range; the
+    /// driver splits ranges at the bounds and places the ranges inside by it). Refused, naming
+    /// the shortfall, if the live nodes cannot satisfy it.
+    Set(SetPolicyArgs),
+    /// The span policies set (other ranges follow each node's `placement.policy`).
+    Policies {
+        /// A node of the cluster.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        addr: String,
+    },
     /// Why each replica and the leader of a range are where they are, and what the placement
     /// driver would do next.
     Explain {
@@ -107,6 +129,42 @@ pub enum PlacementCommand {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+pub struct SetPolicyArgs {
+    /// A node of the cluster.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    pub addr: String,
+    /// First key of the span.
+    #[arg(long, default_value = "")]
+    pub start: String,
+    /// First key after the span; default: the end of the keyspace.
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Voting replicas (default 3; 5 with `--survival region`).
+    #[arg(long)]
+    pub voters: Option<u32>,
+    /// Non-voting replicas.
+    #[arg(long, default_value_t = 0)]
+    pub non_voters: u32,
+    /// A rule for every replica: `+key=value[:count]` (required) or `-key=value` (prohibited).
+    /// Repeatable.
+    #[arg(long = "constraint")]
+    pub constraints: Vec<String>,
+    /// The same, for voters only. Repeatable.
+    #[arg(long = "voter-constraint")]
+    pub voter_constraints: Vec<String>,
+    /// Where the leader goes: a comma-separated list of `+key=value`; repeat in order of
+    /// preference.
+    #[arg(long = "lease-preference")]
+    pub lease_preferences: Vec<String>,
+    /// `zone` (voters in distinct zones; the default) or `region` (at most 2 of 5 per region).
+    #[arg(long)]
+    pub survival: Option<String>,
+    /// Remove the span's policy instead.
+    #[arg(long)]
+    pub clear: bool,
 }
 
 #[derive(Args)]

@@ -85,8 +85,20 @@ async fn run(cli: Cli) -> Result<()> {
             out!("range {range} moved from node {from} to node {to}; its voters are on nodes {voters:?}");
             Ok(())
         }
+        Command::Decommission { addr, node, cancel } => {
+            let admin = AdminClient::new([addr])?;
+            admin.decommission(node, cancel).await.with_context(|| format!("decommissioning node {node}"))?;
+            if cancel {
+                out!("node {node} is no longer decommissioning; it takes replicas again");
+            } else {
+                out!("node {node} is decommissioning: its replicas move away (see `zonekv placement show`)");
+            }
+            Ok(())
+        }
         Command::Kv(kv) => kv::run(kv).await,
         Command::Placement(PlacementCommand::Simulate { file }) => placement::simulate(&file),
+        Command::Placement(PlacementCommand::Set(args)) => placement::set(args).await,
+        Command::Placement(PlacementCommand::Policies { addr }) => placement::policies(&addr).await,
         Command::Placement(PlacementCommand::Show { addr, policy }) => {
             placement::show(&addr, policy.as_deref()).await
         }

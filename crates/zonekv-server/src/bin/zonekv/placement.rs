@@ -140,3 +140,46 @@ pub fn simulate(file: &Path) -> Result<()> {
     out!("{report}");
     Ok(())
 }
+
+/// `zonekv placement set`.
+pub async fn set(args: crate::cli::SetPolicyArgs) -> Result<()> {
+    let admin = AdminClient::new([args.addr.clone()])?;
+    let span =
+        format!("[{:?}, {})", args.start, args.end.as_ref().map_or("∞".to_string(), |e| format!("{e:?}")));
+    let policy = (!args.clear).then(|| pb::Policy {
+        voters: args.voters.unwrap_or(0),
+        non_voters: args.non_voters,
+        constraints: args.constraints,
+        voter_constraints: args.voter_constraints,
+        lease_preferences: args.lease_preferences,
+        survival: args.survival.unwrap_or_default(),
+    });
+    let cleared = policy.is_none();
+    admin
+        .set_policy(args.start.into(), args.end.map(Into::into), policy)
+        .await
+        .with_context(|| format!("setting the policy of {span}"))?;
+    if cleared {
+        out!("the policy of {span} is cleared; its ranges follow the default policy");
+    } else {
+        out!("the policy of {span} is set; the placement driver moves its ranges to it");
+    }
+    Ok(())
+}
+
+/// `zonekv placement policies`.
+pub async fn policies(addr: &str) -> Result<()> {
+    let admin = AdminClient::new([addr.to_string()])?;
+    let list = admin.policies(addr).await.with_context(|| format!("asking {addr}"))?;
+    if list.is_empty() {
+        out!("no span policies: every range follows the nodes' placement.policy");
+    }
+    for p in list {
+        let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
+        let end = if p.end.is_empty() { "∞".to_string() } else { show(&p.end) };
+        let spec = zonekv_server::placement::spec_from_pb(p.policy.unwrap_or_default());
+        let text = spec.to_policy().map_or_else(|e| format!("unreadable: {e}"), |p| p.to_string());
+        out!("[{}, {end})  {text}", show(&p.start));
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The cluster as the placement driver sees it from the meta range's leader: nodes from the
+//! first range's membership, with localities and silence from liveness pings and
+//! decommissioning from the registry, disk use from pings; ranges from the directory, with
+//! leaders from pings.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use zonekv_placement::{Cluster, Locality, Millis, Node, NodeState, Policy, Range, Replica, Role};
+use zonekv_raft::keys::FIRST_RANGE;
+use zonekv_raft::{RangeDescriptor, directory};
+
+use crate::Result;
+use crate::liveness::Disk;
+use crate::node::NodeInner;
+use crate::registry::Registry;
+
+/// What one pass of the driver plans on.
+pub(crate) struct View {
+    /// The placement model.
+    pub(crate) cluster: Cluster,
+    /// Every range, by id, as the directory has it. The first range (which has a replica on
+    /// every node) is here but not in `cluster`: it is never placed, only split.
+    pub(crate) ranges: BTreeMap<u64, RangeDescriptor>,
+    /// Address of each node.
+    pub(crate) addrs: HashMap<u64, String>,
+    /// The policy of each range inside a span with a policy of its own (by range id); the
+    /// others follow `placement.policy`.
+    pub(crate) policies: HashMap<u64, Policy>,
+    /// Span policy bounds strictly inside a range (the first range too): (range id, its
+    /// leader, key) where it must split so that every range is under one policy.
+    pub(crate) splits: Vec<(u64, Option<u64>, Bytes)>,
+}
+
+/// A directory or membership the placement model refuses (a node or range listed twice).
+fn model(e: zonekv_placement::Error) -> crate::Error {
+    crate::Error::FailedPrecondition(format!("the placement view is inconsistent: {e}"))
+}
+
+/// Builds the view at `now` (milliseconds since the driver started; a node never heard from
+/// is taken as silent since then).
+pub(crate) fn build(n: &NodeInner, now: Millis) -> Result<View> {
+    let me = n.config.node_id;
+    let registry = Registry::read(&n.starter.engine)?;
+    let peers: HashMap<u64, _> = n.liveness.states().into_iter().map(|p| (p.node_id, p)).collect();
+    let first = n.ranges.first();
+    let first_desc = first.descriptor();
+    let members: Vec<(u64, String)> = {
+        let m = first.replica.metrics();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, info)| (first_desc.node_of(*id), info.addr.clone()))
+            .collect()
+    };
+
+    let mut cluster = Cluster::default();
+    let mut leaders: HashMap<u64, u64> = n.leading().into_iter().map(|r| (r, me)).collect();
+    for (id, _) in &members {
+        let (locality, state, disk) = if *id == me {
+            (n.config.locality.clone(), NodeState::Live, Disk::of(&n.config.data_dir))
+        } else {
+            match peers.get(id) {
+                Some(p) if p.live => {
+                    leaders.extend(p.leading.iter().map(|r| (*r, *id)));
+                    (p.locality.clone(), NodeState::Live, p.disk)
+                }
+                Some(p) => (
+                    p.locality.clone(),
+                    NodeState::Down { since: now.saturating_sub(p.silent_for.as_millis() as Millis) },
+                    p.disk,
+                ),
+                None => (String::new(), NodeState::Down { since: 0 }, Disk::default()),
+            }
+        };
+        let state = if registry.decommissioning.contains(id) && state == NodeState::Live {
+            NodeState::Decommissioning
+        } else {
+            state
+        };
+        // Localities were checked when each node started; a bad one counts as none.
+        let locality = locality.parse::<Locality>().unwrap_or_default();
+        cluster
+            .add_node(Node { state, capacity: disk.capacity, used: disk.used, ..Node::new(*id, locality) })
+            .map_err(model)?;
+    }
+
+    let mut ranges = BTreeMap::new();
+    let mut policies = HashMap::new();
+    let mut splits = Vec::new();
+    for desc in directory::entries(&n.starter.engine, FIRST_RANGE)? {
+        let leader = leaders.get(&desc.range_id).copied();
+        for span in &registry.policies {
+            for key in std::iter::once(&span.start).chain(span.end.as_ref()) {
+                if desc.can_split_at(key) {
+                    splits.push((desc.range_id, leader, key.clone()));
+                }
+            }
+        }
+        if desc.range_id == FIRST_RANGE {
+            ranges.insert(desc.range_id, desc);
+            continue;
+        }
+        for r in &desc.replicas {
+            // A replica on a node no longer in the cluster: that node is gone for good.
+            if cluster.node(r.node_id).is_none() {
+                cluster
+                    .add_node(Node {
+                        state: NodeState::Down { since: 0 },
+                        ..Node::new(r.node_id, Locality::default())
+                    })
+                    .map_err(model)?;
+            }
+        }
+        let replicas = desc
+            .replicas
+            .iter()
+            .map(|r| Replica { node: r.node_id, role: if r.learner { Role::NonVoter } else { Role::Voter } })
+            .collect();
+        cluster.add_range(Range { id: desc.range_id, replicas, leader, bytes: 0 }).map_err(model)?;
+        if let Some(span) = registry.policy_for(&desc.start) {
+            match span.policy.to_policy() {
+                Ok(p) => {
+                    policies.insert(desc.range_id, p);
+                }
+                // Checked when it was set; a policy this build cannot read is reported.
+                Err(e) => {
+                    tracing::warn!(range = desc.range_id, error = %e, "the span policy is unusable; the default applies")
+                }
+            }
+        }
+        ranges.insert(desc.range_id, desc);
+    }
+    Ok(View { cluster, ranges, addrs: members.into_iter().collect(), policies, splits })
+}
