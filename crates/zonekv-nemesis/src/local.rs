@@ -404,10 +404,12 @@ impl Fault<Cluster> for MoveReplica {
         let h = c.handle(leader).await?;
         match targets.choose(rng) {
             Some(&to) => {
-                tokio::time::timeout(Duration::from_secs(15), h.move_replica(range, from, to))
-                    .await
-                    .ok()?
-                    .ok()?;
+                let moved =
+                    tokio::time::timeout(Duration::from_secs(15), h.move_replica(range, from, to)).await;
+                if let Ok(Err(e)) = &moved {
+                    tracing::info!(range, from, to, error = %e, "move refused");
+                }
+                moved.ok()?.ok()?;
                 Some(format!("range {range}: replica moved from node {from} to node {to}"))
             }
             None if members.iter().filter(|(_, voter)| *voter).count() > 3 => {

@@ -288,9 +288,12 @@ async fn follow<C>(
         tokio::time::sleep(Duration::from_millis(step.gap_ms)).await;
         let fault = &faults[step.fault];
         let at = history.now_us() as f64 / 1e6;
-        if let Some(what) = fault.inject(cluster, &mut rng).await {
-            tracing::info!(fault = fault.name(), %what, "injected");
-            injected.push(format!("{}: {what} (at {at:.3} s)", fault.name()));
+        match fault.inject(cluster, &mut rng).await {
+            Some(what) => {
+                tracing::info!(fault = fault.name(), %what, "injected");
+                injected.push(format!("{}: {what} (at {at:.3} s)", fault.name()));
+            }
+            None => tracing::info!(fault = fault.name(), "did not apply now"),
         }
         tokio::time::sleep(Duration::from_millis(step.hold_ms)).await;
         fault.heal(cluster).await;

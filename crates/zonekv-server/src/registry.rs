@@ -183,7 +183,8 @@ impl NodeHandle {
     /// shortfall), and the span must not partly overlap another policy's (setting the same
     /// span again replaces it). The driver splits ranges at the span's bounds and places the
     /// ranges inside it by the policy; other ranges follow `placement.policy`. Any node takes
-    /// the call.
+    /// the call; its checks read this node's copy of the meta range, which may trail the
+    /// leader's by a moment.
     pub async fn set_policy(
         &self,
         start: Bytes,

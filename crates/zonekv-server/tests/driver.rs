@@ -4,6 +4,8 @@
 //! and writable and moves nothing into a zone that still has a voter; a node that joins the
 //! lost zone gets a replica of every range; a decommissioned node is emptied.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -183,6 +185,17 @@ async fn the_driver_keeps_one_voter_per_zone_through_zone_loss_a_join_and_a_deco
         assert!(Instant::now() < deadline, "node 1 kept replicas: {:?}", nodes[0].range_ids());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Emptied, it leaves the cluster: the meta range no longer counts it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = nodes[1].status().await;
+        let first = s.ranges.iter().find(|r| r.range_id == 1).unwrap();
+        if first.members.iter().all(|m| m.node_id != 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1 is still a member: {:?}", first.members);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Everything written is still there.
     let client = Client::new([nodes[1].addr().to_string(), seventh.addr().to_string()]).unwrap();
@@ -274,8 +287,89 @@ async fn a_span_policy_is_applied_and_bad_ones_are_refused() {
     }
 
     nodes[2].set_policy("p".into(), None, None).await.unwrap();
+    // Checks read this node's copy of the meta range: once it has the clear, a second one is
+    // refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !nodes[2].policies().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "node 3 never learnt the clear");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let e = err(nodes[2].set_policy("p".into(), None, None).await.unwrap_err());
     assert!(e.contains("no policy"), "{e}");
     drop(nodes);
+    cluster.shutdown().await;
+}
+
+/// The command line: `zonekv placement set|policies` and `zonekv decommission`, with their
+/// refusals (a non-zero exit and the reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_sets_policies_and_decommissions_or_says_why_not() {
+    let localities: Vec<String> = ["zone=a", "zone=b", "zone=c"].map(String::from).to_vec();
+    let cluster =
+        LocalCluster::start_placed(&localities, None, NodeConfig::default(), NodeOptions::default())
+            .await
+            .unwrap();
+    cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let addr = cluster.addrs()[0].clone();
+    let node = cluster.node(1).unwrap().handle();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.status().await.peers.iter().filter(|p| p.live).count() < 2 {
+        assert!(Instant::now() < deadline, "node 1 never heard from its peers");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::cli(&args)
+        })
+    };
+    let fail = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::cli_fails(&args)
+        })
+    };
+
+    let err = fail(&["placement", "set", "--addr", &addr, "--start", "p", "--constraint", "+rack=r1"])
+        .await
+        .unwrap();
+    assert!(err.contains("no node has the label key \"rack\""), "{err}");
+    let err =
+        fail(&["placement", "set", "--addr", &addr, "--start", "p", "--survival", "region"]).await.unwrap();
+    assert!(err.contains("the live nodes cannot hold it") && err.contains("5 replicas"), "{err}");
+    let out = run(&[
+        "placement",
+        "set",
+        "--addr",
+        &addr,
+        "--start",
+        "p",
+        "--end",
+        "t",
+        "--lease-preference",
+        "+zone=b",
+    ])
+    .await
+    .unwrap();
+    assert!(out.contains("is set"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = run(&["placement", "policies", "--addr", &addr]).await.unwrap();
+        if out.contains("[\"p\", \"t\")  3 voters, survival zone, lease preferences [+zone=b]") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Three nodes in three zones: none can go.
+    let err = fail(&["decommission", "--addr", &addr, "3"]).await.unwrap();
+    assert!(err.contains("node 3 cannot be decommissioned"), "{err}");
+    let err = fail(&["decommission", "--addr", &addr, "9"]).await.unwrap();
+    assert!(err.contains("node 9 is not a member"), "{err}");
+    assert!(node.decommissioning().unwrap().is_empty());
+    drop(node);
     cluster.shutdown().await;
 }

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
-use zonekv_placement::{Action, Allocator, Cluster, Millis, NodeId, Planner, Policy, Range};
+use zonekv_placement::{Action, Allocator, Cluster, Millis, NodeId, NodeState, Planner, Policy, Range};
+use zonekv_raft::keys::FIRST_RANGE;
 
 use crate::node::{NodeHandle, NodeInner};
 
@@ -98,6 +99,7 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
                 continue;
             }
         };
+        retire(&n, &view).await;
         let steps = {
             let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
             let mut steps = split_steps(&view, &mut st);
@@ -145,6 +147,32 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
                 }
             });
         }
+    }
+}
+
+/// A decommissioning node that holds nothing but its replica of the first range leaves the
+/// cluster (the first range's membership), so the meta range no longer counts it for its
+/// quorum; one per pass. If it is this node, it hands the first range's leadership over
+/// first and the next leader's driver removes it.
+async fn retire(n: &Arc<NodeInner>, view: &view::View) {
+    let Some(&node) = view.decommissioning.iter().find(|id| view.cluster.replicas_on(**id) == 0) else {
+        return;
+    };
+    let handle = NodeHandle { inner: n.clone() };
+    let result = if node == handle.id() {
+        let live = view.cluster.nodes().find(|x| x.id != node && x.state == NodeState::Live).map(|x| x.id);
+        let Some(to) = live else { return };
+        tokio::time::timeout(Duration::from_secs(10), handle.transfer_leader(FIRST_RANGE, to)).await
+    } else {
+        tokio::time::timeout(Duration::from_secs(10), handle.remove_node(node)).await
+    };
+    match result {
+        Ok(Ok(())) if node != handle.id() => {
+            tracing::info!(node, "the decommissioned node holds no replica any more and left the cluster");
+        }
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(node, error = %e, "a decommissioned node could not leave the cluster"),
+        Err(_) => tracing::warn!(node, "a decommissioned node did not leave the cluster within 10 s"),
     }
 }
 

@@ -27,6 +27,8 @@ pub(crate) struct View {
     /// The policy of each range inside a span with a policy of its own (by range id); the
     /// others follow `placement.policy`.
     pub(crate) policies: HashMap<u64, Policy>,
+    /// Nodes being decommissioned that are still members of the cluster.
+    pub(crate) decommissioning: Vec<u64>,
     /// Span policy bounds strictly inside a range (the first range too): (range id, its
     /// leader, key) where it must split so that every range is under one policy.
     pub(crate) splits: Vec<(u64, Option<u64>, Bytes)>,
@@ -131,5 +133,8 @@ pub(crate) fn build(n: &NodeInner, now: Millis) -> Result<View> {
         }
         ranges.insert(desc.range_id, desc);
     }
-    Ok(View { cluster, ranges, addrs: members.into_iter().collect(), policies, splits })
+    let addrs: HashMap<u64, String> = members.into_iter().collect();
+    let decommissioning =
+        registry.decommissioning.iter().copied().filter(|id| addrs.contains_key(id)).collect();
+    Ok(View { cluster, ranges, addrs, policies, decommissioning, splits })
 }

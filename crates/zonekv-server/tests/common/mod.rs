@@ -73,6 +73,14 @@ pub fn cli(args: &[&str]) -> String {
     stdout
 }
 
+/// Runs the `zonekv` command line expecting it to fail; returns its standard error.
+pub fn cli_fails(args: &[&str]) -> String {
+    let out = Command::new(ZONEKV).args(args).output().expect("run zonekv");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "zonekv {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    stderr
+}
+
 /// The last lines of every node log in `dir`.
 pub fn logs(dir: &Path) -> String {
     let mut out = String::new();
