@@ -8,7 +8,9 @@ use tonic::transport::Channel;
 use zonekv_proto::admin::v1 as pb;
 use zonekv_proto::admin::v1::admin_client::AdminClient as PbAdminClient;
 
-pub use zonekv_proto::admin::v1::{Policy, RangeStatus, Replica, ReplicaRole, SpanPolicy, StatusResponse};
+pub use zonekv_proto::admin::v1::{
+    ListPoliciesResponse, Policy, RangeStatus, Replica, ReplicaRole, SpanPolicy, StatusResponse,
+};
 
 use crate::retry::{Kind, Router};
 use crate::{ClientConfig, ClientError, Result};
@@ -152,11 +154,8 @@ impl AdminClient {
         Ok(())
     }
 
-    /// The span policies set, as the node at `addr` has them.
-    pub async fn policies(&self, addr: &str) -> Result<Vec<SpanPolicy>> {
-        let resp = self
-            .direct(addr, |mut c| async move { c.list_policies(pb::ListPoliciesRequest {}).await })
-            .await?;
-        Ok(resp.policies)
+    /// The span policies set, as the node at `addr` has them, and its default policy.
+    pub async fn policies(&self, addr: &str) -> Result<ListPoliciesResponse> {
+        self.direct(addr, |mut c| async move { c.list_policies(pb::ListPoliciesRequest {}).await }).await
     }
 }

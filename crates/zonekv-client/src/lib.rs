@@ -25,6 +25,8 @@ mod mux;
 mod ranges;
 mod retry;
 
-pub use admin::{AdminClient, Policy, RangeStatus, Replica, ReplicaRole, SpanPolicy, StatusResponse};
+pub use admin::{
+    AdminClient, ListPoliciesResponse, Policy, RangeStatus, Replica, ReplicaRole, SpanPolicy, StatusResponse,
+};
 pub use client::{CasOutcome, Client, ClientConfig, Mutation, ReadConsistency, ScanOptions, ScanPage};
 pub use error::{ClientError, Result};

@@ -368,6 +368,9 @@ impl Fault<Processes> for MoveReplica {
         let to = *targets.choose(rng)?;
         let id = range.range_id;
         let moved = tokio::time::timeout(Duration::from_secs(15), c.admin.move_replica(id, from, to)).await;
+        if let Ok(Err(e)) = &moved {
+            tracing::info!(range = id, from, to, error = %e, "move refused");
+        }
         moved.ok()?.ok()?;
         Some(format!("range {id}: replica moved from node {from} to node {to}"))
     }

@@ -38,7 +38,8 @@ pub struct Scenario {
     /// The policy of every range. Default: 3 voters, survival zone.
     #[serde(default)]
     pub policy: PolicySpec,
-    /// The nodes at the start.
+    /// The nodes at the start (with a live cluster: nodes added to it).
+    #[serde(default)]
     pub nodes: Vec<NodeSpec>,
     /// What happens, in order of time.
     #[serde(default)]
@@ -151,7 +152,17 @@ impl Scenario {
     /// Runs it; returns the report, or why it cannot run (bad input, a policy the nodes
     /// cannot meet at the start).
     pub fn run(&self) -> Result<String> {
-        let mut cluster = Cluster::default();
+        self.play(Cluster::default(), true)
+    }
+
+    /// Runs the events on `live` as it is — a running cluster's nodes and ranges (`zonekv
+    /// placement simulate --addr`): the file's nodes join it, and no ranges are created (its
+    /// `ranges` setting is ignored). Nodes down in `live` count as down since the start.
+    pub fn run_on(&self, live: Cluster) -> Result<String> {
+        self.play(live, false)
+    }
+
+    fn play(&self, mut cluster: Cluster, create_ranges: bool) -> Result<String> {
         for n in &self.nodes {
             cluster.add_node(n.to_node()?)?;
         }
@@ -166,14 +177,19 @@ impl Scenario {
             ..SimConfig::default()
         };
         let mut sim = Sim::new(cluster, policy, config);
-        sim.create_ranges(1, self.ranges, self.range_bytes)?;
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "placed {} ranges ({} per replica set)",
-            self.ranges,
-            sim.policy.voters + sim.policy.non_voters
-        );
+        if create_ranges {
+            sim.create_ranges(1, self.ranges, self.range_bytes)?;
+            let _ = writeln!(
+                out,
+                "placed {} ranges ({} per replica set)",
+                self.ranges,
+                sim.policy.voters + sim.policy.non_voters
+            );
+        } else {
+            let (nodes, ranges) = (sim.cluster.nodes().count(), sim.cluster.ranges().count());
+            let _ = writeln!(out, "starting from the live cluster: {nodes} nodes, {ranges} ranges");
+        }
         summary(&sim, &mut out);
         let mut events = self.events.clone();
         events.sort_by_key(|e| e.at_secs);

@@ -237,3 +237,22 @@ fn the_example_scenario_runs_and_reports_moves_and_quorum() {
         assert!(err.contains(why), "{bad:?}: {err}");
     }
 }
+
+/// `zonekv placement simulate --addr`: the events of a file played on a cluster as it is (a
+/// live one's nodes and ranges), the file's nodes joining it.
+#[test]
+fn a_scenario_plays_on_a_given_cluster() {
+    // Three nodes in three zones holding 30 ranges, one voter per zone.
+    let live = sim(nodes(1..=3, 3), Policy::default(), 30).cluster;
+    let text = "dead-after-secs = 60
+nodes = [{ id = 4, locality = \"region=r0,zone=z0\" }]
+events = [{ at-secs = 10, kill = [1] }]
+";
+    let report = zonekv_placement::scenario::Scenario::from_toml(text).unwrap().run_on(live).unwrap();
+    println!("{report}");
+    assert!(report.contains("starting from the live cluster: 4 nodes, 30 ranges"), "{report}");
+    assert!(!report.contains("LOST QUORUM"), "{report}");
+    // Node 1 dies; node 4, in its zone, takes every one of its replicas.
+    let node4 = report.lines().rev().find(|l| l.trim_start().starts_with("node   4 ")).unwrap();
+    assert!(node4.contains("   30 replicas"), "{node4}");
+}

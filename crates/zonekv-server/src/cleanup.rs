@@ -6,8 +6,9 @@
 //! stops sending to it), and a replica still catching up may install a snapshot taken before
 //! it was added, whose membership does not name it yet.
 
+use std::collections::HashMap;
 use std::sync::Weak;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 use zonekv_engine::{Cf, Engine, WriteBatch};
@@ -22,18 +23,48 @@ use crate::{Error, Result};
 /// How often a node looks for replicas of its that were removed.
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a replica created for a move may wait to be added to its range before its node
+/// asks whether the move was given up. Adding it is one membership change, committed within
+/// moments of the creation when the move goes on.
+const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
 /// Removes this node's replicas that the directory says were moved away, until the node stops.
-/// A pass runs only when the meta range (which holds the directory) has applied something new.
+/// A pass runs only when the meta range (which holds the directory) has applied something new
+/// or this node's set of replicas changed, and while a replica created for a move waits to be
+/// added.
 pub(crate) async fn run(node: Weak<NodeInner>) {
     let mut seen = None;
+    // Replicas created for a move and never added (yet): when each was first seen so.
+    let mut orphans: HashMap<(u64, u64), Instant> = HashMap::new();
     while let Some(n) = crate::node::next_tick(&node, CHECK_INTERVAL).await {
-        let applied = n.ranges.first().replica.raft.metrics().borrow_watched().last_applied;
-        if applied == seen {
+        // What a pass depends on: the directory (the meta range's applied state) and which
+        // replicas this node holds.
+        let applied =
+            (n.ranges.first().replica.raft.metrics().borrow_watched().last_applied, n.ranges.all().len());
+        if Some(applied) == seen && orphans.is_empty() {
             continue;
         }
         let mut done = true;
+        let mut still = HashMap::new();
         for r in n.ranges.all() {
-            let removed = match removed(&n, &r.descriptor(), r.replica.node_id).await {
+            let local = r.descriptor();
+            let key = (r.replica.range, r.replica.node_id);
+            let result = if never_added(&n, &local, &r.replica) {
+                let since = *orphans.get(&key).unwrap_or(&Instant::now());
+                still.insert(key, since);
+                if since.elapsed() < ORPHAN_GRACE {
+                    Ok(false)
+                } else {
+                    // The move that created it was given up if its leader says so.
+                    match leader_says_member(&n, &local, r.replica.node_id).await {
+                        Some(member) => Ok(!member),
+                        None => Ok(false),
+                    }
+                }
+            } else {
+                removed(&n, &local, r.replica.node_id).await
+            };
+            let removed = match result {
                 Ok(removed) => removed,
                 Err(e) => {
                     tracing::warn!(range = r.replica.range, error = %e, "checking for a removed replica failed");
@@ -46,11 +77,33 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
                 done = false;
             }
         }
+        orphans = still;
         // A failed pass is retried at the next tick.
         if done {
-            seen = applied;
+            seen = Some(applied);
         }
     }
+}
+
+/// Whether `replica` was created on this node for a move and was never added to its range:
+/// its descriptor (written at its creation) names it, but no membership it applied does, and
+/// the directory's membership, as new as the one it was created with, does not either.
+fn never_added(n: &NodeInner, local: &RangeDescriptor, replica: &crate::replica::Replica) -> bool {
+    let me = replica.node_id;
+    if local.range_id == FIRST_RANGE || !local.replicas.iter().any(|x| x.replica_id == me) {
+        return false;
+    }
+    let in_membership =
+        replica.raft.metrics().borrow_watched().membership_config.membership().get_node(&me).is_some();
+    if in_membership {
+        return false;
+    }
+    let known = directory::lookup(&n.starter.engine, FIRST_RANGE, &local.start).ok().flatten();
+    known.is_some_and(|k| {
+        k.range_id == local.range_id
+            && k.epoch.conf_ver == local.epoch.conf_ver
+            && !k.replicas.iter().any(|x| x.replica_id == me)
+    })
 }
 
 /// Whether replica `replica_id` (whose applied descriptor is `local`) was removed from its

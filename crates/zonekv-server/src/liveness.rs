@@ -106,14 +106,10 @@ impl Liveness {
 
     /// Every node that ever pinged this one: its locality and whether it is live, by id.
     pub(crate) fn peers(&self) -> Vec<crate::Peer> {
-        let heard = self.last_heard.lock().unwrap_or_else(|p| p.into_inner());
-        let mut peers: Vec<_> = heard
-            .iter()
-            .map(|(id, h)| crate::Peer {
-                node_id: *id,
-                locality: h.locality.clone(),
-                live: h.at.elapsed() < self.timeout,
-            })
+        let mut peers: Vec<crate::Peer> = self
+            .states()
+            .into_iter()
+            .map(|p| crate::Peer { node_id: p.node_id, locality: p.locality, live: p.live })
             .collect();
         peers.sort_by_key(|p| p.node_id);
         peers

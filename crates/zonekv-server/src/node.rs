@@ -82,6 +82,8 @@ pub(crate) struct NodeInner {
     pub(crate) stopping: watch::Sender<bool>,
     /// Held while a replica is created on request (`mover.rs`): one at a time.
     pub(crate) creating: tokio::sync::Mutex<()>,
+    /// Ranges with a placement step running here (`driver/place.rs`): one per range.
+    pub(crate) placing: std::sync::Mutex<std::collections::HashSet<u64>>,
 }
 
 impl NodeInner {
@@ -195,6 +197,7 @@ impl Node {
             snapshot_recv,
             stopping,
             creating: Default::default(),
+            placing: Default::default(),
         });
         tokio::spawn(start_split_ranges(Arc::downgrade(&inner), split_rx));
         if inner.config.raft.quiesce {
@@ -352,7 +355,6 @@ impl Drop for Node {
 }
 
 impl NodeInner {
-    /// This node's replica of `range_id`, or `NotFound` naming the range and this node.
     /// The ids of the ranges whose replica on this node leads (Raft metrics only).
     pub(crate) fn leading(&self) -> Vec<u64> {
         let leads = |r: &&Arc<crate::ranges::RangeReplica>| {
@@ -361,6 +363,7 @@ impl NodeInner {
         self.ranges.all().iter().filter(leads).map(|r| r.replica.range).collect()
     }
 
+    /// This node's replica of `range_id`, or `NotFound` naming the range and this node.
     pub(crate) fn range(&self, range_id: u64) -> Result<Arc<crate::ranges::RangeReplica>> {
         self.ranges.get(range_id).ok_or_else(|| {
             Error::NotFound(format!("range {range_id} has no replica on node {}", self.config.node_id))

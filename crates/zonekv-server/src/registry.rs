@@ -109,7 +109,14 @@ impl Registry {
         let mut registry = Registry::default();
         for (key, value) in directory::placement_records(engine, FIRST_RANGE)? {
             if let Some(start) = key.strip_prefix(POLICY) {
-                registry.policies.push(SpanPolicy::decode(start, &value)?);
+                // One unreadable policy must not stop placement: its ranges follow the default,
+                // and it is reported.
+                match SpanPolicy::decode(start, &value) {
+                    Ok(p) => registry.policies.push(p),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a span policy record is unreadable; its ranges follow the default policy")
+                    }
+                }
                 continue;
             }
             let Some(id) = key.strip_prefix(NODE) else { continue };
@@ -149,6 +156,11 @@ impl NodeHandle {
         self.propose_meta(Op::SetPlacement { key: node_key(node_id), value }).await?;
         tracing::info!(node_id, cancel, "decommissioning recorded");
         Ok(())
+    }
+
+    /// Drops node `node_id`'s record (it left the cluster).
+    pub(crate) async fn forget_node(&self, node_id: NodeId) -> Result<()> {
+        self.propose_meta(Op::SetPlacement { key: node_key(node_id), value: None }).await.map(drop)
     }
 
     /// Fails, naming the shortfall, if the live nodes other than `node_id` cannot hold the
@@ -191,6 +203,10 @@ impl NodeHandle {
         end: Option<Bytes>,
         policy: Option<PolicySpec>,
     ) -> Result<()> {
+        // The bounds become split keys: they must be valid keys ("" starts the keyspace).
+        for bound in std::iter::once(&start).filter(|s| !s.is_empty()).chain(end.as_ref()) {
+            crate::validate::key(bound)?;
+        }
         if end.as_ref().is_some_and(|e| e <= &start) {
             return Err(Error::InvalidArgument(format!(
                 "the span's end {end:?} is not after its start {start:?}"

@@ -364,6 +364,32 @@ async fn the_command_line_sets_policies_and_decommissions_or_says_why_not() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The driver splits at "p" and "t"; the operators' view judges the range in between by
+    // the span's policy, gathered from every node.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let range = loop {
+        let s = node.status().await;
+        let starts: Vec<&[u8]> = s.ranges.iter().map(|r| r.start.as_ref()).collect();
+        if let Some(r) = s.ranges.iter().find(|r| r.start.as_ref() == b"p")
+            && starts.contains(&&b"t"[..])
+        {
+            break r.range_id;
+        }
+        assert!(Instant::now() < deadline, "no split at p and t: {starts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = run(&["placement", "explain", "--addr", &addr, &range.to_string()]).await.unwrap();
+    assert!(out.contains("policy 3 voters, survival zone, lease preferences [+zone=b]"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = run(&["placement", "show", "--addr", &addr]).await.unwrap();
+        if out.contains("2 ranges: 0 violate the policy, 0 without quorum") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Three nodes in three zones: none can go.
     let err = fail(&["decommission", "--addr", &addr, "3"]).await.unwrap();
     assert!(err.contains("node 3 cannot be decommissioned"), "{err}");

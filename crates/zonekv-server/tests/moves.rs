@@ -21,6 +21,17 @@ async fn leader_of(nodes: &[NodeHandle], range: u64) -> NodeHandle {
     }
 }
 
+/// Node 4, joining `cluster`, with data in `dir`.
+fn fourth_node(cluster: &LocalCluster, dir: &std::path::Path, template: NodeConfig) -> NodeConfig {
+    NodeConfig {
+        node_id: 4,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.into(),
+        join: Some(cluster.addrs()[0].clone()),
+        ..template
+    }
+}
+
 async fn stale(node: &NodeHandle, key: &str) -> Option<Bytes> {
     node.get(key.as_bytes(), ReadConsistency::Stale).await.ok().and_then(|(v, _)| v)
 }
@@ -64,13 +75,7 @@ async fn move_to_a_new_node(template: NodeConfig) {
 
     // A fourth node joins the cluster: it holds the first range only.
     let dir = tempfile::tempdir().unwrap();
-    let config = NodeConfig {
-        node_id: 4,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().into(),
-        join: Some(cluster.addrs()[0].clone()),
-        ..template
-    };
+    let config = fourth_node(&cluster, dir.path(), template);
     let fourth = Node::start(config.clone()).await.unwrap();
     assert_eq!(fourth.range_ids(), vec![1]);
     // Whether node 4 has the split-off range's state as of the split.
@@ -148,5 +153,63 @@ async fn move_to_a_new_node(template: NodeConfig) {
 
     fourth.shutdown().await;
     drop((handles, meta, r, old)); // handles keep a node's storage open past its shutdown
+    cluster.shutdown().await;
+}
+
+/// A replica created for a move that is then given up (never added to its range) is deleted
+/// after a grace period, once the range's leader says it is no member; a placement step
+/// planned at an older shape of the range is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_replica_is_deleted_and_a_stale_step_is_refused() {
+    use zonekv_proto::raft::v1 as pb;
+    use zonekv_proto::raft::v1::raft_transport_client::RaftTransportClient;
+
+    let mut template = NodeConfig::default();
+    template.placement.driver = false; // nothing else changes the ranges
+    let cluster = LocalCluster::start_with(3, None, template.clone()).await.unwrap();
+    cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
+    let handles: Vec<NodeHandle> = cluster.running().map(Node::handle).collect();
+    let (_, right) = leader_of(&handles, 1).await.split("m").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fourth = Node::start(fourth_node(&cluster, dir.path(), template)).await.unwrap();
+
+    // Node 4 is asked to create a replica that its range's leader never adds.
+    let replica_id = 1 << 40;
+    let mut desc = right.clone();
+    desc.replicas.push(zonekv_raft::ReplicaDesc { replica_id, node_id: 4, learner: true });
+    let mut client = RaftTransportClient::connect(format!("http://{}", fourth.addr())).await.unwrap();
+    let create = pb::CreateReplicaRequest {
+        descriptor: Some(zonekv_raft::codec::descriptor_to_pb(&desc)),
+        replica_id,
+    };
+    client.create_replica(create).await.unwrap();
+    assert!(fourth.range_ids().contains(&right.range_id));
+    let created = tokio::time::Instant::now();
+    let deadline = created + Duration::from_secs(40);
+    while fourth.range_ids().contains(&right.range_id) {
+        assert!(tokio::time::Instant::now() < deadline, "the abandoned replica was kept");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(created.elapsed() >= Duration::from_secs(10), "deleted before the grace period");
+
+    // A step planned at another epoch: refused, nothing changed.
+    let r = leader_of(&handles, right.range_id).await;
+    let before = r.status().await.ranges.into_iter().find(|s| s.range_id == right.range_id).unwrap().members;
+    let mut client = RaftTransportClient::connect(format!("http://{}", r.addr())).await.unwrap();
+    let stale = pb::PlaceRequest {
+        range_id: right.range_id,
+        expected_epoch: Some(pb::RangeEpoch {
+            version: right.epoch.version,
+            conf_ver: right.epoch.conf_ver + 7,
+        }),
+        action: Some(pb::place_request::Action::AddVoter(4)),
+    };
+    let err = client.place(stale).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("the step was planned at"), "{err:?}");
+    let after = r.status().await.ranges.into_iter().find(|s| s.range_id == right.range_id).unwrap().members;
+    assert_eq!(before, after);
+    drop((client, handles, r));
+    fourth.shutdown().await;
     cluster.shutdown().await;
 }

@@ -35,6 +35,42 @@ struct State {
     last_moved: HashMap<u64, Millis>,
     /// The last reason logged why a range cannot be fixed, so it is logged once.
     unsatisfiable: HashMap<u64, String>,
+    /// Ranges whose last step failed: not tried again before this time (driver time), and
+    /// how many failed in a row (the wait doubles, up to `MAX_BACKOFF`).
+    backoff: HashMap<u64, (Millis, u32)>,
+}
+
+/// Longest wait before a range whose steps keep failing is tried again.
+const MAX_BACKOFF: Millis = 60_000;
+
+impl State {
+    /// Whether the range may get a step now.
+    fn ready(&self, range: u64, now: Millis) -> bool {
+        !self.inflight.contains_key(&range) && self.backoff.get(&range).is_none_or(|(until, _)| *until <= now)
+    }
+
+    /// A step on `range` ended at `now`.
+    fn ended(&mut self, range: u64, what: &What, ok: bool, now: Millis) {
+        self.inflight.remove(&range);
+        if !ok {
+            let failures = self.backoff.get(&range).map_or(1, |(_, n)| n + 1);
+            let wait = (500u64 << failures.min(10)).min(MAX_BACKOFF);
+            self.backoff.insert(range, (now + wait, failures));
+            return;
+        }
+        self.backoff.remove(&range);
+        if matches!(what, What::Act(a) if copies_to(a).is_some() || matches!(a, Action::Remove { .. })) {
+            self.last_moved.insert(range, now);
+        }
+    }
+}
+
+/// The node an action copies a replica to (its snapshot's receiver), if it copies one.
+fn copies_to(action: &Action) -> Option<NodeId> {
+    match *action {
+        Action::Add { to, .. } | Action::Replace { to, .. } => Some(to),
+        _ => None,
+    }
 }
 
 /// What a step does.
@@ -53,12 +89,13 @@ struct Step {
     what: What,
 }
 
-/// Splits at span policy bounds, one per range (the next bound, if any, at a later pass).
-fn split_steps(view: &view::View, st: &mut State) -> Vec<Step> {
+/// Splits at span policy bounds, one per range (the next bound, if any, at a later pass), for
+/// ranges with nothing else to do now: repairs go first.
+fn split_steps(view: &view::View, st: &mut State, now: Millis) -> Vec<Step> {
     let mut steps = Vec::new();
     for (range, leader, key) in &view.splits {
         if let Some(leader) = *leader
-            && !st.inflight.contains_key(range)
+            && st.ready(*range, now)
         {
             st.inflight.insert(*range, Inflight { leader, to: None });
             steps.push(Step { range: *range, leader, what: What::Split(key.clone()) });
@@ -102,19 +139,18 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
         retire(&n, &view).await;
         let steps = {
             let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-            let mut steps = split_steps(&view, &mut st);
             let policy_of = |range: u64| view.policies.get(&range).unwrap_or(&policy);
-            steps.extend(plan(&planner, &policy_of, &view.cluster, now, &mut st, config.max_snapshots));
+            let mut steps = plan(&planner, &policy_of, &view.cluster, now, &mut st, config.max_snapshots);
+            steps.extend(split_steps(&view, &mut st, now));
             steps
         };
         for step in steps {
-            let (Some(desc), Some(addr)) = (view.ranges.get(&step.range), view.addrs.get(&step.leader))
-            else {
+            let request = view.ranges.get(&step.range).and_then(|desc| place::request(desc, &step.what));
+            let (Some(request), Some(addr)) = (request, view.addrs.get(&step.leader)) else {
                 state.lock().unwrap_or_else(|p| p.into_inner()).inflight.remove(&step.range);
                 continue;
             };
-            let Some(request) = place::request(desc, &step.what) else { continue };
-            let copies = matches!(step.what, What::Act(Action::Add { .. } | Action::Replace { .. }));
+            let copies = matches!(&step.what, What::Act(a) if copies_to(a).is_some());
             let timeout = if copies {
                 n.config.snapshot_timeout() + Duration::from_secs(30)
             } else {
@@ -129,18 +165,15 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
                     () = stopped => return,
                 };
                 drop(handle);
-                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-                st.inflight.remove(&step.range);
+                let end = started.elapsed().as_millis() as Millis;
+                state.lock().unwrap_or_else(|p| p.into_inner()).ended(
+                    step.range,
+                    &step.what,
+                    result.is_ok(),
+                    end,
+                );
                 match result {
-                    Ok(()) => {
-                        if matches!(
-                            step.what,
-                            What::Act(Action::Add { .. } | Action::Replace { .. } | Action::Remove { .. })
-                        ) {
-                            st.last_moved.insert(step.range, started.elapsed().as_millis() as Millis);
-                        }
-                        tracing::info!(range = step.range, step = ?step.what, "placement step done");
-                    }
+                    Ok(()) => tracing::info!(range = step.range, step = ?step.what, "placement step done"),
                     Err(e) => {
                         tracing::warn!(range = step.range, step = ?step.what, error = %e, "placement step failed")
                     }
@@ -152,16 +185,30 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
 
 /// A decommissioning node that holds nothing but its replica of the first range leaves the
 /// cluster (the first range's membership), so the meta range no longer counts it for its
-/// quorum; one per pass. If it is this node, it hands the first range's leadership over
-/// first and the next leader's driver removes it.
+/// quorum; then its registry record goes. One per pass, and only while the first range's
+/// other voters keep a live majority without it (else the change could not commit and would
+/// stall the meta range). If it is this node, it hands the first range's leadership to a live
+/// voter first and the next leader's driver removes it.
 async fn retire(n: &Arc<NodeInner>, view: &view::View) {
     let Some(&node) = view.decommissioning.iter().find(|id| view.cluster.replicas_on(**id) == 0) else {
         return;
     };
+    let voters: Vec<NodeId> = {
+        let m = n.ranges.first().replica.metrics();
+        m.membership_config.membership().voter_ids().filter(|v| *v != node).collect()
+    };
+    let up = |id: &NodeId| view.cluster.node(*id).is_some_and(|x| x.up());
+    if voters.iter().filter(|v| up(v)).count() <= voters.len() / 2 {
+        tracing::warn!(
+            node,
+            "a decommissioned node stays in the cluster: without it, most of the others are down"
+        );
+        return;
+    }
     let handle = NodeHandle { inner: n.clone() };
+    let live = |id: &&NodeId| view.cluster.node(**id).is_some_and(|x| x.state == NodeState::Live);
     let result = if node == handle.id() {
-        let live = view.cluster.nodes().find(|x| x.id != node && x.state == NodeState::Live).map(|x| x.id);
-        let Some(to) = live else { return };
+        let Some(&to) = voters.iter().find(live) else { return };
         tokio::time::timeout(Duration::from_secs(10), handle.transfer_leader(FIRST_RANGE, to)).await
     } else {
         tokio::time::timeout(Duration::from_secs(10), handle.remove_node(node)).await
@@ -169,6 +216,9 @@ async fn retire(n: &Arc<NodeInner>, view: &view::View) {
     match result {
         Ok(Ok(())) if node != handle.id() => {
             tracing::info!(node, "the decommissioned node holds no replica any more and left the cluster");
+            if let Err(e) = handle.forget_node(node).await {
+                tracing::warn!(node, error = %e, "the decommissioned node's record stays in the registry");
+            }
         }
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(node, error = %e, "a decommissioned node could not leave the cluster"),
@@ -187,7 +237,8 @@ fn plan<'p>(
     max_snapshots: usize,
 ) -> Vec<Step> {
     let mut actions = Vec::new();
-    for range in cluster.ranges().filter(|r| !st.inflight.contains_key(&r.id)) {
+    let ready: Vec<&Range> = cluster.ranges().filter(|r| st.ready(r.id, now)).collect();
+    for range in ready {
         let policy = policy_of(range.id);
         match planner.next(cluster, policy, range, now, st.last_moved.get(&range.id).copied()) {
             Action::Nothing => {
@@ -219,8 +270,11 @@ fn plan<'p>(
             continue;
         }
         let Some(leader) = range.leader else { continue };
-        // A leader does not remove its own replica: it hands the leadership over first.
+        // A leader does not remove its own replica: for a repair it hands the leadership over
+        // first. A rebalance leaves the leader's replica be (handing over could fight the
+        // lease preferences, which would move the leadership straight back).
         let action = match action {
+            Action::Replace { repair: false, from, .. } if from == leader => continue,
             Action::Replace { from, .. } | Action::Remove { from } if from == leader => {
                 match other_voter(cluster, range, from) {
                     Some(to) => Action::TransferLease { to },
@@ -229,11 +283,7 @@ fn plan<'p>(
             }
             a => a,
         };
-        let to = match action {
-            Action::Add { to, .. } | Action::Replace { to, .. } => Some(to),
-            _ => None,
-        };
-        if let Some(to) = to {
+        if let Some(to) = copies_to(&action) {
             let (s, r) = (sends.entry(leader).or_default(), receives.entry(to).or_default());
             if *s >= max_snapshots || *r >= max_snapshots {
                 continue;
@@ -241,15 +291,19 @@ fn plan<'p>(
             *s += 1;
             *r += 1;
         }
-        st.inflight.insert(range.id, Inflight { leader, to });
+        st.inflight.insert(range.id, Inflight { leader, to: copies_to(&action) });
         steps.push(Step { range: range.id, leader, what: What::Act(action) });
     }
     steps
 }
 
-/// A voter of `range` other than the one on `from`, on a node that is up.
+/// A voter of `range` other than the one on `from`, on a live node (not down, not being
+/// decommissioned).
 fn other_voter(cluster: &Cluster, range: &Range, from: NodeId) -> Option<NodeId> {
-    range.voters().filter(|v| *v != from).find(|v| cluster.node(*v).is_some_and(|n| n.up()))
+    range
+        .voters()
+        .filter(|v| *v != from)
+        .find(|v| cluster.node(*v).is_some_and(|n| n.state == NodeState::Live))
 }
 
 #[cfg(test)]

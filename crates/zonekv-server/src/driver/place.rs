@@ -15,22 +15,13 @@ use crate::{Error, NodeHandle, Result};
 pub(crate) fn request(desc: &RangeDescriptor, what: &What) -> Option<pb::PlaceRequest> {
     use pb::place_request::{Action as A, Move};
     let action = match what {
-        What::Act(a) => a,
-        What::Split(key) => {
-            return Some(pb::PlaceRequest {
-                range_id: desc.range_id,
-                expected_epoch: Some(codec::epoch_to_pb(&desc.epoch)),
-                action: Some(A::SplitAt(key.clone())),
-            });
-        }
-    };
-    let action = match *action {
-        Action::Add { role: Role::Voter, to } => A::AddVoter(to),
-        Action::Add { role: Role::NonVoter, to } => A::AddLearner(to),
-        Action::Replace { from, to, .. } => A::Replace(Move { from_node: from, to_node: to }),
-        Action::Remove { from } => A::Remove(from),
-        Action::TransferLease { to } => A::TransferLeader(to),
-        Action::Nothing | Action::Unsatisfiable(_) => return None,
+        What::Split(key) => A::SplitAt(key.clone()),
+        What::Act(Action::Add { role: Role::Voter, to }) => A::AddVoter(*to),
+        What::Act(Action::Add { role: Role::NonVoter, to }) => A::AddLearner(*to),
+        What::Act(Action::Replace { from, to, .. }) => A::Replace(Move { from_node: *from, to_node: *to }),
+        What::Act(Action::Remove { from }) => A::Remove(*from),
+        What::Act(Action::TransferLease { to }) => A::TransferLeader(*to),
+        What::Act(Action::Nothing | Action::Unsatisfiable(_)) => return None,
     };
     Some(pb::PlaceRequest {
         range_id: desc.range_id,
@@ -66,25 +57,43 @@ pub(crate) async fn send(
 
 impl NodeHandle {
     /// Carries out one placement step on this node's replica of the range, which must lead
-    /// it. Refused, changing nothing, if the range's epoch is no longer the one the step was
-    /// planned at; the directory then gets the range's current descriptor, so the next plan
-    /// is made on it.
+    /// it. One step per range at a time; refused, changing nothing, if the range's epoch is no
+    /// longer the one the step was planned at. The step runs to its end even if the caller
+    /// goes away (a half-done membership change is worse than a slow one). Whenever it does
+    /// not succeed, the directory gets the range's current descriptor, so the next plan is
+    /// made on it (a learner a failed step left behind, say).
     pub(crate) async fn place(&self, req: pb::PlaceRequest) -> Result<RangeDescriptor> {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let range_id = req.range_id;
+            let result = node.place_now(req).await;
+            if result.is_err()
+                && let Ok(range) = node.inner.range(range_id)
+                && range.replica.ensure_leader().is_ok()
+                && let Err(e) = node.propose_meta(Op::UpdateDirectory(vec![range.descriptor()])).await
+            {
+                tracing::warn!(range = range_id, error = %e, "refreshing the directory failed");
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("the placement step ended abnormally: {e}")))?
+    }
+
+    async fn place_now(&self, req: pb::PlaceRequest) -> Result<RangeDescriptor> {
         use pb::place_request::Action as A;
-        let range = self.inner.range(req.range_id)?;
+        let id = req.range_id;
+        let _one_step = PlacingGuard::take(&self.inner, id)?;
+        let range = self.inner.range(id)?;
         range.replica.ensure_leader()?;
         let desc = range.descriptor();
         let expected: RangeEpoch = codec::epoch_from_pb(req.expected_epoch);
         if desc.epoch != expected {
-            if let Err(e) = self.propose_meta(Op::UpdateDirectory(vec![desc.clone()])).await {
-                tracing::warn!(range = desc.range_id, error = %e, "refreshing the directory failed");
-            }
             return Err(Error::FailedPrecondition(format!(
-                "range {} is at epoch {}, the step was planned at {expected}",
-                desc.range_id, desc.epoch
+                "range {id} is at epoch {}, the step was planned at {expected}",
+                desc.epoch
             )));
         }
-        let id = req.range_id;
         match req.action.ok_or_else(|| Error::InvalidArgument("a placement step without an action".into()))? {
             A::AddVoter(to) => self.add_replica(id, to, true).await,
             A::AddLearner(to) => self.add_replica(id, to, false).await,
@@ -96,5 +105,29 @@ impl NodeHandle {
             }
             A::SplitAt(key) => Ok(self.split(key).await?.0),
         }
+    }
+}
+
+/// Marks a range as having a placement step running on this node, until dropped.
+struct PlacingGuard {
+    inner: std::sync::Arc<crate::node::NodeInner>,
+    range: u64,
+}
+
+impl PlacingGuard {
+    fn take(inner: &std::sync::Arc<crate::node::NodeInner>, range: u64) -> Result<PlacingGuard> {
+        let mut placing = inner.placing.lock().unwrap_or_else(|p| p.into_inner());
+        if !placing.insert(range) {
+            return Err(Error::FailedPrecondition(format!(
+                "a placement step is already running on range {range}"
+            )));
+        }
+        Ok(PlacingGuard { inner: inner.clone(), range })
+    }
+}
+
+impl Drop for PlacingGuard {
+    fn drop(&mut self) {
+        self.inner.placing.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.range);
     }
 }

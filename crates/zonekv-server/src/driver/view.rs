@@ -57,7 +57,7 @@ pub(crate) fn build(n: &NodeInner, now: Millis) -> Result<View> {
     };
 
     let mut cluster = Cluster::default();
-    let mut leaders: HashMap<u64, u64> = n.leading().into_iter().map(|r| (r, me)).collect();
+    let mut leaders: HashMap<u64, u64> = HashMap::new();
     for (id, _) in &members {
         let (locality, state, disk) = if *id == me {
             (n.config.locality.clone(), NodeState::Live, Disk::of(&n.config.data_dir))
@@ -87,6 +87,8 @@ pub(crate) fn build(n: &NodeInner, now: Millis) -> Result<View> {
             .map_err(model)?;
     }
 
+    // This node's own leadership last: it is current, the pings may be a moment old.
+    leaders.extend(n.leading().into_iter().map(|r| (r, me)));
     let mut ranges = BTreeMap::new();
     let mut policies = HashMap::new();
     let mut splits = Vec::new();

@@ -100,7 +100,8 @@ impl Admin for AdminService {
                 policy: Some(crate::placement::spec_to_pb(&p.policy)),
             })
             .collect();
-        Ok(Response::new(pb::ListPoliciesResponse { policies }))
+        let default_policy = Some(crate::placement::spec_to_pb(&self.node.config().placement.policy));
+        Ok(Response::new(pb::ListPoliciesResponse { policies, default_policy }))
     }
 
     async fn split(&self, req: Request<pb::SplitRequest>) -> Result<Response<pb::SplitResponse>, Status> {

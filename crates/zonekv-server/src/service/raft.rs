@@ -153,12 +153,20 @@ impl RaftTransport for RaftService {
         &self,
         req: Request<pb::IsMemberRequest>,
     ) -> Result<Response<pb::IsMemberResponse>, Status> {
-        let req = req.into_inner();
-        let range = self.inner.range(req.range_id)?;
-        range.replica.ensure_leader()?;
-        let member =
-            range.replica.metrics().membership_config.membership().get_node(&req.replica_id).is_some();
-        Ok(Response::new(pb::IsMemberResponse { member }))
+        self.until_stopped(async {
+            let req = req.into_inner();
+            let range = self.inner.range(req.range_id)?;
+            let r = &range.replica;
+            // A leader cut off from its range may not know a learner its successor added:
+            // only a leader that confirms its leadership with a quorum answers.
+            r.ensure_leader()?;
+            r.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.map_err(|e| {
+                Status::unavailable(format!("range {}: leadership not confirmed: {e}", req.range_id))
+            })?;
+            let member = r.metrics().membership_config.membership().get_node(&req.replica_id).is_some();
+            Ok(Response::new(pb::IsMemberResponse { member }))
+        })
+        .await
     }
 
     async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {

@@ -95,6 +95,10 @@ pub enum PlacementCommand {
     Simulate {
         /// The scenario file (TOML).
         file: PathBuf,
+        /// Start from this live cluster's nodes and ranges (as its nodes report them) instead
+        /// of the file's nodes and `ranges`; the file's events, policy and nodes apply on top.
+        #[arg(long)]
+        addr: Option<String>,
     },
     /// Every range a node holds: replicas with their localities, leader, and whether the
     /// placement policy holds; then how many ranges violate it or lack a quorum.

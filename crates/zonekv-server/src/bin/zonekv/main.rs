@@ -96,7 +96,9 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Kv(kv) => kv::run(kv).await,
-        Command::Placement(PlacementCommand::Simulate { file }) => placement::simulate(&file),
+        Command::Placement(PlacementCommand::Simulate { file, addr }) => {
+            placement::simulate(&file, addr.as_deref()).await
+        }
         Command::Placement(PlacementCommand::Set(args)) => placement::set(args).await,
         Command::Placement(PlacementCommand::Policies { addr }) => placement::policies(&addr).await,
         Command::Placement(PlacementCommand::Show { addr, policy }) => {

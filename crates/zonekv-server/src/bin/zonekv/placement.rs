@@ -1,44 +1,103 @@
-//! `zonekv placement show | explain | simulate`: the placement logic (`zonekv-placement`) on
-//! a live node's view of the cluster, or on a what-if scenario file.
+//! `zonekv placement show | explain | simulate | set | policies`: the placement logic
+//! (`zonekv-placement`) on the live cluster as its nodes report it, or on a what-if scenario
+//! file; and the span policies stored in the meta range.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use zonekv_client::AdminClient;
 use zonekv_placement::{Action, Cluster, Planner, Policy, Range, Role};
 use zonekv_proto::admin::v1 as pb;
+use zonekv_server::SpanPolicy;
 use zonekv_server::placement::{NodeView, RangeView, cluster_view};
 
 /// The policy in `file` (the `[policy]` table format of etc/placement-scenario.toml, without
-/// the header), or the default one.
-fn policy(file: Option<&Path>) -> Result<Policy> {
-    let Some(file) = file else { return Ok(Policy::default()) };
+/// the header).
+fn policy_file(file: &Path) -> Result<Policy> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let spec: zonekv_placement::scenario::PolicySpec =
         toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
     Ok(spec.to_policy()?)
 }
 
-/// What the node at `addr` sees, as the placement model.
-async fn view(addr: &str) -> Result<Cluster> {
-    let admin = AdminClient::new([addr.to_string()])?;
+/// Which policy each range is judged by: the one in `--policy FILE` for all (a what-if), or
+/// the cluster's own (the span policies in the meta range, else the node's `placement.policy`).
+struct Policies {
+    file: Option<Policy>,
+    spans: Vec<(SpanPolicy, Policy)>,
+    default: Policy,
+}
+
+impl Policies {
+    async fn load(admin: &AdminClient, addr: &str, file: Option<&Path>) -> Result<Policies> {
+        let file = file.map(policy_file).transpose()?;
+        let list = admin.policies(addr).await.with_context(|| format!("asking {addr} for the policies"))?;
+        let spec = |p: Option<pb::Policy>| zonekv_server::placement::spec_from_pb(p.unwrap_or_default());
+        let default = spec(list.default_policy).to_policy()?;
+        let mut spans = Vec::new();
+        for p in list.policies {
+            let span = SpanPolicy {
+                start: p.start,
+                end: (!p.end.is_empty()).then_some(p.end),
+                policy: spec(p.policy),
+            };
+            let policy = span.policy.to_policy()?;
+            spans.push((span, policy));
+        }
+        Ok(Policies { file, spans, default })
+    }
+
+    /// The policy of the range starting at `start`.
+    fn of(&self, start: &[u8]) -> &Policy {
+        let span = || self.spans.iter().find(|(s, _)| s.contains(start)).map(|(_, p)| p);
+        self.file.as_ref().or_else(span).unwrap_or(&self.default)
+    }
+}
+
+/// The cluster as its nodes report it: the node at `addr` names the members (its replica of
+/// the first range) and their localities and liveness; every member is asked for its status
+/// (one that does not answer is left out: it shows as down); a range is taken as its leader
+/// reports it, else as any holder does. Also each range's start key. The first range, which
+/// has a replica on every node, is not placed and left out.
+async fn view(admin: &AdminClient, addr: &str) -> Result<(Cluster, BTreeMap<u64, Vec<u8>>)> {
     let s = admin.status(addr).await.with_context(|| format!("asking {addr}"))?;
+    let members: Vec<String> = s
+        .ranges
+        .iter()
+        .find(|r| r.range_id == 1)
+        .map(|r| r.replicas.iter().map(|m| m.addr.clone()).filter(|a| a != addr).collect())
+        .unwrap_or_default();
     let me = NodeView { id: s.node_id, locality: s.locality.clone(), live: true };
     let peers =
         s.peers.iter().map(|p| NodeView { id: p.node_id, locality: p.locality.clone(), live: p.live });
     let nodes: Vec<NodeView> = std::iter::once(me).chain(peers).collect();
+    let mut statuses = vec![s];
+    for a in members {
+        if let Ok(Ok(other)) = tokio::time::timeout(Duration::from_secs(3), admin.status(&a)).await {
+            statuses.push(other);
+        }
+    }
     let voter = pb::ReplicaRole::Voter as i32;
-    let ranges: Vec<RangeView> = s
-        .ranges
-        .iter()
-        .map(|r| RangeView {
+    let mut ranges: BTreeMap<u64, (bool, RangeView)> = BTreeMap::new();
+    let mut starts = BTreeMap::new();
+    for r in statuses.iter().flat_map(|s| &s.ranges).filter(|r| r.range_id != 1) {
+        let leads = r.state == "leader";
+        if ranges.get(&r.range_id).is_some_and(|(led, _)| *led || !leads) {
+            continue;
+        }
+        let view = RangeView {
             id: r.range_id,
             replicas: r.replicas.iter().map(|m| (m.node_id, m.role == voter)).collect(),
             leader: (r.leader_id != 0).then_some(r.leader_id),
             bytes: r.approximate_bytes,
-        })
-        .collect();
-    Ok(cluster_view(&nodes, &ranges)?)
+        };
+        ranges.insert(r.range_id, (leads, view));
+        starts.insert(r.range_id, r.start_key.to_vec());
+    }
+    let ranges: Vec<RangeView> = ranges.into_values().map(|(_, v)| v).collect();
+    Ok((cluster_view(&nodes, &ranges)?, starts))
 }
 
 fn place(cluster: &Cluster, node: u64) -> String {
@@ -63,15 +122,26 @@ fn replicas(cluster: &Cluster, r: &Range) -> String {
 
 /// Per range: replicas with their localities and whether the policy holds; then a summary.
 pub async fn show(addr: &str, policy_file: Option<&Path>) -> Result<()> {
-    let cluster = view(addr).await?;
-    let policy = policy(policy_file)?;
-    if let Err(e) = policy.check(&cluster) {
-        out!("warning: {e}");
+    let admin = AdminClient::new([addr.to_string()])?;
+    let (cluster, starts) = view(&admin, addr).await?;
+    let policies = Policies::load(&admin, addr, policy_file).await?;
+    let mut checked = Vec::new();
+    for p in std::iter::once(&policies.default)
+        .chain(policies.file.iter())
+        .chain(policies.spans.iter().map(|s| &s.1))
+    {
+        if !checked.contains(&p) {
+            checked.push(p);
+            if let Err(e) = p.check(&cluster) {
+                out!("warning: policy {p}: {e}");
+            }
+        }
     }
     let planner = Planner::default();
     let (mut broken, mut without_quorum) = (0, 0);
     for r in cluster.ranges() {
-        let v = planner.violations(&cluster, &policy, r, 0);
+        let policy = policies.of(starts.get(&r.id).map_or(&[][..], Vec::as_slice));
+        let v = planner.violations(&cluster, policy, r, 0);
         let leader = r.leader.map_or("none".to_string(), |l| l.to_string());
         let verdict = if v.is_empty() { "ok".to_string() } else { format!("VIOLATES: {}", v.join("; ")) };
         out!("range {}: replicas {}; leader {leader}; {verdict}", r.id, replicas(&cluster, r));
@@ -86,11 +156,13 @@ pub async fn show(addr: &str, policy_file: Option<&Path>) -> Result<()> {
 /// Why each replica and the leader of `range_id` are where they are, and what the driver
 /// would do next.
 pub async fn explain(addr: &str, range_id: u64, policy_file: Option<&Path>) -> Result<()> {
-    let cluster = view(addr).await?;
-    let policy = policy(policy_file)?;
-    let r = cluster
-        .range(range_id)
-        .with_context(|| format!("node at {addr} holds no replica of range {range_id}"))?;
+    let admin = AdminClient::new([addr.to_string()])?;
+    let (cluster, starts) = view(&admin, addr).await?;
+    let r = cluster.range(range_id).with_context(|| {
+        format!("no node of the cluster reports range {range_id} (the first range, 1, is not placed: it is on every node)")
+    })?;
+    let policies = Policies::load(&admin, addr, policy_file).await?;
+    let policy = policies.of(starts.get(&range_id).map_or(&[][..], Vec::as_slice));
     let planner = Planner::default();
     let a = planner.allocator;
     out!("range {range_id}: policy {policy}");
@@ -98,7 +170,7 @@ pub async fn explain(addr: &str, range_id: u64, policy_file: Option<&Path>) -> R
         let others: Vec<_> = r.replicas.iter().copied().filter(|o| o.node != x.node).collect();
         let diversity = cluster.node(x.node).map_or(0.0, |n| a.diversity(&cluster, n, &others));
         let rules =
-            if a.violates(&cluster, &policy, r, x.node) { "BREAKS the policy" } else { "keeps every rule" };
+            if a.violates(&cluster, policy, r, x.node) { "BREAKS the policy" } else { "keeps every rule" };
         out!(
             "  {:?} on node {} [{}]: {rules}; diversity {diversity:.2} against the others; the node holds {} replicas, leads {}",
             x.role,
@@ -112,10 +184,10 @@ pub async fn explain(addr: &str, range_id: u64, policy_file: Option<&Path>) -> R
         Some(l) => out!("  leader on node {l} [{}]", place(&cluster, l)),
         None => out!("  no leader known"),
     }
-    for v in planner.violations(&cluster, &policy, r, 0) {
+    for v in planner.violations(&cluster, policy, r, 0) {
         out!("  violation: {v}");
     }
-    let next = match planner.next(&cluster, &policy, r, 0, None) {
+    let next = match planner.next(&cluster, policy, r, 0, None) {
         Action::Nothing => "nothing: every rule holds, the leader is where the preferences want it, and replica counts are within the rebalance threshold".to_string(),
         Action::Add { role, to } => format!("add a {role:?} on node {to} [{}]", place(&cluster, to)),
         Action::Replace { role, from, to, repair } => format!(
@@ -131,12 +203,21 @@ pub async fn explain(addr: &str, range_id: u64, policy_file: Option<&Path>) -> R
     Ok(())
 }
 
-/// Runs a what-if scenario file and prints the report.
-pub fn simulate(file: &Path) -> Result<()> {
+/// Runs a what-if scenario file and prints the report: from the file's topology, or from the
+/// live cluster at `addr`.
+pub async fn simulate(file: &Path, addr: Option<&str>) -> Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let report = zonekv_placement::scenario::Scenario::from_toml(&text)
-        .and_then(|s| s.run())
-        .with_context(|| format!("simulating {}", file.display()))?;
+    let scenario = zonekv_placement::scenario::Scenario::from_toml(&text)
+        .with_context(|| format!("reading {}", file.display()))?;
+    let report = match addr {
+        None => scenario.run(),
+        Some(addr) => {
+            let admin = AdminClient::new([addr.to_string()])?;
+            let (cluster, _) = view(&admin, addr).await?;
+            scenario.run_on(cluster)
+        }
+    }
+    .with_context(|| format!("simulating {}", file.display()))?;
     out!("{report}");
     Ok(())
 }
@@ -171,10 +252,13 @@ pub async fn set(args: crate::cli::SetPolicyArgs) -> Result<()> {
 pub async fn policies(addr: &str) -> Result<()> {
     let admin = AdminClient::new([addr.to_string()])?;
     let list = admin.policies(addr).await.with_context(|| format!("asking {addr}"))?;
-    if list.is_empty() {
-        out!("no span policies: every range follows the nodes' placement.policy");
+    let default = zonekv_server::placement::spec_from_pb(list.default_policy.unwrap_or_default());
+    let default = default.to_policy().map_or_else(|e| format!("unreadable: {e}"), |p| p.to_string());
+    out!("default (placement.policy of the node at {addr}): {default}");
+    if list.policies.is_empty() {
+        out!("no span policies");
     }
-    for p in list {
+    for p in list.policies {
         let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
         let end = if p.end.is_empty() { "∞".to_string() } else { show(&p.end) };
         let spec = zonekv_server::placement::spec_from_pb(p.policy.unwrap_or_default());
