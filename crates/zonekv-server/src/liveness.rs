@@ -147,14 +147,17 @@ pub(crate) async fn run(node: Weak<NodeInner>, interval: Duration) {
                 .map(|(id, info)| (*id, info.addr.clone()))
                 .collect()
         };
-        let stopped_ranges: Vec<u64> = n
-            .ranges
-            .all()
-            .iter()
-            .filter(|r| r.replica.raft.metrics().borrow_watched().running_state.is_err())
-            .map(|r| r.replica.range)
-            .collect();
-        let leading_ranges = n.leading();
+        // One look at every replica: which stopped, which lead.
+        let (mut stopped_ranges, mut leading_ranges) = (Vec::new(), Vec::new());
+        for r in n.ranges.all().iter() {
+            let m = r.replica.raft.metrics();
+            let m = m.borrow_watched();
+            if m.running_state.is_err() {
+                stopped_ranges.push(r.replica.range);
+            } else if m.state == openraft::ServerState::Leader {
+                leading_ranges.push(r.replica.range);
+            }
+        }
         let disk = Disk::of(&n.config.data_dir);
         for (peer, addr) in peers {
             if let Some(faults) = &n.starter.faults

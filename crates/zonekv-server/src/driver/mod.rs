@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
 use tokio::time::Instant;
 use zonekv_placement::{Action, Allocator, Cluster, Millis, NodeId, NodeState, Planner, Policy, Range};
 use zonekv_raft::keys::FIRST_RANGE;
@@ -38,6 +39,25 @@ struct State {
     /// Ranges whose last step failed: not tried again before this time (driver time), and
     /// how many failed in a row (the wait doubles, up to `MAX_BACKOFF`).
     backoff: HashMap<u64, (Millis, u32)>,
+}
+
+/// A pass runs at least this often even when nothing it plans on changed.
+const FULL_PASS_EVERY: Duration = Duration::from_secs(10);
+
+/// A digest of what a pass plans on: the meta range's applied log id (the directory and the
+/// registry live there), and every node's liveness and the ranges it leads.
+fn fingerprint(n: &NodeInner) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let applied = n.ranges.first().replica.raft.metrics().borrow_watched().last_applied;
+    applied.map(|l| (l.leader_id.term, l.index)).hash(&mut h);
+    let mut peers = n.liveness.states();
+    peers.sort_by_key(|p| p.node_id);
+    for p in peers {
+        (p.node_id, p.live, p.leading).hash(&mut h);
+    }
+    n.leading().hash(&mut h);
+    h.finish()
 }
 
 /// Longest wait before a range whose steps keep failing is tried again.
@@ -124,10 +144,19 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
     };
     let started = Instant::now();
     let state = Arc::new(Mutex::new(State::default()));
+    let mut last_pass: Option<(u64, Instant)> = None;
     while let Some(n) = crate::node::next_tick(&node, Duration::from_millis(config.interval_ms)).await {
         if n.ranges.first().replica.ensure_leader().is_err() {
+            last_pass = None;
             continue;
         }
+        // Nothing it plans on changed: skip the pass, unless time alone could change the plan
+        // (dead-after, cooldowns, backoffs run out).
+        let inputs = fingerprint(&n);
+        if last_pass.is_some_and(|(f, at)| f == inputs && at.elapsed() < FULL_PASS_EVERY) {
+            continue;
+        }
+        last_pass = Some((inputs, Instant::now()));
         let now = started.elapsed().as_millis() as Millis;
         let view = match view::build(&n, now) {
             Ok(v) => v,
