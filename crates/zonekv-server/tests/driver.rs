@@ -133,9 +133,10 @@ async fn the_driver_keeps_one_voter_per_zone_through_zone_loss_a_join_and_a_deco
     for k in keys {
         write_and_read(&client, &format!("{k}/zone-c-down"), "2").await;
     }
-    // Past dead-after, nothing moves into zone a or b: that would put two voters in one zone.
-    tokio::time::sleep(Duration::from_millis(4000)).await;
-    let p = placements(&nodes).await;
+    // Well past dead-after (3 s), nothing moved into zone a or b: that would put two voters in
+    // one zone.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let p = wait_placed(&nodes, &ranges, "a leader", |_, _| true).await;
     for r in &ranges {
         let (voters, learners) = &p[r];
         assert!(

@@ -45,8 +45,9 @@ struct State {
 const FULL_PASS_EVERY: Duration = Duration::from_secs(10);
 
 /// A digest of what a pass plans on: the meta range's applied log id (the directory and the
-/// registry live there), and every node's liveness and the ranges it leads.
-fn fingerprint(n: &NodeInner) -> u64 {
+/// registry live there), and every node's liveness (live, down, dead: silent for `dead_after`)
+/// and the ranges it leads.
+fn fingerprint(n: &NodeInner, dead_after: Duration) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let applied = n.ranges.first().replica.raft.metrics().borrow_watched().last_applied;
@@ -54,7 +55,7 @@ fn fingerprint(n: &NodeInner) -> u64 {
     let mut peers = n.liveness.states();
     peers.sort_by_key(|p| p.node_id);
     for p in peers {
-        (p.node_id, p.live, p.leading).hash(&mut h);
+        (p.node_id, p.live, p.silent_for >= dead_after, p.leading).hash(&mut h);
     }
     n.leading().hash(&mut h);
     h.finish()
@@ -151,8 +152,8 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
             continue;
         }
         // Nothing it plans on changed: skip the pass, unless time alone could change the plan
-        // (dead-after, cooldowns, backoffs run out).
-        let inputs = fingerprint(&n);
+        // (cooldowns and backoffs run out; a node turning dead changes the fingerprint).
+        let inputs = fingerprint(&n, Duration::from_millis(config.dead_after_ms));
         if last_pass.is_some_and(|(f, at)| f == inputs && at.elapsed() < FULL_PASS_EVERY) {
             continue;
         }
