@@ -3,9 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::ChangeMembers;
-use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, InitializeError, RaftError};
-use zonekv_raft::{NodeId, NodeInfo, TypeConfig};
+use openraft::errors::{InitializeError, RaftError};
+use zonekv_raft::{NodeId, NodeInfo};
 
 use crate::ranges::RangeReplica;
 use crate::replica::Replica;
@@ -143,19 +142,6 @@ fn range_status(range: &RangeReplica) -> RangeStatus {
         fatal_error: m.running_state.as_ref().err().map(|e| e.to_string()),
         approximate_bytes,
         quiesced: r.quiet.leads_quietly(),
-    }
-}
-
-pub(crate) fn write_error(r: &Replica, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-            // The leader this replica knows of, unless it is this replica itself (whose lease
-            // lapsed).
-            let other = r.raft.metrics().borrow_watched().current_leader != Some(r.node_id);
-            Error::NotLeader { range: r.range, leader: r.leader_hint().filter(|_| other) }
-        }
-        RaftError::APIError(other) => Error::FailedPrecondition(other.to_string()),
-        RaftError::Fatal(f) => Error::ReplicaStopped { range: r.range, reason: f.to_string() },
     }
 }
 

@@ -48,28 +48,52 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
         let mut still = HashMap::new();
         for r in n.ranges.all() {
             let local = r.descriptor();
-            let key = (r.replica.range, r.replica.node_id);
-            let result = if never_added(&n, &local, &r.replica) {
-                let since = *orphans.get(&key).unwrap_or(&Instant::now());
-                still.insert(key, since);
-                if since.elapsed() < ORPHAN_GRACE {
-                    Ok(false)
-                } else {
-                    // The move that created it was given up if its leader says so.
-                    match leader_says_member(&n, &local, r.replica.node_id).await {
-                        Some(member) => Ok(!member),
-                        None => Ok(false),
-                    }
-                }
-            } else {
-                removed(&n, &local, r.replica.node_id).await
-            };
-            let removed = match result {
-                Ok(removed) => removed,
+            let me = r.replica.node_id;
+            let known = match lookup(&n, &local) {
+                Ok(known) => known,
                 Err(e) => {
-                    tracing::warn!(range = r.replica.range, error = %e, "checking for a removed replica failed");
+                    tracing::warn!(range = local.range_id, error = %e, "reading the directory failed");
                     done = false;
-                    false
+                    continue;
+                }
+            };
+            let in_membership = r
+                .replica
+                .raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .get_node(&me)
+                .is_some();
+            let removed = match judge(&local, known.as_ref(), me, in_membership) {
+                Verdict::Keep => false,
+                Verdict::Removed => true,
+                Verdict::AskLeader { orphan } => {
+                    let since = *orphans.get(&(local.range_id, me)).unwrap_or(&Instant::now());
+                    if orphan {
+                        still.insert((local.range_id, me), since);
+                    }
+                    if orphan && since.elapsed() < ORPHAN_GRACE {
+                        false
+                    } else {
+                        match leader_says_member(&n, known.as_ref().unwrap_or(&local), me).await {
+                            Some(member) => !member,
+                            None => {
+                                // Asked again at the next tick (an orphan is looked at every
+                                // tick anyway).
+                                if !orphan {
+                                    tracing::warn!(
+                                        range = local.range_id,
+                                        replica = me,
+                                        "no leader answered whether the replica is a member"
+                                    );
+                                    done = false;
+                                }
+                                false
+                            }
+                        }
+                    }
                 }
             };
             if removed && let Err(e) = destroy(&n, r.replica.range).await {
@@ -85,56 +109,45 @@ pub(crate) async fn run(node: Weak<NodeInner>) {
     }
 }
 
-/// Whether `replica` was created on this node for a move and was never added to its range:
-/// its descriptor (written at its creation) names it, but no membership it applied does, and
-/// the directory's membership, as new as the one it was created with, does not either.
-fn never_added(n: &NodeInner, local: &RangeDescriptor, replica: &crate::replica::Replica) -> bool {
-    let me = replica.node_id;
-    if local.range_id == FIRST_RANGE || !local.replicas.iter().any(|x| x.replica_id == me) {
-        return false;
+/// The directory's entry for the range `local` describes, if it has one for that range (a
+/// range keeps its start key for life: a split keeps the left half's start). The first
+/// range, which is on every node, is never removed: `None`.
+fn lookup(n: &NodeInner, local: &RangeDescriptor) -> Result<Option<RangeDescriptor>> {
+    if local.range_id == FIRST_RANGE {
+        return Ok(None);
     }
-    let in_membership =
-        replica.raft.metrics().borrow_watched().membership_config.membership().get_node(&me).is_some();
-    if in_membership {
-        return false;
-    }
-    let known = directory::lookup(&n.starter.engine, FIRST_RANGE, &local.start).ok().flatten();
-    known.is_some_and(|k| {
-        k.range_id == local.range_id
-            && k.epoch.conf_ver == local.epoch.conf_ver
-            && !k.replicas.iter().any(|x| x.replica_id == me)
-    })
+    let known = directory::lookup(&n.starter.engine, FIRST_RANGE, &local.start)?;
+    Ok(known.filter(|k| k.range_id == local.range_id))
 }
 
-/// Whether replica `replica_id` (whose applied descriptor is `local`) was removed from its
-/// range: the directory knows a newer membership of the range without it; or one as new that
-/// does not name it either, and the range's leader confirms it is no member. The second case
-/// is a replica that applied its own removal; a learner that installed a snapshot taken
-/// before it was added looks the same to the directory, but its leader knows it.
-async fn removed(n: &NodeInner, local: &RangeDescriptor, replica_id: u64) -> Result<bool> {
-    if local.range_id == FIRST_RANGE {
-        return Ok(false);
-    }
-    let engine = &n.starter.engine;
-    // A range keeps its start key for life (a split keeps the left half's start).
-    let Some(known) = directory::lookup(engine, FIRST_RANGE, &local.start)? else { return Ok(false) };
-    let named = |d: &RangeDescriptor| d.replicas.iter().any(|x| x.replica_id == replica_id);
-    if known.range_id != local.range_id || named(&known) || known.epoch.conf_ver < local.epoch.conf_ver {
-        return Ok(false);
-    }
-    if known.epoch.conf_ver > local.epoch.conf_ver {
-        return Ok(true);
-    }
-    if named(local) {
-        return Ok(false);
-    }
-    match leader_says_member(n, &known, replica_id).await {
-        Some(member) => Ok(!member),
-        // Asked again at the next tick.
-        None => Err(Error::Unavailable(format!(
-            "no leader of range {} answered whether replica {replica_id} is a member",
-            local.range_id
-        ))),
+/// What to do with replica `me` of a range, whose applied descriptor is `local`.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Keep,
+    /// The directory knows a newer membership of the range without it.
+    Removed,
+    /// The directory's membership is as new as the replica's own and does not name it: ask
+    /// the range's leader. Either the replica applied its own removal, or it is a learner
+    /// that installed a snapshot taken before it was added (both name themselves nowhere);
+    /// or, if `orphan`, it was created for a move and never added (its descriptor, written
+    /// at its creation, names it, but no membership it applied does) — asked only after a
+    /// grace period.
+    AskLeader {
+        orphan: bool,
+    },
+}
+
+/// The verdict on replica `me` given the directory's entry `known` for its range and whether
+/// a membership it applied names it.
+fn judge(local: &RangeDescriptor, known: Option<&RangeDescriptor>, me: u64, in_membership: bool) -> Verdict {
+    let named = |d: &RangeDescriptor| d.replicas.iter().any(|x| x.replica_id == me);
+    let Some(known) = known.filter(|k| !named(k)) else { return Verdict::Keep };
+    match known.epoch.conf_ver.cmp(&local.epoch.conf_ver) {
+        std::cmp::Ordering::Greater => Verdict::Removed,
+        std::cmp::Ordering::Less => Verdict::Keep,
+        std::cmp::Ordering::Equal if !named(local) => Verdict::AskLeader { orphan: false },
+        std::cmp::Ordering::Equal if !in_membership => Verdict::AskLeader { orphan: true },
+        std::cmp::Ordering::Equal => Verdict::Keep,
     }
 }
 
@@ -220,7 +233,43 @@ fn subtract((start, end): (Vec<u8>, Vec<u8>), others: &[(Vec<u8>, Vec<u8>)]) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::subtract;
+    use super::{Verdict, judge, subtract};
+    use zonekv_raft::{RangeDescriptor, RangeEpoch, ReplicaDesc};
+
+    fn desc(conf_ver: u64, replicas: &[u64]) -> RangeDescriptor {
+        RangeDescriptor {
+            range_id: 7,
+            start: "m".into(),
+            end: None,
+            epoch: RangeEpoch { version: 1, conf_ver },
+            replicas: replicas
+                .iter()
+                .map(|&r| ReplicaDesc { replica_id: r, node_id: r, learner: false })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_directory_and_the_replicas_own_state_decide_its_fate() {
+        let me = 3;
+        // Named by the directory, or no entry: kept.
+        assert_eq!(judge(&desc(2, &[1, 2, 3]), Some(&desc(2, &[1, 2, 3])), me, true), Verdict::Keep);
+        assert_eq!(judge(&desc(2, &[1, 2, 3]), None, me, true), Verdict::Keep);
+        // A newer membership without it: removed; an older one: kept.
+        assert_eq!(judge(&desc(2, &[1, 2, 3]), Some(&desc(3, &[1, 2, 4])), me, true), Verdict::Removed);
+        assert_eq!(judge(&desc(4, &[1, 2, 3]), Some(&desc(3, &[1, 2, 4])), me, true), Verdict::Keep);
+        // As new, naming it nowhere: the leader decides.
+        assert_eq!(
+            judge(&desc(3, &[1, 2, 4]), Some(&desc(3, &[1, 2, 4])), me, false),
+            Verdict::AskLeader { orphan: false }
+        );
+        // Created for a move (its descriptor names it) but in no membership it applied.
+        assert_eq!(
+            judge(&desc(3, &[1, 2, 4, 3]), Some(&desc(3, &[1, 2, 4])), me, false),
+            Verdict::AskLeader { orphan: true }
+        );
+        assert_eq!(judge(&desc(3, &[1, 2, 4, 3]), Some(&desc(3, &[1, 2, 4])), me, true), Verdict::Keep);
+    }
 
     fn span(s: &str, e: &str) -> (Vec<u8>, Vec<u8>) {
         (s.as_bytes().to_vec(), e.as_bytes().to_vec())

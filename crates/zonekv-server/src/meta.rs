@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::Code;
 use zonekv_proto::metadata;
 use zonekv_proto::raft::v1 as pb;
-use zonekv_raft::{Op, OpResult, codec};
+use zonekv_raft::{Op, OpResult, RangeDescriptor, codec};
 
 use crate::{Error, NodeHandle, Result};
 
@@ -75,6 +75,15 @@ impl NodeHandle {
             }
         }
         Err(Error::Unavailable(format!("the meta range's leader could not be reached: {last}")))
+    }
+
+    /// Records `descs` in the range directory (each only if newer than its entry). Best
+    /// effort: a lost report only leaves the directory stale until the next one, which
+    /// requests correct (range key mismatch) and placement steps refresh (epoch refused).
+    pub(crate) async fn report_to_directory(&self, descs: Vec<RangeDescriptor>) {
+        if let Err(e) = self.propose_meta(Op::UpdateDirectory(descs)).await {
+            tracing::warn!(error = %e, "the directory did not take a range's new descriptor; it stays stale until the next report");
+        }
     }
 
     /// `count` fresh ids (ranges, replicas) from the meta range's allocator; returns the first.

@@ -13,7 +13,7 @@ use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
 use zonekv_proto::raft::v1 as pb;
 use zonekv_raft::directory::FIRST_ALLOCATED_ID;
 use zonekv_raft::keys::{FIRST_RANGE, MetaKey, meta_key};
-use zonekv_raft::{NodeId, NodeInfo, Op, RangeDescriptor, ReplicaDesc, codec};
+use zonekv_raft::{NodeId, NodeInfo, RangeDescriptor, ReplicaDesc, codec};
 
 use crate::node::NodeInner;
 use crate::ranges::RangeReplica;
@@ -169,9 +169,7 @@ impl NodeHandle {
             })?
             .map_err(|_| Error::Unavailable("the range stopped".into()))?;
         let now = range.descriptor();
-        if let Err(e) = self.propose_meta(Op::UpdateDirectory(vec![now.clone()])).await {
-            tracing::warn!(error = %e, "the directory did not take the change; it stays stale until the next report");
-        }
+        self.report_to_directory(vec![now.clone()]).await;
         Ok(now)
     }
 }

@@ -123,7 +123,7 @@ impl Replica {
             }
             other => other,
         }
-        .map_err(|e| crate::admin::write_error(self, e))
+        .map_err(|e| write_error(self, e))
     }
 
     /// A vote or pre-vote request for this replica arrived: someone campaigns, so the range may
@@ -242,5 +242,19 @@ impl Replica {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         }
+    }
+}
+
+/// A refused leader write as this crate's error.
+fn write_error(r: &Replica, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+            // The leader this replica knows of, unless it is this replica itself (whose lease
+            // lapsed).
+            let other = r.raft.metrics().borrow_watched().current_leader != Some(r.node_id);
+            Error::NotLeader { range: r.range, leader: r.leader_hint().filter(|_| other) }
+        }
+        RaftError::APIError(other) => Error::FailedPrecondition(other.to_string()),
+        RaftError::Fatal(f) => Error::ReplicaStopped { range: r.range, reason: f.to_string() },
     }
 }

@@ -110,12 +110,9 @@ impl NodeHandle {
             OpResult::SplitRejected { reason, .. } => return Err(Error::FailedPrecondition(reason)),
             other => return Err(Error::FailedPrecondition(format!("unexpected split result {other:?}"))),
         };
-        // The meta range records its own splits itself; other ranges report theirs. A lost
-        // report only leaves the directory stale, which requests correct (range key mismatch).
-        if range.replica.range != FIRST_RANGE
-            && let Err(e) = self.propose_meta(Op::UpdateDirectory(vec![left.clone(), right.clone()])).await
-        {
-            tracing::warn!(error = %e, "the directory did not take the split; it stays stale until the next report");
+        // The meta range records its own splits itself; other ranges report theirs.
+        if range.replica.range != FIRST_RANGE {
+            self.report_to_directory(vec![left.clone(), right.clone()]).await;
         }
         // The new group starts asynchronously once the split is applied here; until it runs, this
         // node holds no replica for the right half's keys. Return once it does.

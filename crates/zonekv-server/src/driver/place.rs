@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use zonekv_placement::{Action, Role};
 use zonekv_proto::raft::v1 as pb;
-use zonekv_raft::{NodeId, Op, RangeDescriptor, RangeEpoch, codec};
+use zonekv_raft::{NodeId, RangeDescriptor, RangeEpoch, codec};
 
 use super::What;
 use crate::{Error, NodeHandle, Result};
@@ -70,9 +70,8 @@ impl NodeHandle {
             if result.is_err()
                 && let Ok(range) = node.inner.range(range_id)
                 && range.replica.ensure_leader().is_ok()
-                && let Err(e) = node.propose_meta(Op::UpdateDirectory(vec![range.descriptor()])).await
             {
-                tracing::warn!(range = range_id, error = %e, "refreshing the directory failed");
+                node.report_to_directory(vec![range.descriptor()]).await;
             }
             result
         })
