@@ -9,12 +9,12 @@ use openraft::EntryPayload;
 use openraft::storage::RaftLogStorageExt;
 use zonekv_engine::MemEngine;
 use zonekv_engine_rocks::{RocksEngine, RocksOptions};
-use zonekv_raft::{Command, Entry, LeaderId, LogId, LogStore, LogSyncer, Op};
+use zonekv_raft::{Command, Entry, LeaderId, LogId, LogStore, LogSyncer, Op, RangeId, ReplicaId};
 
 fn entry(index: u64) -> Entry {
     let op = Op::Put { key: Bytes::from(format!("key-{index:010}")), value: Bytes::from(vec![7u8; 256]) };
     Entry {
-        log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
+        log_id: LogId::new(LeaderId { term: 1, node_id: ReplicaId::new(1) }, index),
         payload: EntryPayload::Normal(Command::single(op)),
     }
 }
@@ -27,7 +27,7 @@ fn append(c: &mut Criterion) {
         let engine = RocksEngine::open(dir.path(), &RocksOptions::default()).expect("open");
         let syncer =
             if synced { LogSyncer::start(engine.clone()) } else { LogSyncer::start(MemEngine::new()) };
-        let mut log = LogStore::new(engine, 1, syncer);
+        let mut log = LogStore::new(engine, RangeId::new(1), syncer);
         let mut next = 1u64;
         g.throughput(Throughput::Elements(entries));
         let name = if synced { "synced" } else { "unsynced" };

@@ -21,10 +21,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
     config.bytes(["."]);
-    tonic_prost_build::configure().emit_rerun_if_changed(false).compile_with_config(
-        config,
-        &protos,
-        std::slice::from_ref(&root),
-    )?;
+    // Service stubs only with the `grpc` feature: the storage layers use the messages alone.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
+    tonic_prost_build::configure()
+        .build_client(grpc)
+        .build_server(grpc)
+        .emit_rerun_if_changed(false)
+        .compile_with_config(config, &protos, std::slice::from_ref(&root))?;
     Ok(())
 }

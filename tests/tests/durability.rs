@@ -7,10 +7,10 @@ use std::process::{Child, Command, Stdio};
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use zonekv_engine::{Cf, KeyRange, Reader};
 use zonekv_engine_rocks::{RocksEngine, RocksOptions};
-use zonekv_raft::{LogStore, LogSyncer};
+use zonekv_raft::{LogStore, LogSyncer, RangeId};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_crash-helper");
-const GROUP: u64 = 3;
+const GROUP: RangeId = RangeId::new(3);
 
 /// Starts the helper, waits for `acks` acknowledgements, SIGKILLs it and returns the last
 /// acknowledged number.

@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use zonekv_server::{LocalCluster, NetFaults, NodeConfig, NodeHandle, NodeOptions};
+use zonekv_server::{
+    ControlError, Error, LocalCluster, NetFaults, NodeConfig, NodeHandle, NodeId, NodeOptions, RangeId,
+    StoreError,
+};
 
 /// What one run measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -52,7 +55,7 @@ fn rss_bytes() -> Result<u64> {
 const SETTLE: Duration = Duration::from_secs(5);
 
 /// The ranges each node's replica leads, by node.
-async fn leaders(cluster: &LocalCluster) -> Vec<(u64, BTreeSet<u64>)> {
+async fn leaders(cluster: &LocalCluster) -> Vec<(NodeId, BTreeSet<RangeId>)> {
     let mut out = Vec::new();
     for n in cluster.running() {
         out.push((n.id(), n.leading().into_iter().collect()));
@@ -71,9 +74,10 @@ async fn split_into(nodes: &[NodeHandle], ranges: usize) -> Result<()> {
         loop {
             match nodes[leader].split(key.clone()).await {
                 Ok(_) => break,
-                Err(zonekv_server::Error::NotLeader { .. } | zonekv_server::Error::Unavailable(_))
-                    if Instant::now() < deadline =>
-                {
+                Err(
+                    Error::Store(StoreError::NotLeader { .. } | StoreError::Unavailable(_))
+                    | Error::Control(ControlError::Unavailable(_)),
+                ) if Instant::now() < deadline => {
                     leader = (leader + 1) % nodes.len();
                     if leader == 0 {
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -96,8 +100,9 @@ async fn balance_leaders(cluster: &LocalCluster) -> Result<()> {
     for n in &nodes {
         let status = n.status().await;
         for r in status.ranges.iter().filter(|r| r.state == "leader") {
-            let voters: Vec<u64> = r.members.iter().map(|m| m.node_id).collect();
-            let Some(&to) = voters.get(usize::try_from(r.range_id).unwrap_or(0) % voters.len().max(1)) else {
+            let voters: Vec<NodeId> = r.members.iter().map(|m| m.node_id).collect();
+            let Some(&to) = voters.get(usize::try_from(r.range_id.get()).unwrap_or(0) % voters.len().max(1))
+            else {
                 continue;
             };
             wanted.insert((r.range_id, to));
@@ -162,12 +167,12 @@ pub async fn run(ranges: usize, idle: Duration, template: NodeConfig, balance: b
     // Cut off the node that leads the most ranges.
     let by_node = leaders(&cluster).await;
     let (victim, led) = by_node.iter().max_by_key(|(_, l)| l.len()).cloned().context("no node")?;
-    let others: Vec<u64> = by_node.iter().map(|(id, _)| *id).filter(|&id| id != victim).collect();
+    let others: Vec<NodeId> = by_node.iter().map(|(id, _)| *id).filter(|&id| id != victim).collect();
     let cut = Instant::now();
     faults.partition(&[victim], &others);
     let deadline = cut + Duration::from_secs(60);
     loop {
-        let now_led: BTreeSet<u64> = leaders(&cluster)
+        let now_led: BTreeSet<RangeId> = leaders(&cluster)
             .await
             .into_iter()
             .filter(|(id, _)| *id != victim)

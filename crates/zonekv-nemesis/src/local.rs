@@ -11,8 +11,10 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use tokio::sync::{Mutex, RwLock};
+pub use zonekv_server::NodeId;
 use zonekv_server::{
-    Error, FIRST_RANGE, LinkRule, LocalCluster, NetFaults, NodeHandle, ReadConsistency, Role,
+    Error, FIRST_RANGE, LinkRule, LocalCluster, NetFaults, NodeHandle, RangeId, ReadConsistency, Role,
+    StoreError,
 };
 
 use crate::backend::Backend;
@@ -21,9 +23,6 @@ use crate::nemesis::Fault;
 
 /// Longest a client waits for one operation before calling its outcome unknown.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Node ids.
-pub type NodeId = u64;
 
 /// The cluster under test, shared by the clients and the nemesis.
 pub struct Cluster {
@@ -73,10 +72,12 @@ impl Cluster {
 /// Whether a failed call certainly changed nothing.
 fn status_of(e: &Error) -> Status {
     match e {
-        Error::NotLeader { .. }
-        | Error::Unavailable(_)
-        | Error::NotInitialized(_)
-        | Error::InvalidArgument(_) => Status::Fail,
+        Error::Store(
+            StoreError::NotLeader { .. }
+            | StoreError::Unavailable(_)
+            | StoreError::NotInitialized(_)
+            | StoreError::InvalidArgument(_),
+        ) => Status::Fail,
         _ => Status::Unknown,
     }
 }
@@ -95,7 +96,7 @@ impl Cluster {
             match tokio::time::timeout(OP_TIMEOUT, call(h)).await {
                 Err(_) => return Err(Status::Unknown),
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(Error::NotLeader { leader: Some(l), .. })) => target = l.node_id,
+                Ok(Err(Error::Store(StoreError::NotLeader { leader: Some(l), .. }))) => target = l.node_id,
                 Ok(Err(e)) => return Err(status_of(&e)),
             }
         }
@@ -130,7 +131,7 @@ impl Backend for Cluster {
     ) -> Result<bool, Status> {
         self.at_some_node(rng, |h| {
             let (k, e, v) = (key.clone(), expected.clone(), new_value.clone());
-            async move { h.compare_and_swap(k, e, Some(v)).await.map(|o| o.succeeded) }
+            async move { h.compare_and_swap(k, e, Some(v)).await.map(|(o, _)| o.succeeded) }
         })
         .await
     }
@@ -248,7 +249,7 @@ impl Fault<Cluster> for StopStart {
             if nodes.node(id).is_none()
                 && let Err(e) = nodes.restart_node(id).await
             {
-                tracing::error!(node = id, error = %e, "restarting a stopped node failed");
+                tracing::error!(node = %id, error = %e, "restarting a stopped node failed");
             }
         }
     }
@@ -316,7 +317,7 @@ impl Fault<Cluster> for RemoveFollower {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             if !added {
-                tracing::error!(node = id, "could not add a removed node back");
+                tracing::error!(node = %id, "could not add a removed node back");
             }
         }
     }
@@ -355,7 +356,7 @@ impl Fault<Cluster> for SplitRange {
 
 /// A random range other than the first, with the running node that leads it and its
 /// members as that leader reports them: (node, is a voter).
-async fn led_range(c: &Cluster, rng: &mut StdRng) -> Option<(NodeId, u64, Vec<(NodeId, bool)>)> {
+async fn led_range(c: &Cluster, rng: &mut StdRng) -> Option<(NodeId, RangeId, Vec<(NodeId, bool)>)> {
     let mut led = Vec::new();
     for id in c.ids.clone() {
         let Some(h) = c.handle(id).await else { continue };
@@ -407,7 +408,7 @@ impl Fault<Cluster> for MoveReplica {
                 let moved =
                     tokio::time::timeout(Duration::from_secs(15), h.move_replica(range, from, to)).await;
                 if let Ok(Err(e)) = &moved {
-                    tracing::info!(range, from, to, error = %e, "move refused");
+                    tracing::info!(%range, %from, %to, error = %e, "move refused");
                 }
                 moved.ok()?.ok()?;
                 Some(format!("range {range}: replica moved from node {from} to node {to}"))

@@ -6,6 +6,9 @@
 //!   and the on-disk encoding of Raft log entries;
 //! - [`admin::v1`]: cluster administration (`zonekv.admin.v1.Admin`).
 //!
+//! The gRPC service stubs and the status conversion come with the `grpc` feature; without it
+//! the crate is the messages alone (what the storage layers need).
+//!
 //! Only wire and storage encodings live here; conversions to the core types are in the crates
 //! that own those types.
 
@@ -15,7 +18,7 @@
 pub mod kv {
     /// Version 1.
     pub mod v1 {
-        tonic::include_proto!("zonekv.kv.v1");
+        include!(concat!(env!("OUT_DIR"), "/zonekv.kv.v1.rs"));
     }
 }
 
@@ -23,7 +26,7 @@ pub mod kv {
 pub mod raft {
     /// Version 1.
     pub mod v1 {
-        tonic::include_proto!("zonekv.raft.v1");
+        include!(concat!(env!("OUT_DIR"), "/zonekv.raft.v1.rs"));
     }
 }
 
@@ -31,7 +34,7 @@ pub mod raft {
 pub mod admin {
     /// Version 1.
     pub mod v1 {
-        tonic::include_proto!("zonekv.admin.v1");
+        include!(concat!(env!("OUT_DIR"), "/zonekv.admin.v1.rs"));
     }
 }
 
@@ -49,6 +52,7 @@ pub mod metadata {
     pub const RANGE_MISMATCH: &str = "zonekv-range-mismatch";
 }
 
+#[cfg(feature = "grpc")]
 /// The status a unary call returns for an error that a stream carries in-band: same code,
 /// message and metadata. The node builds its statuses through this too, so both paths agree.
 impl From<kv::v1::Error> for tonic::Status {

@@ -4,8 +4,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::NodeId;
 use crate::range::{RangeDescriptor, RangeEpoch};
+use crate::{RangeId, ReplicaId};
 
 /// One write of a [`Command`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub enum Op {
     /// Meta range only: sets (or, with `None`, clears) the placement record `key` — the
     /// server's node registry and span policies (docs/placement.md). Opaque to this crate.
     SetPlacement {
-        /// Record key, below the placement prefix ([`crate::directory::placement_key`]).
+        /// Record key, below the placement prefix ([`crate::meta::placement::placement_key`]).
         key: Bytes,
         /// New value; `None` clears the record.
         value: Option<Bytes>,
@@ -63,9 +63,9 @@ pub struct Split {
     /// The epoch the split was planned against.
     pub expected_epoch: RangeEpoch,
     /// The right-hand range's id (fresh).
-    pub new_range_id: u64,
+    pub new_range_id: RangeId,
     /// One fresh replica id per replica of the range, in descriptor order.
-    pub new_replica_ids: Vec<NodeId>,
+    pub new_replica_ids: Vec<ReplicaId>,
 }
 
 /// A put or delete inside an [`Op::Batch`].

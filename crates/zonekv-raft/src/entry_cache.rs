@@ -81,10 +81,14 @@ mod tests {
     use openraft::EntryPayload;
 
     use super::*;
+    use crate::ReplicaId;
     use crate::{LeaderId, LogId};
 
     fn e(i: u64) -> Entry {
-        Entry { log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, i), payload: EntryPayload::Blank }
+        Entry {
+            log_id: LogId::new(LeaderId { term: 1, node_id: ReplicaId::new(1) }, i),
+            payload: EntryPayload::Blank,
+        }
     }
 
     fn idx(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {

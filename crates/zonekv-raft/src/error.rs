@@ -1,5 +1,7 @@
 //! Errors of the Raft storage layer.
 
+use crate::RangeId;
+
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -13,7 +15,7 @@ pub enum Error {
     #[error("corruption in group {group}: {what}")]
     Corruption {
         /// The Raft group whose data is damaged.
-        group: u64,
+        group: RangeId,
         /// Which record and how.
         what: String,
     },

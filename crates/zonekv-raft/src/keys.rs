@@ -18,14 +18,16 @@
 //! room for other replicated per-range data (locks, transaction records) in the same column
 //! family, sorted before user data.
 
-use zonekv_engine::KeyRange;
+use zonekv_engine::{Cf, KeyRange, WriteBatch};
+
+use crate::RangeId;
 
 /// Group id 0 is never a Raft group: its metadata prefix holds node-level records.
-pub const NODE_GROUP: u64 = 0;
+pub const NODE_GROUP: RangeId = RangeId::new(0);
 
 /// The first range: it covers the whole keyspace until splits carve others out of it, and
 /// stays the leftmost range, which holds the system records (the meta range).
-pub const FIRST_RANGE: u64 = 1;
+pub const FIRST_RANGE: RangeId = RangeId::new(1);
 
 /// Prefix of user keys in the data column family.
 pub const DATA_PREFIX: u8 = b'z';
@@ -54,36 +56,61 @@ pub enum MetaKey {
 }
 
 /// The key of entry `index` of `group`'s log.
-pub fn log_key(group: u64, index: u64) -> [u8; 16] {
+pub fn log_key(group: RangeId, index: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&group.to_be_bytes());
+    k[..8].copy_from_slice(&group.get().to_be_bytes());
     k[8..].copy_from_slice(&index.to_be_bytes());
     k
 }
 
 /// The index encoded in a log key, checking it belongs to `group`.
-pub fn log_index(group: u64, key: &[u8]) -> Option<u64> {
-    if key.len() != 16 || key[..8] != group.to_be_bytes() {
+pub fn log_index(group: RangeId, key: &[u8]) -> Option<u64> {
+    if key.len() != 16 || key[..8] != group.get().to_be_bytes() {
         return None;
     }
     Some(u64::from_be_bytes(key[8..].try_into().ok()?))
 }
 
 /// Every log key of `group` from `from` (inclusive) to the end of the group's log.
-pub fn log_span_from(group: u64, from: u64) -> KeyRange {
-    let end = match group.checked_add(1) {
+pub fn log_span_from(group: RangeId, from: u64) -> KeyRange {
+    KeyRange { start: std::ops::Bound::Included(log_key(group, from).to_vec()), end: group_end(group) }
+}
+
+/// The bound after every key of `group` in `raft-log` and `raft-meta` (both start with the
+/// group id): the 8-byte key of the next group.
+fn group_end(group: RangeId) -> std::ops::Bound<Vec<u8>> {
+    match group.get().checked_add(1) {
         Some(next) => std::ops::Bound::Excluded(next.to_be_bytes().to_vec()),
         None => std::ops::Bound::Unbounded,
-    };
-    KeyRange { start: std::ops::Bound::Included(log_key(group, from).to_vec()), end }
+    }
 }
 
 /// The key of a metadata record of `group`.
-pub fn meta_key(group: u64, kind: MetaKey) -> [u8; 9] {
+pub fn meta_key(group: RangeId, kind: MetaKey) -> [u8; 9] {
     let mut k = [0u8; 9];
-    k[..8].copy_from_slice(&group.to_be_bytes());
+    k[..8].copy_from_slice(&group.get().to_be_bytes());
     k[8] = kind as u8;
     k
+}
+
+/// Every `raft-meta` record of `group`, whatever its kind: the records of [`MetaKey`] and any
+/// kind added later.
+pub fn group_meta(group: RangeId) -> KeyRange {
+    KeyRange { start: std::ops::Bound::Included(group.get().to_be_bytes().to_vec()), end: group_end(group) }
+}
+
+/// Adds to `batch` the deletion of everything `group` keeps under its id: its whole log and
+/// every one of its `raft-meta` records (vote, committed, purged, applied state, descriptor,
+/// and any kind added later). What a destroyed replica leaves behind is only the data of its
+/// span, which other ranges on the node may share (the caller decides which part goes). The
+/// node's own records (group 0) are never a group's.
+pub fn clear_group(batch: &mut WriteBatch, group: RangeId) {
+    assert_ne!(group, NODE_GROUP, "group 0 holds the node's own records, not a range's");
+    // Every key of a group, in both column families, starts with its 8-byte id.
+    let start = group.get().to_be_bytes().to_vec();
+    let end = group.get().checked_add(1).map_or_else(|| vec![0xff; 17], |next| next.to_be_bytes().to_vec());
+    batch.delete_range(Cf::RaftLog, start.clone(), end.clone());
+    batch.delete_range(Cf::RaftMeta, start, end);
 }
 
 /// The data-column-family key of a user key.
@@ -126,21 +153,41 @@ mod tests {
 
     #[test]
     fn log_keys_sort_by_group_then_index() {
-        let mut keys = vec![log_key(2, 1), log_key(1, 256), log_key(1, 2), log_key(1, u64::MAX)];
+        let g = RangeId::new;
+        let mut keys = vec![log_key(g(2), 1), log_key(g(1), 256), log_key(g(1), 2), log_key(g(1), u64::MAX)];
         keys.sort();
-        assert_eq!(keys, vec![log_key(1, 2), log_key(1, 256), log_key(1, u64::MAX), log_key(2, 1)]);
-        assert_eq!(log_index(1, &log_key(1, 77)), Some(77));
-        assert_eq!(log_index(2, &log_key(1, 77)), None);
+        assert_eq!(
+            keys,
+            vec![log_key(g(1), 2), log_key(g(1), 256), log_key(g(1), u64::MAX), log_key(g(2), 1)]
+        );
+        assert_eq!(log_index(g(1), &log_key(g(1), 77)), Some(77));
+        assert_eq!(log_index(g(2), &log_key(g(1), 77)), None);
     }
 
     #[test]
     fn log_span_covers_exactly_one_group() {
-        let span = log_span_from(7, 10);
-        assert!(!span.contains(&log_key(7, 9)));
-        assert!(span.contains(&log_key(7, 10)));
-        assert!(span.contains(&log_key(7, u64::MAX)));
-        assert!(!span.contains(&log_key(8, 0)));
-        assert!(log_span_from(u64::MAX, 0).contains(&log_key(u64::MAX, 5)));
+        let g = RangeId::new;
+        let span = log_span_from(g(7), 10);
+        assert!(!span.contains(&log_key(g(7), 9)));
+        assert!(span.contains(&log_key(g(7), 10)));
+        assert!(span.contains(&log_key(g(7), u64::MAX)));
+        assert!(!span.contains(&log_key(g(8), 0)));
+        assert!(log_span_from(g(u64::MAX), 0).contains(&log_key(g(u64::MAX), 5)));
+    }
+
+    #[test]
+    fn a_groups_meta_span_holds_every_record_kind_of_it_and_nothing_else() {
+        let g = RangeId::new;
+        let span = group_meta(g(7));
+        for kind in
+            [MetaKey::Vote, MetaKey::Committed, MetaKey::Purged, MetaKey::Applied, MetaKey::Descriptor]
+        {
+            assert!(span.contains(&meta_key(g(7), kind)), "{kind:?}");
+            assert!(!span.contains(&meta_key(g(6), kind)) && !span.contains(&meta_key(g(8), kind)));
+        }
+        // A record kind added later is covered too.
+        assert!(span.contains(&[&7u64.to_be_bytes()[..], &[0x7f]].concat()));
+        assert!(!span.contains(&meta_key(NODE_GROUP, MetaKey::NodeIdent)));
     }
 
     #[test]

@@ -16,27 +16,31 @@
 
 pub mod codec;
 mod command;
-pub mod directory;
 mod entry_cache;
 mod error;
+mod ids;
 pub mod keys;
 mod log_store;
+pub mod meta;
 pub mod range;
 mod snapshot;
 mod split;
 mod state_machine;
+mod stored;
 mod syncer;
 mod types;
 pub mod value;
 
 pub use command::{Command, CommandResponse, Mutation, Op, OpResult, Split};
 pub use error::{Error, Result};
+pub use ids::{NodeId, RangeId, ReplicaId};
 pub use log_store::{LogReader, LogStore};
 pub use range::{RangeDescriptor, RangeEpoch, ReplicaDesc};
 pub use snapshot::SnapshotBuilder;
-pub use state_machine::{StateMachine, read_descriptor, read_user_value};
+pub use state_machine::StateMachine;
+pub use stored::{read_descriptor, read_user_value};
 pub use syncer::{LogSyncer, SyncStats};
 pub use types::{
-    Entry, LeaderId, LogId, Membership, NodeId, NodeInfo, Raft, SnapshotData, SnapshotMeta, StoredMembership,
+    Entry, LeaderId, LogId, Membership, NodeInfo, Raft, SnapshotData, SnapshotMeta, StoredMembership,
     TypeConfig, Vote,
 };

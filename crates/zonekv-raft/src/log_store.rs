@@ -11,7 +11,7 @@ use zonekv_engine::{Cf, Engine, KeyRange, WriteBatch};
 use crate::codec::{self, decode_entry, decode_log_id, decode_vote, encode_entry};
 use crate::entry_cache::EntryCache;
 use crate::keys::{MetaKey, log_index, log_key, log_span_from, meta_key};
-use crate::{Entry, Error, LogId, LogSyncer, Result, TypeConfig, Vote};
+use crate::{Entry, Error, LogId, LogSyncer, RangeId, Result, TypeConfig, Vote};
 
 /// The Raft log, vote and log metadata of one group.
 ///
@@ -26,7 +26,7 @@ pub struct LogStore<E: Engine> {
 #[derive(Clone)]
 pub struct LogReader<E: Engine> {
     engine: E,
-    group: u64,
+    group: RangeId,
     cache: Arc<Mutex<EntryCache>>,
 }
 
@@ -35,7 +35,7 @@ const CACHED_ENTRIES: usize = 1024;
 
 impl<E: Engine> LogStore<E> {
     /// The log of `group` in `engine`, made durable by `syncer` (one per engine).
-    pub fn new(engine: E, group: u64, syncer: LogSyncer) -> Self {
+    pub fn new(engine: E, group: RangeId, syncer: LogSyncer) -> Self {
         let cache = Arc::new(Mutex::new(EntryCache::new(CACHED_ENTRIES)));
         Self { reader: LogReader { engine, group, cache }, syncer }
     }
@@ -45,7 +45,7 @@ impl<E: Engine> LogStore<E> {
     }
 
     /// The group this log belongs to.
-    pub fn group(&self) -> u64 {
+    pub fn group(&self) -> RangeId {
         self.reader.group
     }
 
@@ -139,8 +139,8 @@ fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, Option<u64>) {
     (start, end)
 }
 
-fn log_error(group: u64, e: Error) -> io::Error {
-    tracing::error!(group, error = %e, "Raft log storage failed");
+fn log_error(group: RangeId, e: Error) -> io::Error {
+    tracing::error!(%group, error = %e, "Raft log storage failed");
     e.into()
 }
 
@@ -249,7 +249,7 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
 }
 
 /// A key after every log key of `group` and before the next group's log.
-fn log_span_end(group: u64) -> Vec<u8> {
+fn log_span_end(group: RangeId) -> Vec<u8> {
     let mut k = log_key(group, u64::MAX).to_vec();
     k.push(0);
     k

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use zonekv_engine::KeyRange;
 
 use crate::keys::{self, data_key};
-use crate::{LeaderId, LogId, Membership, NodeId};
+use crate::{LeaderId, LogId, Membership, NodeId, RangeId, ReplicaId};
 
 /// Changes with every split (`version`) and membership change (`conf_ver`) of a range.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,9 +28,9 @@ impl fmt::Display for RangeEpoch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReplicaDesc {
     /// openraft's node id for this replica; allocated once, never reused.
-    pub replica_id: NodeId,
+    pub replica_id: ReplicaId,
     /// The node hosting it.
-    pub node_id: u64,
+    pub node_id: NodeId,
     /// A learner (non-voter).
     pub learner: bool,
 }
@@ -40,7 +40,7 @@ pub struct ReplicaDesc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeDescriptor {
     /// The range id; never reused.
-    pub range_id: u64,
+    pub range_id: RangeId,
     /// First user key owned (inclusive).
     pub start: Bytes,
     /// First user key not owned; `None` is the end of the keyspace.
@@ -55,13 +55,13 @@ pub struct RangeDescriptor {
 /// here, and its state machine has applied up to here. Non-zero, so a replica without the
 /// range's data can only catch up by snapshot (docs/multiraft.md, "Split").
 pub fn split_initial_log_id() -> LogId {
-    LogId::new(LeaderId { term: 0, node_id: 0 }, 5)
+    LogId::new(LeaderId { term: 0, node_id: ReplicaId::new(0) }, 5)
 }
 
 impl RangeDescriptor {
     /// The range covering the whole keyspace, as the first range starts out (no replicas
     /// recorded yet; the first membership entry fills them in).
-    pub fn whole_keyspace(range_id: u64) -> Self {
+    pub fn whole_keyspace(range_id: RangeId) -> Self {
         Self { range_id, start: Bytes::new(), end: None, epoch: RangeEpoch::default(), replicas: Vec::new() }
     }
 
@@ -79,14 +79,20 @@ impl RangeDescriptor {
     /// The node hosting replica `replica_id`. A replica the descriptor does not name is taken
     /// to be hosted by the node of the same id: true of the first range, whose replica ids are
     /// node ids.
-    pub fn node_of(&self, replica_id: NodeId) -> NodeId {
-        self.replicas.iter().find(|r| r.replica_id == replica_id).map_or(replica_id, |r| r.node_id)
+    pub fn node_of(&self, replica_id: ReplicaId) -> NodeId {
+        self.replicas
+            .iter()
+            .find(|r| r.replica_id == replica_id)
+            .map_or(NodeId::of_first_range(replica_id), |r| r.node_id)
     }
 
     /// This range's replica on node `node_id`, by the same rule as [`RangeDescriptor::node_of`]
     /// (a node the descriptor does not name is taken to host the replica of its own id).
-    pub fn replica_on(&self, node_id: NodeId) -> NodeId {
-        self.replicas.iter().find(|r| r.node_id == node_id).map_or(node_id, |r| r.replica_id)
+    pub fn replica_on(&self, node_id: NodeId) -> ReplicaId {
+        self.replicas
+            .iter()
+            .find(|r| r.node_id == node_id)
+            .map_or(ReplicaId::of_first_range(node_id), |r| r.replica_id)
     }
 
     /// Whether `key` may split the range: strictly inside it, so both halves are non-empty.
@@ -110,14 +116,14 @@ impl RangeDescriptor {
     /// and a new replica id is taken to be hosted by the node of the same id
     /// ([`RangeDescriptor::node_of`]: the first range's rule).
     pub fn replicas_of(&self, membership: &Membership) -> Vec<ReplicaDesc> {
-        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let voters: std::collections::BTreeSet<ReplicaId> = membership.voter_ids().collect();
         membership
             .nodes()
             .map(|(id, info)| ReplicaDesc {
                 replica_id: *id,
                 // The membership names the node if the replica was added by a move; else the
                 // descriptor knows it (from the split), else the id is the node's.
-                node_id: if info.node_id != 0 { info.node_id } else { self.node_of(*id) },
+                node_id: info.node_id.unwrap_or_else(|| self.node_of(*id)),
                 learner: !voters.contains(id),
             })
             .collect()
@@ -140,7 +146,7 @@ mod tests {
         RangeDescriptor {
             start: Bytes::from_static(start),
             end: end.map(Bytes::from_static),
-            ..RangeDescriptor::whole_keyspace(7)
+            ..RangeDescriptor::whole_keyspace(RangeId::new(7))
         }
     }
 
@@ -148,20 +154,21 @@ mod tests {
     fn a_membership_that_names_nodes_places_replicas_on_them() {
         use std::collections::{BTreeMap, BTreeSet};
         let mut d = desc(b"m", None);
+        let (r, n) = (ReplicaId::new, NodeId::new);
         d.replicas = vec![
-            ReplicaDesc { replica_id: 100, node_id: 1, learner: false },
-            ReplicaDesc { replica_id: 101, node_id: 2, learner: false },
+            ReplicaDesc { replica_id: r(100), node_id: n(1), learner: false },
+            ReplicaDesc { replica_id: r(101), node_id: n(2), learner: false },
         ];
         // 100 stays (its node from the descriptor), 102 joins on node 4 as a learner, 7 is
         // named by an older record without a node (the node of the same id).
         let nodes = BTreeMap::from([
-            (100, crate::NodeInfo::new("a:1")),
-            (102, crate::NodeInfo::on_node(4, "d:1")),
-            (7, crate::NodeInfo::new("g:1")),
+            (r(100), crate::NodeInfo::new("a:1")),
+            (r(102), crate::NodeInfo::on_node(n(4), "d:1")),
+            (r(7), crate::NodeInfo::new("g:1")),
         ]);
-        let m = Membership::new(vec![BTreeSet::from([100, 7])], nodes).unwrap();
+        let m = Membership::new(vec![BTreeSet::from([r(100), r(7)])], nodes).unwrap();
         let got: Vec<(u64, u64, bool)> =
-            d.replicas_of(&m).iter().map(|r| (r.replica_id, r.node_id, r.learner)).collect();
+            d.replicas_of(&m).iter().map(|x| (x.replica_id.get(), x.node_id.get(), x.learner)).collect();
         assert_eq!(got, vec![(7, 7, false), (100, 1, false), (102, 4, true)]);
     }
 
@@ -169,7 +176,7 @@ mod tests {
     fn contains_is_half_open() {
         let d = desc(b"b", Some(b"d"));
         assert!(!d.contains(b"a") && d.contains(b"b") && d.contains(b"c\xff") && !d.contains(b"d"));
-        let all = RangeDescriptor::whole_keyspace(1);
+        let all = RangeDescriptor::whole_keyspace(RangeId::new(1));
         assert!(all.contains(b"") && all.contains(&[0xff; 64]));
     }
 
@@ -180,7 +187,7 @@ mod tests {
         assert!(!d.can_split_at(b"d"), "at the end boundary");
         assert!(!d.can_split_at(b"a") && !d.can_split_at(b"e"), "outside");
         assert!(d.can_split_at(b"c"));
-        assert!(!RangeDescriptor::whole_keyspace(1).can_split_at(b""));
+        assert!(!RangeDescriptor::whole_keyspace(RangeId::new(1)).can_split_at(b""));
     }
 
     #[test]

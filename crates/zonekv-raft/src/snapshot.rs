@@ -17,24 +17,24 @@ use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch, export};
 use crate::codec::{AppliedState, decode_descriptor, encode_applied};
 use crate::keys::{MetaKey, meta_key};
 use crate::range::RangeDescriptor;
-use crate::state_machine::{read_applied, read_descriptor};
-use crate::{Error, Result, SnapshotData, SnapshotMeta, TypeConfig};
+use crate::stored::{read_applied, read_descriptor};
+use crate::{Error, RangeId, Result, SnapshotData, SnapshotMeta, TypeConfig};
 
 /// Builds snapshots of one group.
 pub struct SnapshotBuilder<E: Engine> {
     engine: E,
-    group: u64,
+    group: RangeId,
     meta_only: bool,
 }
 
 /// The `raft-meta` span holding exactly the descriptor record of `group`.
-fn descriptor_span(group: u64) -> KeyRange {
+fn descriptor_span(group: RangeId) -> KeyRange {
     let key = meta_key(group, MetaKey::Descriptor).to_vec();
     KeyRange { start: Bound::Included(key.clone()), end: Bound::Included(key) }
 }
 
 /// What a snapshot of a range exports: its descriptor record, then every data span it owns.
-fn export_spans(group: u64, desc: &RangeDescriptor) -> Vec<(Cf, KeyRange)> {
+fn export_spans(group: RangeId, desc: &RangeDescriptor) -> Vec<(Cf, KeyRange)> {
     let mut spans = vec![(Cf::RaftMeta, descriptor_span(group))];
     spans.extend(desc.data_spans().into_iter().map(|s| (Cf::Data, s)));
     spans
@@ -42,7 +42,7 @@ fn export_spans(group: u64, desc: &RangeDescriptor) -> Vec<(Cf, KeyRange)> {
 
 impl<E: Engine> SnapshotBuilder<E> {
     /// A builder of whole snapshots: meta and data.
-    pub(crate) fn new(engine: E, group: u64) -> Self {
+    pub(crate) fn new(engine: E, group: RangeId) -> Self {
         Self { engine, group, meta_only: false }
     }
 
@@ -54,7 +54,7 @@ impl<E: Engine> SnapshotBuilder<E> {
     /// (no footer): were it ever installed, the install would fail as `Corruption` rather than
     /// wipe the span. Exporting the whole span here cost two full scans and a range-sized buffer
     /// per node every `snapshot-after-entries` entries, for nothing.
-    pub(crate) fn meta_only(engine: E, group: u64) -> Self {
+    pub(crate) fn meta_only(engine: E, group: RangeId) -> Self {
         Self { engine, group, meta_only: true }
     }
 
@@ -82,7 +82,7 @@ impl<E: Engine> SnapshotBuilder<E> {
         }
         let mut data = Vec::new();
         let stats = export::export(&snap, &spans, &mut data)?;
-        tracing::debug!(group = self.group, records = stats.records, bytes = stats.bytes, "built snapshot");
+        tracing::debug!(group = %self.group, records = stats.records, bytes = stats.bytes, "built snapshot");
         let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership };
         Ok(openraft::Snapshot { meta, snapshot: data })
     }
@@ -106,14 +106,14 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder<E> {
     async fn build_snapshot(&mut self) -> io::Result<SnapshotOf<TypeConfig, SnapshotData>> {
         let built = if self.meta_only { self.build() } else { self.build_off_runtime().await };
         built.map_err(|e| {
-            tracing::error!(group = self.group, error = %e, "building a snapshot failed");
+            tracing::error!(group = %self.group, error = %e, "building a snapshot failed");
             e.into()
         })
     }
 }
 
 /// Fails with [`Error::Corruption`] if a stored value's checksum does not match.
-fn check_value(group: u64, key: &[u8], stored: &[u8]) -> Result<()> {
+fn check_value(group: RangeId, key: &[u8], stored: &[u8]) -> Result<()> {
     crate::value::decode(stored).map(drop).map_err(|why| Error::Corruption {
         group,
         what: format!("value of data key {key:?} in a snapshot: {why}"),
@@ -126,7 +126,7 @@ fn check_value(group: u64, key: &[u8], stored: &[u8]) -> Result<()> {
 /// The whole stream is verified before anything is written. Returns the installed descriptor.
 pub(crate) fn install<E: Engine>(
     engine: &E,
-    group: u64,
+    group: RangeId,
     applied: &AppliedState,
     data: &[u8],
 ) -> Result<RangeDescriptor> {

@@ -8,7 +8,7 @@ use zonekv_engine::{Cf, Engine, WriteBatch};
 use crate::codec::{AppliedState, encode_applied, encode_descriptor, encode_log_id};
 use crate::keys::{MetaKey, meta_key};
 use crate::range::{RangeDescriptor, RangeEpoch, ReplicaDesc, split_initial_log_id};
-use crate::{Membership, NodeId, OpResult, Result, Split, StoredMembership};
+use crate::{Membership, OpResult, ReplicaId, Result, Split, StoredMembership};
 
 /// Checks `split` against the range as it is (`desc`, `membership`) and, if it holds, adds the
 /// writes of the split to `batch` and updates `desc` to the shrunk range. Returns the op's
@@ -64,8 +64,11 @@ fn plan<E: Engine>(
         return Ok(Err(format!("range {r} is changing its membership; split it afterwards")));
     }
     let ids = &split.new_replica_ids;
-    let distinct: BTreeSet<NodeId> = ids.iter().copied().collect();
-    if ids.len() != desc.replicas.len() || distinct.len() != ids.len() || distinct.contains(&0) {
+    let distinct: BTreeSet<ReplicaId> = ids.iter().copied().collect();
+    if ids.len() != desc.replicas.len()
+        || distinct.len() != ids.len()
+        || distinct.contains(&ReplicaId::new(0))
+    {
         return Ok(Err(format!(
             "malformed split of range {r}: {} new replica ids for {} replicas (they must be distinct and non-zero)",
             ids.len(),
@@ -81,7 +84,7 @@ fn plan<E: Engine>(
         return Ok(Err(format!("range id {} already exists on this node", split.new_range_id)));
     }
 
-    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let voters: BTreeSet<ReplicaId> = membership.voter_ids().collect();
     let mut new_voters = BTreeSet::new();
     let mut nodes = BTreeMap::new();
     let mut replicas = Vec::with_capacity(ids.len());

@@ -1,23 +1,23 @@
 //! [`StateMachine`]: openraft's `RaftStateMachine` over a group's key span.
 
-use std::collections::HashMap;
 use std::io;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, StoredMembership as OrStoredMembership};
-use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
+use zonekv_engine::{Cf, Engine, WriteBatch};
 
 use tokio::sync::watch;
 
-use crate::codec::{AppliedState, decode_applied, decode_descriptor, encode_applied, encode_descriptor};
-use crate::keys::{self, MetaKey, data_key, meta_key};
+use crate::codec::{AppliedState, encode_applied, encode_descriptor};
+use crate::keys::{self, MetaKey, meta_key};
 use crate::range::RangeDescriptor;
 use crate::snapshot::{self, SnapshotBuilder};
+use crate::stored::{Pending, read_applied, read_descriptor};
 use crate::{
-    Command, CommandResponse, Error, Mutation, Op, OpResult, Result, SnapshotData, SnapshotMeta,
-    StoredMembership, TypeConfig, directory, split, value,
+    Command, CommandResponse, Error, Mutation, Op, OpResult, RangeId, Result, SnapshotData, SnapshotMeta,
+    StoredMembership, TypeConfig, meta, split,
 };
 
 /// The replicated key-value state of one group: its range descriptor (the span of the data
@@ -32,75 +32,12 @@ use crate::{
 /// [`OpResult::RangeKeyMismatch`], never applied.
 pub struct StateMachine<E: Engine> {
     engine: E,
-    group: u64,
+    group: RangeId,
     desc: RangeDescriptor,
     applied: AppliedState,
     desc_tx: watch::Sender<RangeDescriptor>,
     /// Told of every range this one splits off, once the split is written.
     on_split: Option<tokio::sync::mpsc::UnboundedSender<RangeDescriptor>>,
-}
-
-/// Writes of one `apply` call not yet in the engine, readable by later ops of the same call.
-pub(crate) struct Pending {
-    batch: WriteBatch,
-    /// Data-column-family key → value (decoded), `None` for a delete.
-    overlay: HashMap<Vec<u8>, Option<Bytes>>,
-}
-
-impl Pending {
-    /// A data-column-family record as this apply left it so far.
-    pub(crate) fn get_raw<E: Engine>(&self, engine: &E, group: u64, key: &[u8]) -> Result<Option<Bytes>> {
-        match self.overlay.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => read_raw(engine, group, key),
-        }
-    }
-
-    /// Sets or deletes a data-column-family record (value framing added here).
-    pub(crate) fn set_raw(&mut self, key: Vec<u8>, v: Option<&Bytes>) {
-        match v {
-            Some(v) => self.batch.put(Cf::Data, key.clone(), value::encode(v)),
-            None => self.batch.delete(Cf::Data, key.clone()),
-        }
-        self.overlay.insert(key, v.cloned());
-    }
-
-    fn get<E: Engine>(&self, engine: &E, group: u64, key: &Bytes) -> Result<Option<Bytes>> {
-        self.get_raw(engine, group, &data_key(key))
-    }
-
-    fn set(&mut self, key: &Bytes, v: Option<&Bytes>) {
-        self.set_raw(data_key(key), v);
-    }
-}
-
-fn read_raw<R: Reader + ?Sized>(reader: &R, group: u64, key: &[u8]) -> Result<Option<Bytes>> {
-    match reader.get(Cf::Data, key)? {
-        Some(stored) => value::decode(&stored)
-            .map(Some)
-            .map_err(|why| Error::Corruption { group, what: format!("value of data key {key:?}: {why}") }),
-        None => Ok(None),
-    }
-}
-
-/// Reads a user key from the data column family, verifying the stored value's checksum.
-pub fn read_user_value<R: Reader + ?Sized>(reader: &R, group: u64, key: &[u8]) -> Result<Option<Bytes>> {
-    read_raw(reader, group, &data_key(key))
-}
-
-pub(crate) fn read_applied<R: Reader + ?Sized>(reader: &R, group: u64) -> Result<AppliedState> {
-    match reader.get(Cf::RaftMeta, &meta_key(group, MetaKey::Applied))? {
-        Some(v) => decode_applied(group, &v),
-        None => Ok(AppliedState::default()),
-    }
-}
-
-/// Reads the stored descriptor of `group`, if there is one.
-pub fn read_descriptor<R: Reader + ?Sized>(reader: &R, group: u64) -> Result<Option<RangeDescriptor>> {
-    reader
-        .get(Cf::RaftMeta, &meta_key(group, MetaKey::Descriptor))?
-        .map(|v| decode_descriptor(group, &v))
-        .transpose()
 }
 
 /// A user key `op` touches that `desc` does not own, if any.
@@ -120,7 +57,7 @@ impl<E: Engine> StateMachine<E> {
     /// before ranges had descriptors; it owns the whole keyspace, and that descriptor is stored
     /// now. A group that has applied entries but has no descriptor is damaged (every range made
     /// by a split gets its descriptor in the split's own write): `Corruption`.
-    pub fn open(engine: E, group: u64) -> Result<Self> {
+    pub fn open(engine: E, group: RangeId) -> Result<Self> {
         let applied = read_applied(&engine, group)?;
         let desc = match read_descriptor(&engine, group)? {
             Some(d) => d,
@@ -164,7 +101,7 @@ impl<E: Engine> StateMachine<E> {
     /// descriptor, if they changed it); returns one response per entry. This is what openraft's
     /// `apply` runs; it is public so tests can see every op's result.
     pub fn apply_entries(&mut self, entries: &[crate::Entry]) -> io::Result<Vec<CommandResponse>> {
-        let mut pending = Pending { batch: WriteBatch::new(), overlay: HashMap::new() };
+        let mut pending = Pending::new();
         let mut applied = self.applied.clone();
         let mut desc = self.desc.clone();
         let mut responses = Vec::with_capacity(entries.len());
@@ -195,7 +132,8 @@ impl<E: Engine> StateMachine<E> {
                 OpResult::Split { right, .. } => Some((**right).clone()),
                 _ => None,
             }));
-            directory::update(&self.engine, self.group, &mut pending, &changed).map_err(|e| self.fail(e))?;
+            meta::directory::update(&self.engine, self.group, &mut pending, &changed)
+                .map_err(|e| self.fail(e))?;
         }
         pending.batch.put(Cf::RaftMeta, meta_key(self.group, MetaKey::Applied), encode_applied(&applied));
         if desc_changed {
@@ -270,13 +208,13 @@ impl<E: Engine> StateMachine<E> {
                     OpResult::NotMetaRange
                 }
                 Op::AllocateIds { count } => {
-                    OpResult::Ids { first: directory::allocate(engine, group, pending, *count)? }
+                    OpResult::Ids { first: meta::allocator::allocate(engine, group, pending, *count)? }
                 }
-                Op::UpdateDirectory(descs) => {
-                    OpResult::DirectoryUpdated { written: directory::update(engine, group, pending, descs)? }
-                }
+                Op::UpdateDirectory(descs) => OpResult::DirectoryUpdated {
+                    written: meta::directory::update(engine, group, pending, descs)?,
+                },
                 Op::SetPlacement { key, value } => {
-                    pending.set_raw(directory::placement_key(key), value.as_ref());
+                    meta::placement::set(pending, key, value.as_ref());
                     OpResult::Done
                 }
             });
@@ -285,7 +223,7 @@ impl<E: Engine> StateMachine<E> {
     }
 
     fn fail(&self, e: Error) -> io::Error {
-        tracing::error!(group = self.group, error = %e, "state machine failed; the replica stops");
+        tracing::error!(group = %self.group, error = %e, "state machine failed; the replica stops");
         e.into()
     }
 }
@@ -337,7 +275,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         let applied =
             AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         let desc = snapshot::install(&self.engine, self.group, &applied, &data).map_err(|e| self.fail(e))?;
-        tracing::info!(group = self.group, last_log_id = ?meta.last_log_id, bytes = data.len(), range = %desc, "installed snapshot");
+        tracing::info!(group = %self.group, last_log_id = ?meta.last_log_id, bytes = data.len(), range = %desc, "installed snapshot");
         self.applied = applied;
         if desc != self.desc {
             self.desc = desc;
@@ -359,7 +297,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
             // still serves its intact keys). If a peer needs one, the build fails and the
             // replica stops: the damage is never sent.
             Err(e @ Error::Corruption { .. }) => {
-                tracing::error!(group = self.group, error = %e, "damaged data: no snapshot can be offered");
+                tracing::error!(group = %self.group, error = %e, "damaged data: no snapshot can be offered");
                 Ok(None)
             }
             Err(e) => Err(e.into()),

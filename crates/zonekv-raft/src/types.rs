@@ -2,10 +2,7 @@
 
 use std::fmt;
 
-use crate::{Command, CommandResponse};
-
-/// Identifies a node (and, while there is one replica per node and range, its replica).
-pub type NodeId = u64;
+use crate::{Command, CommandResponse, NodeId, ReplicaId};
 
 /// What a group's membership records about a replica: the node that hosts it and how to
 /// reach that node.
@@ -13,20 +10,20 @@ pub type NodeId = u64;
 pub struct NodeInfo {
     /// The node's gRPC address (`host:port`), used for Raft traffic and client redirects.
     pub addr: String,
-    /// The node hosting the replica; 0 when the replica id is the node id (the first range,
-    /// and every record written before replicas could move).
-    pub node_id: NodeId,
+    /// The node hosting the replica; `None` when the replica id is the node id (the first
+    /// range, and every record written before replicas could move; 0 on the wire).
+    pub node_id: Option<NodeId>,
 }
 
 impl NodeInfo {
     /// A replica whose id is its node's id, reachable at `addr`.
     pub fn new(addr: impl Into<String>) -> Self {
-        Self { addr: addr.into(), node_id: 0 }
+        Self { addr: addr.into(), node_id: None }
     }
 
     /// A replica hosted by node `node_id`, reachable at `addr`.
     pub fn on_node(node_id: NodeId, addr: impl Into<String>) -> Self {
-        Self { addr: addr.into(), node_id }
+        Self { addr: addr.into(), node_id: Some(node_id) }
     }
 }
 
@@ -41,21 +38,21 @@ openraft::declare_raft_types!(
     pub TypeConfig:
         D = Command,
         R = CommandResponse,
-        NodeId = NodeId,
+        NodeId = ReplicaId,
         Node = NodeInfo,
         AsyncRuntime = openraft_rt_tokio::TokioRuntime,
 );
 
-/// A Raft log id: (term, leader node id, index).
+/// A Raft log id: (term, leader replica id, index).
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 /// The leader id of a term.
-pub type LeaderId = openraft::vote::leader_id_adv::LeaderId<u64, NodeId>;
+pub type LeaderId = openraft::vote::leader_id_adv::LeaderId<u64, ReplicaId>;
 /// A vote: the leader id voted for and whether a quorum granted it.
 pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 /// A log entry.
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 /// A group configuration: voter sets and the nodes (voters and learners).
-pub type Membership = openraft::Membership<NodeId, NodeInfo>;
+pub type Membership = openraft::Membership<ReplicaId, NodeInfo>;
 /// A membership with the id of the log entry that introduced it.
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
 /// What a snapshot covers.

@@ -6,7 +6,8 @@ use proptest::prelude::*;
 use prost::Message;
 use zonekv_proto::raft::v1 as pb;
 use zonekv_raft::{
-    Command, Entry, LeaderId, LogId, Membership, Mutation, NodeInfo, Op, RangeEpoch, Split, codec, value,
+    Command, Entry, LeaderId, LogId, Membership, Mutation, NodeId, NodeInfo, Op, RangeEpoch, RangeId,
+    ReplicaId, Split, codec, value,
 };
 
 fn bytes() -> impl Strategy<Value = Bytes> {
@@ -31,8 +32,8 @@ fn op() -> impl Strategy<Value = Op> {
             |(split_key, (version, conf_ver, new_range_id), new_replica_ids)| Op::Split(Split {
                 split_key,
                 expected_epoch: RangeEpoch { version, conf_ver },
-                new_range_id,
-                new_replica_ids,
+                new_range_id: RangeId::new(new_range_id),
+                new_replica_ids: new_replica_ids.into_iter().map(ReplicaId::new).collect(),
             })
         ),
         any::<u64>().prop_map(|count| Op::AllocateIds { count }),
@@ -41,13 +42,13 @@ fn op() -> impl Strategy<Value = Op> {
                 descs
                     .into_iter()
                     .map(|(range_id, start, end, (version, conf_ver))| zonekv_raft::RangeDescriptor {
-                        range_id,
+                        range_id: RangeId::new(range_id),
                         start,
                         end,
                         epoch: RangeEpoch { version, conf_ver },
                         replicas: vec![zonekv_raft::ReplicaDesc {
-                            replica_id: range_id,
-                            node_id: 1,
+                            replica_id: ReplicaId::new(range_id),
+                            node_id: NodeId::new(1),
                             learner: false
                         }],
                     })
@@ -62,17 +63,21 @@ fn entry() -> impl Strategy<Value = Entry> {
         prop::collection::vec(op(), 0..5).prop_map(|ops| EntryPayload::Normal(Command { ops })),
         (1u64..6, 0u64..3).prop_map(|(voters, learners)| {
             // Even replicas name their node (moved replicas), odd ones do not (node id = id).
-            let node_of = |id: u64| if id.is_multiple_of(2) { id + 40 } else { 0 };
-            let nodes = (1..=voters + learners)
-                .map(|id| (id, NodeInfo::on_node(node_of(id), format!("127.0.0.1:{}", 7000 + id))));
-            let config = vec![(1..=voters).collect()];
+            let node_of = |id: u64| id.is_multiple_of(2).then(|| NodeId::new(id + 40));
+            let nodes = (1..=voters + learners).map(|id| {
+                (
+                    ReplicaId::new(id),
+                    NodeInfo { addr: format!("127.0.0.1:{}", 7000 + id), node_id: node_of(id) },
+                )
+            });
+            let config = vec![(1..=voters).map(ReplicaId::new).collect()];
             EntryPayload::Membership(
                 Membership::new(config, nodes.collect::<std::collections::BTreeMap<_, _>>()).unwrap(),
             )
         }),
     ];
     (any::<u64>(), any::<u64>(), 0u64..1_000_000, payload).prop_map(|(term, node_id, index, payload)| Entry {
-        log_id: LogId::new(LeaderId { term, node_id }, index),
+        log_id: LogId::new(LeaderId { term, node_id: ReplicaId::new(node_id) }, index),
         payload,
     })
 }
@@ -81,7 +86,7 @@ proptest! {
     #[test]
     fn entries_round_trip_through_storage_encoding(e in entry()) {
         let stored = codec::encode_entry(&e);
-        prop_assert_eq!(codec::decode_entry(9, e.log_id.index, &stored).unwrap(), e);
+        prop_assert_eq!(codec::decode_entry(RangeId::new(9), e.log_id.index, &stored).unwrap(), e);
     }
 
     #[test]
@@ -89,17 +94,17 @@ proptest! {
         let mut stored = codec::encode_entry(&e);
         let i = pos.index(stored.len());
         stored[i] ^= flip;
-        prop_assert!(codec::decode_entry(9, e.log_id.index, &stored).is_err());
+        prop_assert!(codec::decode_entry(RangeId::new(9), e.log_id.index, &stored).is_err());
     }
 
     #[test]
     fn arbitrary_bytes_never_panic_and_rarely_decode(data in prop::collection::vec(any::<u8>(), 0..256)) {
-        if let Ok(e) = codec::decode_entry(1, 7, &data) {
+        if let Ok(e) = codec::decode_entry(RangeId::new(1), 7, &data) {
             // Only possible if the first four bytes happen to be the CRC of the rest.
             prop_assert_eq!(e.log_id.index, 7);
         }
-        let _ = codec::decode_vote(1, &data);
-        let _ = codec::decode_applied(1, &data);
+        let _ = codec::decode_vote(RangeId::new(1), &data);
+        let _ = codec::decode_applied(RangeId::new(1), &data);
         let _ = value::decode(&data);
         if let Ok(m) = pb::AppendEntriesRequest::decode(data.as_slice()) {
             let _ = codec::append_request_from_pb(m);
@@ -112,13 +117,13 @@ proptest! {
         let entries: Vec<Entry> = entries
             .into_iter()
             .enumerate()
-            .map(|(i, e)| Entry { log_id: LogId::new(LeaderId { term: 2 + (i as u64 / 2).min(1), node_id: 1 }, 11 + i as u64), ..e })
+            .map(|(i, e)| Entry { log_id: LogId::new(LeaderId { term: 2 + (i as u64 / 2).min(1), node_id: ReplicaId::new(1) }, 11 + i as u64), ..e })
             .collect();
         let req = openraft::raft::AppendEntriesRequest::<zonekv_raft::TypeConfig> {
-            vote: openraft::Vote::new_committed(3, 1),
-            prev_log_id: Some(LogId::new(LeaderId { term: 2, node_id: 1 }, 10)),
+            vote: openraft::Vote::new_committed(3, ReplicaId::new(1)),
+            prev_log_id: Some(LogId::new(LeaderId { term: 2, node_id: ReplicaId::new(1) }, 10)),
             entries,
-            leader_commit: commit.map(|i| LogId::new(LeaderId { term: 2, node_id: 1 }, i)),
+            leader_commit: commit.map(|i| LogId::new(LeaderId { term: 2, node_id: ReplicaId::new(1) }, i)),
         };
         let wire = codec::append_request_to_pb(&req).encode_to_vec();
         let back = codec::append_request_from_pb(pb::AppendEntriesRequest::decode(wire.as_slice()).unwrap()).unwrap();
@@ -133,10 +138,10 @@ proptest! {
 /// arrives) sees it.
 #[test]
 fn append_requests_no_leader_would_send_are_refused() {
-    let log_id = |term, index| LogId::new(LeaderId { term, node_id: 1 }, index);
+    let log_id = |term, index| LogId::new(LeaderId { term, node_id: ReplicaId::new(1) }, index);
     let blank = |term, index| Entry { log_id: log_id(term, index), payload: EntryPayload::Blank };
     let valid = openraft::raft::AppendEntriesRequest::<zonekv_raft::TypeConfig> {
-        vote: openraft::Vote::new_committed(3, 1),
+        vote: openraft::Vote::new_committed(3, ReplicaId::new(1)),
         prev_log_id: Some(log_id(2, 10)),
         entries: vec![blank(2, 11), blank(3, 12)],
         leader_commit: Some(log_id(2, 10)),
@@ -148,7 +153,10 @@ fn append_requests_no_leader_would_send_are_refused() {
     let cases = [
         (
             "not committed",
-            openraft::raft::AppendEntriesRequest { vote: openraft::Vote::new(3, 1), ..valid.clone() },
+            openraft::raft::AppendEntriesRequest {
+                vote: openraft::Vote::new(3, ReplicaId::new(1)),
+                ..valid.clone()
+            },
         ),
         (
             "must follow",
@@ -190,23 +198,34 @@ fn a_membership_naming_an_unknown_voter_is_rejected() {
 #[test]
 fn range_descriptors_round_trip_and_a_misfiled_or_damaged_one_is_corruption() {
     let desc = zonekv_raft::RangeDescriptor {
-        range_id: 9,
+        range_id: RangeId::new(9),
         start: Bytes::from_static(b"m"),
         end: Some(Bytes::from_static(b"t")),
         epoch: RangeEpoch { version: 3, conf_ver: 4 },
         replicas: vec![
-            zonekv_raft::ReplicaDesc { replica_id: 21, node_id: 1, learner: false },
-            zonekv_raft::ReplicaDesc { replica_id: 22, node_id: 5, learner: true },
+            zonekv_raft::ReplicaDesc {
+                replica_id: ReplicaId::new(21),
+                node_id: NodeId::new(1),
+                learner: false,
+            },
+            zonekv_raft::ReplicaDesc {
+                replica_id: ReplicaId::new(22),
+                node_id: NodeId::new(5),
+                learner: true,
+            },
         ],
     };
     let stored = codec::encode_descriptor(&desc);
-    assert_eq!(codec::decode_descriptor(9, &stored).unwrap(), desc);
+    assert_eq!(codec::decode_descriptor(RangeId::new(9), &stored).unwrap(), desc);
     let unbounded = zonekv_raft::RangeDescriptor { end: None, ..desc.clone() };
-    assert_eq!(codec::decode_descriptor(9, &codec::encode_descriptor(&unbounded)).unwrap().end, None);
+    assert_eq!(
+        codec::decode_descriptor(RangeId::new(9), &codec::encode_descriptor(&unbounded)).unwrap().end,
+        None
+    );
 
-    let err = codec::decode_descriptor(8, &stored).unwrap_err();
+    let err = codec::decode_descriptor(RangeId::new(8), &stored).unwrap_err();
     assert!(err.is_corruption() && err.to_string().contains("describes range 9"), "{err}");
     let mut damaged = stored.clone();
     *damaged.last_mut().unwrap() ^= 0x20;
-    assert!(codec::decode_descriptor(9, &damaged).unwrap_err().is_corruption());
+    assert!(codec::decode_descriptor(RangeId::new(9), &damaged).unwrap_err().is_corruption());
 }

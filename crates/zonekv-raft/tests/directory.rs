@@ -6,13 +6,17 @@ use bytes::Bytes;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, Membership};
 use zonekv_engine::MemEngine;
-use zonekv_raft::directory::{self, FIRST_ALLOCATED_ID};
+use zonekv_raft::meta::allocator::FIRST_ALLOCATED_ID;
+use zonekv_raft::meta::{directory, placement};
 use zonekv_raft::{
-    Command, Entry, LeaderId, LogId, NodeInfo, Op, OpResult, RangeDescriptor, RangeEpoch, Split, StateMachine,
+    Command, Entry, LeaderId, LogId, NodeInfo, Op, OpResult, RangeDescriptor, RangeEpoch, RangeId, ReplicaId,
+    Split, StateMachine,
 };
 
+const META: RangeId = RangeId::new(1);
+
 fn log_id(index: u64) -> LogId {
-    LogId::new(LeaderId { term: 1, node_id: 1 }, index)
+    LogId::new(LeaderId { term: 1, node_id: ReplicaId::new(1) }, index)
 }
 
 fn normal(index: u64, ops: Vec<Op>) -> Entry {
@@ -20,9 +24,9 @@ fn normal(index: u64, ops: Vec<Op>) -> Entry {
 }
 
 fn members(index: u64, ids: &[u64]) -> Entry {
-    let nodes: std::collections::BTreeMap<u64, NodeInfo> =
-        ids.iter().map(|&i| (i, NodeInfo::new(format!("n{i}")))).collect();
-    let m = Membership::new(vec![ids.iter().copied().collect()], nodes).unwrap();
+    let nodes: std::collections::BTreeMap<ReplicaId, NodeInfo> =
+        ids.iter().map(|&i| (ReplicaId::new(i), NodeInfo::new(format!("n{i}")))).collect();
+    let m = Membership::new(vec![ids.iter().copied().map(ReplicaId::new).collect()], nodes).unwrap();
     Entry { log_id: log_id(index), payload: EntryPayload::Membership(m) }
 }
 
@@ -34,27 +38,27 @@ fn split_at(at: &'static str, epoch: RangeEpoch, new_range_id: u64, ids: &[u64])
     Op::Split(Split {
         split_key: Bytes::from_static(at.as_bytes()),
         expected_epoch: epoch,
-        new_range_id,
-        new_replica_ids: ids.to_vec(),
+        new_range_id: RangeId::new(new_range_id),
+        new_replica_ids: ids.iter().copied().map(ReplicaId::new).collect(),
     })
 }
 
 #[tokio::test]
 async fn the_directory_follows_the_meta_range_and_answers_lookups() {
     let engine = MemEngine::new();
-    let mut meta = StateMachine::open(engine.clone(), 1).unwrap();
+    let mut meta = StateMachine::open(engine.clone(), RangeId::new(1)).unwrap();
     results(&mut meta, vec![members(1, &[1, 2, 3])]);
-    let entries = directory::entries(&engine, 1).unwrap();
+    let entries = directory::entries(&engine, META).unwrap();
     assert_eq!(entries, vec![meta.descriptor().clone()], "the first membership records range 1");
 
     let epoch = meta.descriptor().epoch;
     let r = results(&mut meta, vec![normal(2, vec![split_at("m", epoch, 2, &[11, 12, 13])])]);
     let OpResult::Split { left, right } = &r[0] else { panic!("{:?}", r[0]) };
-    assert_eq!(directory::entries(&engine, 1).unwrap(), vec![(**left).clone(), (**right).clone()]);
-    assert_eq!(directory::lookup(&engine, 1, b"").unwrap().map(|d| d.range_id), Some(1));
-    assert_eq!(directory::lookup(&engine, 1, b"l\xff").unwrap().map(|d| d.range_id), Some(1));
-    assert_eq!(directory::lookup(&engine, 1, b"m").unwrap().map(|d| d.range_id), Some(2));
-    assert_eq!(directory::lookup(&engine, 1, &[0xff; 9]).unwrap().map(|d| d.range_id), Some(2));
+    assert_eq!(directory::entries(&engine, META).unwrap(), vec![(**left).clone(), (**right).clone()]);
+    assert_eq!(directory::lookup(&engine, META, b"").unwrap().map(|d| d.range_id.get()), Some(1));
+    assert_eq!(directory::lookup(&engine, META, b"l\xff").unwrap().map(|d| d.range_id.get()), Some(1));
+    assert_eq!(directory::lookup(&engine, META, b"m").unwrap().map(|d| d.range_id.get()), Some(2));
+    assert_eq!(directory::lookup(&engine, META, &[0xff; 9]).unwrap().map(|d| d.range_id.get()), Some(2));
 
     // Range 2 splits on its own replicas and reports to the meta range: newer entries are
     // taken, a stale report changes nothing.
@@ -62,7 +66,7 @@ async fn the_directory_follows_the_meta_range_and_answers_lookups() {
     shrunk.end = Some(Bytes::from_static(b"t"));
     shrunk.epoch.version += 1;
     let third = RangeDescriptor {
-        range_id: 3,
+        range_id: RangeId::new(3),
         start: Bytes::from_static(b"t"),
         end: None,
         epoch: shrunk.epoch,
@@ -78,21 +82,21 @@ async fn the_directory_follows_the_meta_range_and_answers_lookups() {
         results(&mut meta, vec![normal(4, vec![stale])]),
         vec![OpResult::DirectoryUpdated { written: 0 }]
     );
-    assert_eq!(directory::lookup(&engine, 1, b"p").unwrap(), Some(shrunk));
-    assert_eq!(directory::lookup(&engine, 1, b"zz").unwrap(), Some(third));
+    assert_eq!(directory::lookup(&engine, META, b"p").unwrap(), Some(shrunk));
+    assert_eq!(directory::lookup(&engine, META, b"zz").unwrap(), Some(third));
 
     // A snapshot of the meta range carries the directory.
     let target = MemEngine::new();
     let snap = meta.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    let mut copy = StateMachine::open(target.clone(), 1).unwrap();
+    let mut copy = StateMachine::open(target.clone(), RangeId::new(1)).unwrap();
     copy.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
-    assert_eq!(directory::entries(&target, 1).unwrap(), directory::entries(&engine, 1).unwrap());
+    assert_eq!(directory::entries(&target, META).unwrap(), directory::entries(&engine, META).unwrap());
 }
 
 #[test]
 fn ids_are_allocated_once_and_only_by_the_meta_range() {
     let engine = MemEngine::new();
-    let mut meta = StateMachine::open(engine.clone(), 1).unwrap();
+    let mut meta = StateMachine::open(engine.clone(), RangeId::new(1)).unwrap();
     results(&mut meta, vec![members(1, &[1])]);
     // Two allocations in one apply call, and one after a reopen.
     let r = results(
@@ -103,14 +107,14 @@ fn ids_are_allocated_once_and_only_by_the_meta_range() {
         r,
         vec![OpResult::Ids { first: FIRST_ALLOCATED_ID }, OpResult::Ids { first: FIRST_ALLOCATED_ID + 4 }]
     );
-    let mut meta = StateMachine::open(engine.clone(), 1).unwrap();
+    let mut meta = StateMachine::open(engine.clone(), RangeId::new(1)).unwrap();
     let r = results(&mut meta, vec![normal(4, vec![Op::AllocateIds { count: 2 }])]);
     assert_eq!(r, vec![OpResult::Ids { first: FIRST_ALLOCATED_ID + 5 }]);
 
     // The right-hand range of a split does not own the system records.
     let epoch = meta.descriptor().epoch;
     results(&mut meta, vec![normal(5, vec![split_at("k", epoch, 9, &[FIRST_ALLOCATED_ID + 5])])]);
-    let mut right = StateMachine::open(engine.clone(), 9).unwrap();
+    let mut right = StateMachine::open(engine.clone(), RangeId::new(9)).unwrap();
     let own = right.descriptor().clone();
     let r = results(
         &mut right,
@@ -126,7 +130,7 @@ fn placement_records_are_kept_by_the_meta_range_and_checked() {
     use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
 
     let engine = MemEngine::new();
-    let mut meta = StateMachine::open(engine.clone(), 1).unwrap();
+    let mut meta = StateMachine::open(engine.clone(), RangeId::new(1)).unwrap();
     results(&mut meta, vec![members(1, &[1])]);
     let set = |k: &'static str, v: Option<&'static str>| Op::SetPlacement {
         key: Bytes::from_static(k.as_bytes()),
@@ -138,7 +142,7 @@ fn placement_records_are_kept_by_the_meta_range_and_checked() {
         &mut meta,
         vec![normal(3, vec![set("policy/", Some("p2")), set("node/a", None), set("node/b", Some("y"))])],
     );
-    let records = directory::placement_records(&engine, 1).unwrap();
+    let records = placement::records(&engine, META).unwrap();
     let want: Vec<(Bytes, Bytes)> =
         [("node/b", "y"), ("policy/", "p2")].map(|(k, v)| (Bytes::from(k), Bytes::from(v))).to_vec();
     assert_eq!(records, want);
@@ -146,20 +150,20 @@ fn placement_records_are_kept_by_the_meta_range_and_checked() {
     // Outside the meta range: refused, nothing written.
     let epoch = meta.descriptor().epoch;
     results(&mut meta, vec![normal(4, vec![split_at("k", epoch, 9, &[FIRST_ALLOCATED_ID])])]);
-    let mut right = StateMachine::open(engine.clone(), 9).unwrap();
+    let mut right = StateMachine::open(engine.clone(), RangeId::new(9)).unwrap();
     assert_eq!(
         results(&mut right, vec![normal(5, vec![set("node/c", Some("z"))])]),
         vec![OpResult::NotMetaRange]
     );
-    assert_eq!(directory::placement_records(&engine, 1).unwrap(), want);
+    assert_eq!(placement::records(&engine, META).unwrap(), want);
 
     // One flipped byte in a stored record: an error naming it.
-    let key = directory::placement_key(b"node/b");
+    let key = placement::placement_key(b"node/b");
     let mut stored = engine.get(Cf::Data, &key).unwrap().unwrap();
     *stored.last_mut().unwrap() ^= 1;
     let mut b = WriteBatch::new();
     b.put(Cf::Data, key, stored);
     engine.write(&b, true).unwrap();
-    let err = directory::placement_records(&engine, 1).unwrap_err().to_string();
+    let err = placement::records(&engine, META).unwrap_err().to_string();
     assert!(err.contains("placement record"), "{err}");
 }

@@ -4,10 +4,10 @@ use bytes::Bytes;
 use openraft::EntryPayload;
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
 use zonekv_engine::{Cf, Engine, KeyRange, MemEngine, Reader, WriteBatch};
-use zonekv_raft::{Command, Entry, LeaderId, LogId, LogStore, LogSyncer, Op, keys};
+use zonekv_raft::{Command, Entry, LeaderId, LogId, LogStore, LogSyncer, Op, RangeId, ReplicaId, keys};
 
 fn log_id(term: u64, index: u64) -> LogId {
-    LogId::new(LeaderId { term, node_id: 1 }, index)
+    LogId::new(LeaderId { term, node_id: ReplicaId::new(1) }, index)
 }
 
 fn entry(term: u64, index: u64) -> Entry {
@@ -22,11 +22,11 @@ async fn append<E: Engine>(log: &mut LogStore<E>, entries: Vec<Entry>) {
 #[tokio::test]
 async fn a_corrupted_log_entry_is_an_error_not_a_shorter_log() {
     let engine = MemEngine::new();
-    let mut log = LogStore::new(engine.clone(), 1, LogSyncer::start(engine.clone()));
+    let mut log = LogStore::new(engine.clone(), RangeId::new(1), LogSyncer::start(engine.clone()));
     append(&mut log, (1..=5).map(|i| entry(1, i)).collect()).await;
 
     // Flip one bit in the stored bytes of entry 3.
-    let key = keys::log_key(1, 3);
+    let key = keys::log_key(RangeId::new(1), 3);
     let mut stored = engine.get(Cf::RaftLog, &key).unwrap().unwrap();
     let last = stored.len() - 1;
     stored[last] ^= 0x01;
@@ -36,7 +36,7 @@ async fn a_corrupted_log_entry_is_an_error_not_a_shorter_log() {
 
     // What the process holds in memory is intact; what a restarted process reads from disk is
     // not: reopen the log over the same engine.
-    let mut log = LogStore::new(engine.clone(), 1, LogSyncer::start(engine.clone()));
+    let mut log = LogStore::new(engine.clone(), RangeId::new(1), LogSyncer::start(engine.clone()));
     let mut reader = log.get_log_reader().await;
     let err = reader.try_get_log_entries(1..6).await.expect_err("corrupt entry must not be served");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
@@ -47,7 +47,7 @@ async fn a_corrupted_log_entry_is_an_error_not_a_shorter_log() {
     // The log state (which reads the last entry) is unaffected by damage in the middle...
     assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 5)));
     // ...but damage to the last entry makes the log state itself fail.
-    let key = keys::log_key(1, 5);
+    let key = keys::log_key(RangeId::new(1), 5);
     let mut b = WriteBatch::new();
     b.put(Cf::RaftLog, key, b"\0\0\0\0garbage".to_vec());
     engine.write(&b, false).unwrap();
@@ -57,12 +57,12 @@ async fn a_corrupted_log_entry_is_an_error_not_a_shorter_log() {
 #[tokio::test]
 async fn a_hole_in_the_log_is_reported() {
     let engine = MemEngine::new();
-    let mut log = LogStore::new(engine.clone(), 1, LogSyncer::start(engine.clone()));
+    let mut log = LogStore::new(engine.clone(), RangeId::new(1), LogSyncer::start(engine.clone()));
     append(&mut log, (1..=5).map(|i| entry(1, i)).collect()).await;
     let mut b = WriteBatch::new();
-    b.delete(Cf::RaftLog, keys::log_key(1, 3));
+    b.delete(Cf::RaftLog, keys::log_key(RangeId::new(1), 3));
     engine.write(&b, false).unwrap();
-    let mut reopened = LogStore::new(engine.clone(), 1, LogSyncer::start(engine.clone()));
+    let mut reopened = LogStore::new(engine.clone(), RangeId::new(1), LogSyncer::start(engine.clone()));
     let err = reopened.try_get_log_entries(1..6).await.unwrap_err();
     assert!(err.to_string().contains("hole"), "{err}");
 }
@@ -71,9 +71,9 @@ async fn a_hole_in_the_log_is_reported() {
 async fn groups_sharing_an_engine_do_not_see_each_other() {
     let engine = MemEngine::new();
     let syncer = LogSyncer::start(engine.clone());
-    let mut a = LogStore::new(engine.clone(), 1, syncer.clone());
-    let mut b = LogStore::new(engine.clone(), 2, syncer.clone());
-    let mut max = LogStore::new(engine.clone(), u64::MAX, syncer.clone());
+    let mut a = LogStore::new(engine.clone(), RangeId::new(1), syncer.clone());
+    let mut b = LogStore::new(engine.clone(), RangeId::new(2), syncer.clone());
+    let mut max = LogStore::new(engine.clone(), RangeId::new(u64::MAX), syncer.clone());
     append(&mut a, (1..=10).map(|i| entry(1, i)).collect()).await;
     append(&mut b, (1..=4).map(|i| entry(2, i)).collect()).await;
     append(&mut max, (1..=3).map(|i| entry(3, i)).collect()).await;
@@ -89,7 +89,7 @@ async fn groups_sharing_an_engine_do_not_see_each_other() {
     assert_eq!(b.get_log_state().await.unwrap().last_purged_log_id, Some(log_id(2, 2)));
     assert_eq!(a.get_log_state().await.unwrap().last_purged_log_id, None);
 
-    let vote = openraft::Vote::new_committed(9, 2);
+    let vote = openraft::Vote::new_committed(9, ReplicaId::new(2));
     b.save_vote(&vote).await.unwrap();
     assert_eq!(b.read_vote().await.unwrap(), Some(vote));
     assert_eq!(a.read_vote().await.unwrap(), None);

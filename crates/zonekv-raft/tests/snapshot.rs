@@ -3,7 +3,7 @@
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use zonekv_engine::{Cf, Engine, KeyRange, MemEngine, Reader, WriteBatch, export};
-use zonekv_raft::{LeaderId, LogId, SnapshotMeta, StateMachine, keys, value};
+use zonekv_raft::{LeaderId, LogId, RangeId, ReplicaId, SnapshotMeta, StateMachine, keys, value};
 
 /// An engine holding `good` = "fine" and `bad` with one bit flipped in its payload.
 fn damaged_engine() -> MemEngine {
@@ -20,7 +20,7 @@ fn damaged_engine() -> MemEngine {
 #[tokio::test]
 async fn a_damaged_value_stops_the_snapshot_build() {
     let engine = damaged_engine();
-    let mut sm = StateMachine::open(engine, 1).unwrap();
+    let mut sm = StateMachine::open(engine, RangeId::new(1)).unwrap();
     let err = sm.get_snapshot_builder().await.build_snapshot().await.unwrap_err();
     assert!(err.to_string().contains("CRC32"), "{err}");
 }
@@ -36,9 +36,9 @@ async fn a_snapshot_carrying_a_damaged_value_is_refused_and_nothing_is_written()
     let mut b = WriteBatch::new();
     b.put(Cf::Data, keys::data_key(b"existing"), value::encode(b"kept"));
     target.write(&b, true).unwrap();
-    let mut sm = StateMachine::open(target.clone(), 1).unwrap();
+    let mut sm = StateMachine::open(target.clone(), RangeId::new(1)).unwrap();
     let meta = SnapshotMeta {
-        last_log_id: Some(LogId::new(LeaderId { term: 1, node_id: 1 }, 7)),
+        last_log_id: Some(LogId::new(LeaderId { term: 1, node_id: ReplicaId::new(1) }, 7)),
         ..SnapshotMeta::default()
     };
     let err = sm.install_snapshot(&meta, data).await.unwrap_err();
@@ -56,8 +56,8 @@ async fn a_policy_snapshot_carries_the_applied_state_and_no_data() {
     use zonekv_raft::{Command, Entry, Op};
 
     let engine = MemEngine::new();
-    let mut sm = StateMachine::open(engine.clone(), 1).unwrap();
-    let log_id = LogId::new(LeaderId { term: 2, node_id: 1 }, 9);
+    let mut sm = StateMachine::open(engine.clone(), RangeId::new(1)).unwrap();
+    let log_id = LogId::new(LeaderId { term: 2, node_id: ReplicaId::new(1) }, 9);
     let put = Op::Put { key: Bytes::from_static(b"k"), value: Bytes::from_static(b"v") };
     let entry = Entry { log_id, payload: openraft::EntryPayload::Normal(Command { ops: vec![put] }) };
     sm.apply(futures::stream::iter([Ok((entry, None))])).await.unwrap();
@@ -75,7 +75,7 @@ async fn a_policy_snapshot_carries_the_applied_state_and_no_data() {
     let mut b = WriteBatch::new();
     b.put(Cf::Data, keys::data_key(b"existing"), value::encode(b"kept"));
     target.write(&b, true).unwrap();
-    let mut other = StateMachine::open(target.clone(), 1).unwrap();
+    let mut other = StateMachine::open(target.clone(), RangeId::new(1)).unwrap();
     let err = other.install_snapshot(&policy.meta, policy.snapshot).await.unwrap_err();
     assert!(err.to_string().to_lowercase().contains("corrupt"), "{err}");
     let pairs: Vec<_> = target.scan(Cf::Data, &KeyRange::all(), false).unwrap().collect();

@@ -11,20 +11,21 @@ use openraft::{EntryPayload, Membership};
 use zonekv_engine::MemEngine;
 use zonekv_raft::range::split_initial_log_id;
 use zonekv_raft::{
-    Command, Entry, LeaderId, LogId, LogStore, LogSyncer, NodeInfo, Op, OpResult, RangeEpoch, Split,
-    StateMachine, read_descriptor, read_user_value,
+    Command, Entry, LeaderId, LogId, LogStore, LogSyncer, NodeInfo, Op, OpResult, RangeEpoch, RangeId,
+    ReplicaId, Split, StateMachine, read_descriptor, read_user_value,
 };
 
-const PARENT: u64 = 1;
-const RIGHT: u64 = 2;
+const PARENT: RangeId = RangeId::new(1);
+const RIGHT: RangeId = RangeId::new(2);
 
 fn log_id(index: u64) -> LogId {
-    LogId::new(LeaderId { term: 1, node_id: 1 }, index)
+    LogId::new(LeaderId { term: 1, node_id: ReplicaId::new(1) }, index)
 }
 
 fn membership(ids: &[u64]) -> zonekv_raft::Membership {
-    let nodes: BTreeMap<u64, NodeInfo> = ids.iter().map(|&i| (i, NodeInfo::new(format!("n{i}")))).collect();
-    Membership::new(vec![ids.iter().copied().collect()], nodes).unwrap()
+    let nodes: BTreeMap<ReplicaId, NodeInfo> =
+        ids.iter().map(|&i| (ReplicaId::new(i), NodeInfo::new(format!("n{i}")))).collect();
+    Membership::new(vec![ids.iter().copied().map(ReplicaId::new).collect()], nodes).unwrap()
 }
 
 fn put(key: &'static str) -> Op {
@@ -36,7 +37,7 @@ fn split(at: &'static str, epoch: RangeEpoch, ids: &[u64]) -> Op {
         split_key: Bytes::from_static(at.as_bytes()),
         expected_epoch: epoch,
         new_range_id: RIGHT,
-        new_replica_ids: ids.to_vec(),
+        new_replica_ids: ids.iter().copied().map(ReplicaId::new).collect(),
     })
 }
 
@@ -76,7 +77,7 @@ async fn a_split_shrinks_the_parent_and_seeds_the_right_hand_range() {
     assert_eq!((left.start.as_ref(), left.end.as_deref()), (&b""[..], Some(&b"m"[..])));
     assert_eq!(left.epoch, RangeEpoch { version: 1, conf_ver: 1 });
     assert_eq!((right.range_id, right.start.as_ref(), right.end.as_deref()), (RIGHT, &b"m"[..], None));
-    let ids: Vec<_> = right.replicas.iter().map(|r| (r.replica_id, r.node_id)).collect();
+    let ids: Vec<_> = right.replicas.iter().map(|r| (r.replica_id.get(), r.node_id.get())).collect();
     assert_eq!(ids, vec![(11, 1), (12, 2), (13, 3)], "new replica ids on the same nodes");
     assert!(matches!(&results[2], OpResult::RangeKeyMismatch(d) if d.end.as_deref() == Some(&b"m"[..])));
     assert_eq!(results[0], OpResult::Done);
@@ -99,8 +100,11 @@ async fn a_split_shrinks_the_parent_and_seeds_the_right_hand_range() {
     let (applied, stored) = rhs.applied_state().await.unwrap();
     assert_eq!(applied, Some(l0));
     assert_eq!(stored.log_id(), &Some(l0));
-    assert_eq!(stored.membership().voter_ids().collect::<BTreeSet<_>>(), BTreeSet::from([11, 12, 13]));
-    assert_eq!(stored.membership().get_node(&12).map(|n| n.addr.as_str()), Some("n2"));
+    assert_eq!(
+        stored.membership().voter_ids().collect::<BTreeSet<_>>(),
+        BTreeSet::from([11, 12, 13].map(ReplicaId::new))
+    );
+    assert_eq!(stored.membership().get_node(&ReplicaId::new(12)).map(|n| n.addr.as_str()), Some("n2"));
     let mut log = LogStore::new(engine.clone(), RIGHT, LogSyncer::start(engine.clone()));
     let state = log.get_log_state().await.unwrap();
     assert_eq!((state.last_purged_log_id, state.last_log_id), (Some(l0), Some(l0)));
@@ -225,7 +229,7 @@ struct NobodyFactory;
 impl openraft::network::RaftNetworkFactory<zonekv_raft::TypeConfig> for NobodyFactory {
     type Network = Nobody;
 
-    async fn new_client(&mut self, _: u64, _: &NodeInfo) -> Nobody {
+    async fn new_client(&mut self, _: ReplicaId, _: &NodeInfo) -> Nobody {
         Nobody
     }
 }
@@ -253,12 +257,12 @@ async fn openraft_runs_the_right_hand_range_from_its_seeded_state() {
         .validate()
         .unwrap(),
     );
-    let raft = zonekv_raft::Raft::new(7, config, NobodyFactory, log, rhs).await.unwrap();
+    let raft = zonekv_raft::Raft::new(ReplicaId::new(7), config, NobodyFactory, log, rhs).await.unwrap();
     // Leadership is visible before the leader's blank entry is applied; wait for both.
     let m = raft
         .wait(Some(std::time::Duration::from_secs(5)))
         .metrics(
-            |m| m.current_leader == Some(7) && m.last_applied.is_some_and(|id| id.index >= 6),
+            |m| m.current_leader == Some(ReplicaId::new(7)) && m.last_applied.is_some_and(|id| id.index >= 6),
             "the only replica leads and applied its blank entry",
         )
         .await

@@ -10,7 +10,9 @@ use openraft::EntryPayload;
 use openraft::storage::RaftStateMachine;
 use proptest::prelude::*;
 use zonekv_engine::MemEngine;
-use zonekv_raft::{Command, Entry, LeaderId, LogId, Mutation, Op, StateMachine, read_user_value};
+use zonekv_raft::{
+    Command, Entry, LeaderId, LogId, Mutation, Op, RangeId, ReplicaId, StateMachine, read_user_value,
+};
 
 fn key() -> impl Strategy<Value = Bytes> {
     (0u8..6).prop_map(|k| Bytes::from(vec![b'k', k]))
@@ -72,7 +74,7 @@ fn model_apply(m: &mut BTreeMap<Bytes, Bytes>, op: &Op) {
 
 fn entry(index: u64, ops: Vec<Op>) -> Entry {
     Entry {
-        log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, index),
+        log_id: LogId::new(LeaderId { term: 1, node_id: ReplicaId::new(1) }, index),
         payload: EntryPayload::Normal(Command { ops }),
     }
 }
@@ -89,7 +91,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let engine = MemEngine::new();
         let mut model = BTreeMap::new();
-        let mut sm = StateMachine::open(engine.clone(), 1).unwrap();
+        let mut sm = StateMachine::open(engine.clone(), RangeId::new(1)).unwrap();
         let mut next = 0usize;
         let mut g = 0usize;
         while next < entries.len() {
@@ -101,14 +103,14 @@ proptest! {
             }
             next += n;
             if reopen_after[g % reopen_after.len()] {
-                sm = StateMachine::open(engine.clone(), 1).unwrap();
+                sm = StateMachine::open(engine.clone(), RangeId::new(1)).unwrap();
             }
             g += 1;
             let (applied, _) = rt.block_on(sm.applied_state()).unwrap();
             prop_assert_eq!(applied.map(|id| id.index), Some(next as u64));
             for k in 0u8..6 {
                 let key = [b'k', k];
-                let got = read_user_value(&engine, 1, &key).unwrap();
+                let got = read_user_value(&engine, RangeId::new(1), &key).unwrap();
                 prop_assert_eq!(got.as_ref(), model.get(&key[..]), "key {:?} after entry {}", key, next);
             }
         }

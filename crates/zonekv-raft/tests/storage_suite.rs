@@ -5,9 +5,9 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use tempfile::TempDir;
 use zonekv_engine::{Engine, MemEngine};
 use zonekv_engine_rocks::{RocksEngine, RocksOptions};
-use zonekv_raft::{LogStore, LogSyncer, StateMachine, TypeConfig};
+use zonekv_raft::{LogStore, LogSyncer, RangeId, StateMachine, TypeConfig};
 
-const GROUP: u64 = 7;
+const GROUP: RangeId = RangeId::new(7);
 
 fn stores<E: Engine>(engine: E) -> (LogStore<E>, StateMachine<E>) {
     let syncer = LogSyncer::start(engine.clone());

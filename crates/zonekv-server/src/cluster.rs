@@ -1,4 +1,7 @@
-//! [`LocalCluster`]: a whole ZoneKV cluster inside one process, on loopback ports.
+//! [`LocalCluster`]: a whole ZoneKV cluster inside one process, on loopback ports. What the
+//! demo runs (`zonekv demo`), and handy for embedding a replicated store in one host during
+//! development. Nodes start without test hooks unless the `test-hooks` feature is on and the
+//! cluster is started with [`crate::NodeOptions`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -6,7 +9,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 use zonekv_raft::NodeId;
 
-use crate::{Error, Node, NodeConfig, NodeOptions, Result};
+use crate::hooks::Hooks;
+use crate::{Error, Node, NodeConfig, Result};
 
 /// Several nodes in one process, each with its own data directory and loopback port, forming
 /// one cluster. Used by `zonekv demo`, the benchmarks and tests; also handy for embedding a
@@ -14,7 +18,7 @@ use crate::{Error, Node, NodeConfig, NodeOptions, Result};
 pub struct LocalCluster {
     nodes: Vec<Option<Node>>,
     configs: Vec<NodeConfig>,
-    options: NodeOptions,
+    hooks: Hooks,
     _temp: Option<TempDir>,
 }
 
@@ -28,41 +32,51 @@ impl LocalCluster {
     /// Like [`LocalCluster::start`], with `template` as the base configuration of every node
     /// (its `node-id`, `listen` and `data-dir` are replaced).
     pub async fn start_with(size: usize, data_dir: Option<&Path>, template: NodeConfig) -> Result<Self> {
-        Self::start_with_options(size, data_dir, template, NodeOptions::default()).await
-    }
-
-    /// Like [`LocalCluster::start_with`], every node (also after a restart) started with
-    /// `options`: a shared fault table for the Raft transport, test hooks.
-    pub async fn start_with_options(
-        size: usize,
-        data_dir: Option<&Path>,
-        template: NodeConfig,
-        options: NodeOptions,
-    ) -> Result<Self> {
         let localities = vec![template.locality.clone(); size];
-        Self::start_placed(&localities, data_dir, template, options).await
+        Self::start_placed(&localities, data_dir, template).await
     }
 
-    /// Like [`LocalCluster::start_with_options`], one node per entry of `localities` (node
-    /// `i + 1` at `localities[i]`, e.g. `region=eu,zone=a`).
+    /// Like [`LocalCluster::start_with`], one node per entry of `localities` (node `i + 1` at
+    /// `localities[i]`, e.g. `region=eu,zone=a`).
     pub async fn start_placed(
         localities: &[String],
         data_dir: Option<&Path>,
         template: NodeConfig,
-        options: NodeOptions,
+    ) -> Result<Self> {
+        Self::start_hooked(localities, data_dir, template, Hooks::default()).await
+    }
+
+    /// Like [`LocalCluster::start_with`], every node (also after a restart) started with
+    /// `options`: a shared fault table for the Raft transport, test hooks.
+    #[cfg(feature = "test-hooks")]
+    pub async fn start_with_options(
+        size: usize,
+        data_dir: Option<&Path>,
+        template: NodeConfig,
+        options: crate::NodeOptions,
+    ) -> Result<Self> {
+        let localities = vec![template.locality.clone(); size];
+        Self::start_hooked(&localities, data_dir, template, options.into()).await
+    }
+
+    async fn start_hooked(
+        localities: &[String],
+        data_dir: Option<&Path>,
+        template: NodeConfig,
+        hooks: Hooks,
     ) -> Result<Self> {
         let size = localities.len();
         if size == 0 {
-            return Err(Error::InvalidArgument("a cluster needs at least one node".into()));
+            return Err(Error::Config("a cluster needs at least one node".into()));
         }
         let (temp, base) = match data_dir {
             Some(d) => (None, d.to_path_buf()),
             None => {
                 let t = tempfile::Builder::new().prefix("zonekv-cluster-").tempdir().map_err(|e| {
-                    Error::Storage(zonekv_engine::Error::Open {
+                    Error::Store(zonekv_store::Error::Storage(zonekv_engine::Error::Open {
                         path: "temporary directory".into(),
                         reason: e.to_string(),
-                    })
+                    }))
                 })?;
                 let p = t.path().to_path_buf();
                 (Some(t), p)
@@ -70,7 +84,7 @@ impl LocalCluster {
         };
         let mut nodes = Vec::new();
         let mut configs = Vec::new();
-        for id in 1..=size as NodeId {
+        for id in 1..=size as u64 {
             let config = NodeConfig {
                 node_id: id,
                 listen: "127.0.0.1:0".parse().expect("valid address"),
@@ -79,14 +93,14 @@ impl LocalCluster {
                 locality: localities[id as usize - 1].clone(),
                 ..template.clone()
             };
-            let node = Node::start_with(config.clone(), options.clone()).await?;
+            let node = Node::start_hooked(config.clone(), hooks.clone()).await?;
             // Restarts reuse the port the node got.
             let bound = NodeConfig { listen: node.listen_addr().unwrap_or(config.listen), ..config };
             configs.push(bound);
             nodes.push(Some(node));
         }
-        let cluster = Self { nodes, configs, options, _temp: temp };
-        let first = cluster.node(1).expect("node 1 was just started");
+        let cluster = Self { nodes, configs, hooks, _temp: temp };
+        let first = cluster.node(1u64).expect("node 1 was just started");
         if !first.is_initialized().await {
             first.initialize(&cluster.members()).await?;
         }
@@ -95,7 +109,7 @@ impl LocalCluster {
 
     /// (id, address) of every node, running or not.
     pub fn members(&self) -> Vec<(NodeId, String)> {
-        self.configs.iter().map(|c| (c.node_id, c.listen.to_string())).collect()
+        self.configs.iter().map(|c| (c.id(), c.listen.to_string())).collect()
     }
 
     /// Addresses of every node.
@@ -104,8 +118,8 @@ impl LocalCluster {
     }
 
     /// A running node.
-    pub fn node(&self, id: NodeId) -> Option<&Node> {
-        self.nodes.get(id.checked_sub(1)? as usize)?.as_ref()
+    pub fn node(&self, id: impl Into<NodeId>) -> Option<&Node> {
+        self.nodes.get(slot(id.into())?)?.as_ref()
     }
 
     /// Running nodes.
@@ -133,8 +147,8 @@ impl LocalCluster {
     }
 
     /// Stops node `id` (its data stays).
-    pub async fn stop_node(&mut self, id: NodeId) {
-        if let Some(slot) = id.checked_sub(1).and_then(|i| self.nodes.get_mut(i as usize))
+    pub async fn stop_node(&mut self, id: impl Into<NodeId>) {
+        if let Some(slot) = slot(id.into()).and_then(|i| self.nodes.get_mut(i))
             && let Some(node) = slot.take()
         {
             node.shutdown().await;
@@ -142,11 +156,12 @@ impl LocalCluster {
     }
 
     /// Restarts a stopped node on its old address and data.
-    pub async fn restart_node(&mut self, id: NodeId) -> Result<()> {
-        let i = id.checked_sub(1).map(|i| i as usize).filter(|i| *i < self.nodes.len());
-        let i = i.ok_or_else(|| Error::NotFound(format!("no node {id} in this cluster")))?;
+    pub async fn restart_node(&mut self, id: impl Into<NodeId>) -> Result<()> {
+        let id = id.into();
+        let i = slot(id).filter(|i| *i < self.nodes.len());
+        let i = i.ok_or_else(|| Error::Config(format!("no node {id} in this cluster")))?;
         if self.nodes[i].is_none() {
-            self.nodes[i] = Some(Node::start_with(self.configs[i].clone(), self.options.clone()).await?);
+            self.nodes[i] = Some(Node::start_hooked(self.configs[i].clone(), self.hooks.clone()).await?);
         }
         Ok(())
     }
@@ -161,6 +176,11 @@ impl LocalCluster {
     }
 }
 
-fn node_dir(base: &Path, id: NodeId) -> PathBuf {
+/// Node `id`'s place in the cluster's lists (node ids start at 1).
+fn slot(id: NodeId) -> Option<usize> {
+    usize::try_from(id.get().checked_sub(1)?).ok()
+}
+
+fn node_dir(base: &Path, id: u64) -> PathBuf {
     base.join(format!("node-{id}"))
 }

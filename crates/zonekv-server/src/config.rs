@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+pub use zonekv_control::{PlacementConfig, SplitConfig};
+use zonekv_raft::meta::allocator::FIRST_ALLOCATED_ID;
+pub use zonekv_store::{Limits, MAX_KEY_BYTES};
 
 use crate::{Error, Result};
-
-/// The largest key accepted, in bytes. Fixed: keys are part of the on-disk layout.
-pub const MAX_KEY_BYTES: usize = 4096;
 
 /// Configuration of one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,49 +45,6 @@ pub struct NodeConfig {
     pub split: SplitConfig,
     /// Where ranges' replicas and leaders go.
     pub placement: PlacementConfig,
-}
-
-/// The placement driver (docs/placement.md, "Driver"): on the node that leads the meta range,
-/// it keeps every range's replicas where the policy wants them — repairing ranges with
-/// replicas on dead or decommissioning nodes, adding or removing replicas, moving leaders to
-/// their preferred places and evening out replica counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct PlacementConfig {
-    /// Run the driver when this node leads the meta range. Default: true.
-    pub driver: bool,
-    /// How often the driver looks at every range, in milliseconds. Default: 1000.
-    pub interval_ms: u64,
-    /// A node silent this long is dead: its replicas are replaced on other nodes. Must exceed
-    /// `raft.node-liveness-timeout-ms`. Milliseconds. Default: 300000 (5 minutes).
-    pub dead_after_ms: u64,
-    /// A range whose replicas moved is not moved again to even out counts for this long (no
-    /// flapping); repairs do not wait. Milliseconds. Default: 300000 (5 minutes).
-    pub cooldown_ms: u64,
-    /// Most replica copies (snapshots) a node sends, and likewise receives, for the driver at
-    /// once. Default: 2.
-    pub max_snapshots: usize,
-    /// The policy of every range: `voters` (default 3), `non-voters` (0), `constraints` and
-    /// `voter-constraints` (`+key=value[:count]`, `-key=value`), `lease-preferences` (lists of
-    /// `+key=value`), `survival` (`zone`, the default, or `region`). Default: 3 voters in
-    /// distinct zones.
-    pub policy: zonekv_placement::scenario::PolicySpec,
-}
-
-/// Automatic range splits (docs/multiraft.md, "Split"). The leader of a range checks it
-/// periodically and splits it in the middle once it passes a threshold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct SplitConfig {
-    /// Split a range once its data passes this size, in bytes, as RocksDB estimates it from
-    /// flushed files (0: never by size). Default: 64 MiB (67108864).
-    pub range_max_bytes: u64,
-    /// Split a range once it holds more keys than this (0: never by count). Counting keys
-    /// means scanning them, so this is for tests and small deployments. Default: 0.
-    pub range_max_keys: u64,
-    /// How often the leader of a range that took writes checks it, in milliseconds.
-    /// Default: 1000.
-    pub check_interval_ms: u64,
 }
 
 /// Raft settings.
@@ -137,26 +94,6 @@ pub struct RaftConfig {
     pub node_liveness_timeout_ms: u64,
 }
 
-/// Limits on client requests. Requests over a limit fail with `INVALID_ARGUMENT` and change
-/// nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Limits {
-    /// Largest value, in bytes. Default: 8 MiB (8388608).
-    pub max_value_bytes: usize,
-    /// Most mutations in one `Batch`. Default: 10000.
-    pub max_batch_ops: usize,
-    /// Largest total of keys and values in one `Batch`, in bytes. Default: 8 MiB (8388608).
-    pub max_batch_bytes: usize,
-    /// Pairs a `Scan` returns when it sets no limit. Default: 1000.
-    pub default_scan_limit: u32,
-    /// Most pairs one `Scan` returns, whatever limit it asks for. Default: 10000.
-    pub max_scan_limit: u32,
-    /// Largest total of keys and values one `Scan` response carries; the scan stops early (with
-    /// `more = true`) once it is reached, after at least one pair. Default: 16 MiB (16777216).
-    pub max_scan_bytes: usize,
-}
-
 /// RocksDB settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -195,25 +132,6 @@ impl Default for NodeConfig {
     }
 }
 
-impl Default for PlacementConfig {
-    fn default() -> Self {
-        Self {
-            driver: true,
-            interval_ms: 1000,
-            dead_after_ms: 300_000,
-            cooldown_ms: 300_000,
-            max_snapshots: 2,
-            policy: zonekv_placement::scenario::PolicySpec::default(),
-        }
-    }
-}
-
-impl Default for SplitConfig {
-    fn default() -> Self {
-        Self { range_max_bytes: 64 << 20, range_max_keys: 0, check_interval_ms: 1000 }
-    }
-}
-
 impl Default for RaftConfig {
     fn default() -> Self {
         Self {
@@ -231,19 +149,6 @@ impl Default for RaftConfig {
             quiesce: true,
             node_liveness_interval_ms: 250,
             node_liveness_timeout_ms: 2000,
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_value_bytes: 8 << 20,
-            max_batch_ops: 10_000,
-            max_batch_bytes: 8 << 20,
-            default_scan_limit: 1000,
-            max_scan_limit: 10_000,
-            max_scan_bytes: 16 << 20,
         }
     }
 }
@@ -271,10 +176,10 @@ impl NodeConfig {
     /// Checks the configuration for values that cannot work.
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Config(m));
-        if self.node_id == 0 || self.node_id >= zonekv_raft::directory::FIRST_ALLOCATED_ID {
+        if self.node_id == 0 || self.node_id >= FIRST_ALLOCATED_ID {
             return fail(format!(
                 "node-id must be between 1 and {} (got {}); larger ids are replica ids the cluster allocates",
-                zonekv_raft::directory::FIRST_ALLOCATED_ID - 1,
+                FIRST_ALLOCATED_ID - 1,
                 self.node_id
             ));
         }
@@ -370,6 +275,59 @@ impl NodeConfig {
     /// Snapshot send deadline.
     pub fn snapshot_timeout(&self) -> Duration {
         Duration::from_millis(self.raft.snapshot_timeout_ms)
+    }
+
+    /// The largest Raft message a node accepts: whole log entries, each up to a full batch;
+    /// `max-entries-per-append` of them must fit.
+    pub fn raft_message_limit(&self) -> usize {
+        (self.max_message_bytes() + self.raft.max_bytes_per_entry)
+            .saturating_mul(self.raft.max_entries_per_append as usize)
+            .max(64 << 20)
+    }
+
+    /// The node's id as the cluster knows it.
+    pub fn id(&self) -> zonekv_raft::NodeId {
+        zonekv_raft::NodeId::new(self.node_id)
+    }
+
+    /// How the node's store runs, from this configuration.
+    pub(crate) fn store_config(&self, hooks: zonekv_store::StoreHooks) -> Result<zonekv_store::StoreConfig> {
+        let r = &self.raft;
+        Ok(zonekv_store::StoreConfig {
+            node_id: self.id(),
+            raft: std::sync::Arc::new(self.openraft()?),
+            batch: zonekv_store::BatchLimits {
+                max_ops: r.max_ops_per_entry,
+                max_bytes: r.max_bytes_per_entry,
+                max_in_flight: r.max_proposals_in_flight,
+            },
+            apply_wait: Duration::from_millis(2 * r.election_timeout_max_ms),
+            election_timeout_min: Duration::from_millis(r.election_timeout_min_ms),
+            limits: self.limits.clone(),
+            hooks,
+        })
+    }
+
+    /// How the node's control plane runs, from this configuration; `addr` is where the node
+    /// is reached.
+    pub(crate) fn control_config(&self, addr: &str) -> zonekv_control::ControlConfig {
+        let r = &self.raft;
+        zonekv_control::ControlConfig {
+            node_id: self.id(),
+            addr: addr.to_string(),
+            locality: self.locality.clone(),
+            data_dir: self.data_dir.clone(),
+            split: self.split.clone(),
+            placement: self.placement.clone(),
+            liveness_interval: Duration::from_millis(r.node_liveness_interval_ms),
+            liveness_timeout: Duration::from_millis(r.node_liveness_timeout_ms),
+            quiesce: r.quiesce,
+            election_timeout: (
+                Duration::from_millis(r.election_timeout_min_ms),
+                Duration::from_millis(r.election_timeout_max_ms),
+            ),
+            snapshot_timeout: self.snapshot_timeout(),
+        }
     }
 }
 

@@ -20,9 +20,9 @@ pub struct DemoReport {
     /// Writes whose outcome the client could not know (not counted as acknowledged).
     pub outcome_unknown: usize,
     /// The leader that was stopped, and the one that replaced it.
-    pub old_leader: u64,
+    pub old_leader: zonekv_raft::NodeId,
     /// The new leader.
-    pub new_leader: u64,
+    pub new_leader: zonekv_raft::NodeId,
     /// Time from stopping the leader to the first acknowledged write after it.
     pub failover: Duration,
 }

@@ -1,18 +1,14 @@
-//! The node's error type. Mapped to `tonic::Status` only at the service edge (`status.rs`).
+//! The node's error type: the store's and the control plane's domain errors, and what can go
+//! wrong with the node itself (configuration, listening, joining) and with messages from its
+//! peers. Mapped to `tonic::Status` only in `status.rs`.
 
-use zonekv_raft::NodeId;
+use zonekv_raft::RangeId;
+
+pub use zonekv_control::Error as ControlError;
+pub use zonekv_store::Error as StoreError;
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Where the leader of a range is, if known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaderHint {
-    /// The leader's node id.
-    pub node_id: NodeId,
-    /// The leader's address, if known.
-    pub addr: Option<String>,
-}
 
 /// Errors of a ZoneKV node.
 #[derive(Debug, thiserror::Error)]
@@ -20,51 +16,14 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The request is malformed or over a limit. Nothing was changed.
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// This node is not the leader of the range. Nothing was changed; retry at the leader.
-    #[error("{}", not_leader_message(*range, leader))]
-    NotLeader {
-        /// The range the request targeted.
-        range: u64,
-        /// The leader, if known.
-        leader: Option<LeaderHint>,
-    },
-    /// The node does not belong to an initialised cluster yet.
-    #[error("node {0} is not part of an initialized cluster yet: run `zonekv init` or start it with --join")]
-    NotInitialized(NodeId),
-    /// The request cannot be applied in the current state (e.g. cluster already initialised).
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// The key is not in the range the request reached (it was split off, or the client's range
-    /// cache is stale). Nothing was changed; carries the range as it is now.
-    #[error("range key mismatch: the key is not in {0}; refresh the range and retry")]
-    RangeKeyMismatch(Box<zonekv_raft::RangeDescriptor>),
-    /// A named thing (node, range) does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// The request could not be served now (e.g. no quorum). Nothing was changed.
-    #[error("{0}")]
-    Unavailable(String),
-    /// A write was proposed but its outcome is unknown (leadership changed before it was
-    /// applied). It may or may not have been applied; read before retrying.
-    #[error("write outcome unknown: {0}")]
-    OutcomeUnknown(String),
-    /// The replica stopped after a storage failure or detected corruption.
-    #[error("range {range} replica on this node has stopped: {reason}")]
-    ReplicaStopped {
-        /// The range.
-        range: u64,
-        /// Why.
-        reason: String,
-    },
-    /// The storage engine failed (open, read or write).
+    /// A request to a replica failed (not the leader, key not in the range, outcome unknown,
+    /// storage, …): see [`StoreError`].
     #[error(transparent)]
-    Storage(#[from] zonekv_engine::Error),
-    /// The Raft storage layer failed or found corruption.
+    Store(#[from] StoreError),
+    /// A control-plane operation failed (a split, a move, a membership or registry change):
+    /// see [`ControlError`]. Never wraps a [`StoreError`]: those are [`Error::Store`].
     #[error(transparent)]
-    Raft(#[from] zonekv_raft::Error),
+    Control(ControlError),
     /// The network listener could not be set up.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -81,39 +40,47 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A message from a peer or a client that does not decode or breaks the protocol. Nothing
+    /// was done.
+    #[error("{0}")]
+    Malformed(String),
+    /// What the node (or a local cluster) waited for did not happen in time, or a client of
+    /// it failed (the demo).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// A snapshot arrived damaged (a chunk failed its checksum). Nothing was installed.
+    #[error("{0}")]
+    SnapshotDamaged(String),
+    /// A range's Raft refused a peer's message.
+    #[error("range {range}: {message}")]
+    RaftRefused {
+        /// The range.
+        range: RangeId,
+        /// openraft's reason.
+        message: String,
+        /// The replica has stopped (the sender takes the node as unreachable).
+        stopped: bool,
+    },
 }
 
-impl Error {
-    /// The same error for another caller of a shared operation (one Raft entry carries many
-    /// clients' writes). Keeps the kind and message; wrapped lower-level errors become
-    /// [`Error::ReplicaStopped`] with their message, which is how they reach a client anyway.
-    pub(crate) fn duplicate(&self) -> Error {
-        match self {
-            Error::Config(m) => Error::Config(m.clone()),
-            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
-            Error::NotLeader { range, leader } => Error::NotLeader { range: *range, leader: leader.clone() },
-            Error::NotInitialized(id) => Error::NotInitialized(*id),
-            Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
-            Error::NotFound(m) => Error::NotFound(m.clone()),
-            Error::RangeKeyMismatch(d) => Error::RangeKeyMismatch(d.clone()),
-            Error::Unavailable(m) => Error::Unavailable(m.clone()),
-            Error::OutcomeUnknown(m) => Error::OutcomeUnknown(m.clone()),
-            Error::ReplicaStopped { range, reason } => {
-                Error::ReplicaStopped { range: *range, reason: reason.clone() }
-            }
-            other => Error::ReplicaStopped { range: 0, reason: other.to_string() },
+impl From<ControlError> for Error {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Store(s) => Error::Store(s),
+            other => Error::Control(other),
         }
     }
 }
 
-fn not_leader_message(range: u64, leader: &Option<LeaderHint>) -> String {
-    match leader {
-        Some(LeaderHint { node_id, addr: Some(addr) }) => {
-            format!("not leader of range {range}; the leader is node {node_id} at {addr}")
+impl Error {
+    /// The store error this is, if it is one (not leader, range key mismatch, …).
+    pub fn as_store(&self) -> Option<&StoreError> {
+        match self {
+            Error::Store(e) => Some(e),
+            _ => None,
         }
-        Some(LeaderHint { node_id, addr: None }) => {
-            format!("not leader of range {range}; the leader is node {node_id}")
-        }
-        None => format!("not leader of range {range}; no leader is known yet (election in progress?)"),
     }
 }

@@ -1,6 +1,7 @@
 //! Fault injection for the Raft transport of in-process clusters (tests and the nemesis).
 //!
-//! A [`NetFaults`] table is shared by every node of a [`crate::LocalCluster`]. Before a node
+//! Only with the `test-hooks` feature. A [`NetFaults`] table is shared by every node of a
+//! [`crate::LocalCluster`]. Before a node
 //! sends a Raft message to a peer, its transport asks the table what happens to that message on
 //! the directed link `from → to`: delivered (possibly after a delay, possibly twice) or lost.
 //! A lost unary RPC fails as `Unreachable`; a lost message on a replication stream breaks the
@@ -21,6 +22,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zonekv_raft::NodeId;
 
+pub use crate::hooks::Verdict;
+
 /// What happens to the messages on one directed link.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LinkRule {
@@ -33,20 +36,6 @@ pub struct LinkRule {
     /// Each message is held for a uniformly random time in `[min, max]` before it is sent;
     /// different delays reorder concurrent RPCs.
     pub delay: Option<(Duration, Duration)>,
-}
-
-/// The fate of one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Send it, after `delay`, and a second copy if `duplicate`.
-    Deliver {
-        /// Time to hold the message first.
-        delay: Duration,
-        /// Send a second copy (unary RPCs only).
-        duplicate: bool,
-    },
-    /// Lose it.
-    Drop,
 }
 
 /// Counters of injected faults.
@@ -94,8 +83,8 @@ impl NetFaults {
     }
 
     /// Sets the rule of the directed link `from → to` (replacing any earlier one).
-    pub fn set(&self, from: NodeId, to: NodeId, rule: LinkRule) {
-        self.state().rules.insert((from, to), rule);
+    pub fn set(&self, from: impl Into<NodeId>, to: impl Into<NodeId>, rule: LinkRule) {
+        self.state().rules.insert((from.into(), to.into()), rule);
     }
 
     /// Sets `rule` on every directed link between distinct nodes of `nodes`.
@@ -109,8 +98,8 @@ impl NetFaults {
     }
 
     /// Blocks `from → to` only (a one-way partition).
-    pub fn block(&self, from: NodeId, to: NodeId) {
-        self.state().rules.entry((from, to)).or_default().blocked = true;
+    pub fn block(&self, from: impl Into<NodeId>, to: impl Into<NodeId>) {
+        self.state().rules.entry((from.into(), to.into())).or_default().blocked = true;
     }
 
     /// Blocks both directions between every node of `a` and every node of `b`.
@@ -129,10 +118,10 @@ impl NetFaults {
     }
 
     /// Decides the fate of the next message on `from → to`.
-    pub fn decide(&self, from: NodeId, to: NodeId) -> Verdict {
+    pub fn decide(&self, from: impl Into<NodeId>, to: impl Into<NodeId>) -> Verdict {
         let mut s = self.state();
-        let Some(rule) = s.rules.get(&(from, to)).cloned() else {
-            return Verdict::Deliver { delay: Duration::ZERO, duplicate: false };
+        let Some(rule) = s.rules.get(&(from.into(), to.into())).cloned() else {
+            return Verdict::DELIVER;
         };
         let stats = &self.inner.stats;
         if rule.blocked || (rule.drop > 0.0 && s.rng.random_bool(rule.drop.min(1.0))) {
@@ -175,7 +164,7 @@ mod tests {
         f.block(1, 2);
         assert_eq!(f.decide(1, 2), Verdict::Drop);
         assert_eq!(f.decide(2, 1), deliver_now());
-        f.partition(&[3], &[1, 2]);
+        f.partition(&[NodeId::new(3)], &[NodeId::new(1), NodeId::new(2)]);
         assert_eq!((f.decide(3, 1), f.decide(2, 3)), (Verdict::Drop, Verdict::Drop));
         f.heal();
         assert_eq!(f.decide(1, 2), deliver_now());
@@ -192,7 +181,7 @@ mod tests {
                 delay: Some((Duration::from_millis(1), Duration::from_millis(9))),
                 ..LinkRule::default()
             };
-            f.set_all(&[1, 2], &rule);
+            f.set_all(&[NodeId::new(1), NodeId::new(2)], &rule);
             (0..2000).map(|_| f.decide(1, 2)).collect::<Vec<_>>()
         };
         let a = draw(7);

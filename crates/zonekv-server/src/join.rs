@@ -15,15 +15,26 @@ pub(crate) async fn join(node: &NodeHandle, addr: &str) -> Result<()> {
     config.retry_budget = Duration::from_secs(30);
     config.request_timeout = Duration::from_secs(30);
     let admin = zonekv_client::Client::with_config(config).map_err(|e| fail(e.to_string()))?.admin();
-    tracing::info!(node_id = node.id(), join = addr, "joining cluster");
-    match admin.add_node(node.id(), node.addr(), false).await {
+    tracing::info!(node_id = %node.id(), join = addr, "joining cluster");
+    match admin.add_node(node.id().get(), node.addr(), false).await {
         Ok(()) => {}
         Err(ClientError::Unavailable { message, .. }) => {
             return Err(fail(format!("no ZoneKV node answered ({message})")));
         }
         Err(e) => return Err(fail(e.to_string())),
     }
+    // Added: the leader's first messages carry the membership (its log, or a snapshot of the
+    // first range when the log was purged). openraft takes a learner as caught up while it is
+    // within `replication_lag_threshold` entries, so the add can return before anything
+    // arrived here: wait for the membership itself, then for a known leader.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !node.store().has_members() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(fail("added, but no membership arrived within 10 s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     node.wait_for_leader(Duration::from_secs(10)).await.map_err(|e| fail(e.to_string()))?;
-    tracing::info!(node_id = node.id(), "joined cluster");
+    tracing::info!(node_id = %node.id(), "joined cluster");
     Ok(())
 }

@@ -1,52 +1,47 @@
 //! A ZoneKV node, embeddable in a host process and runnable as the `zonekv` binary.
 //!
-//! [`Node::start`] opens the node's RocksDB, starts its Raft replicas and serves the gRPC API
-//! (`zonekv.kv.v1`, `zonekv.admin.v1`, and the internal `zonekv.raft.v1` transport). The same
-//! key-value and admin operations are available in-process on [`NodeHandle`] (which [`Node`]
-//! dereferences to), and [`LocalCluster`] runs a whole cluster inside one process.
+//! [`Node::start`] opens the node's RocksDB, starts its replicas (`zonekv-store`) and control
+//! plane (`zonekv-control`) and serves the gRPC API (`zonekv.kv.v1`, `zonekv.admin.v1`, and
+//! the internal `zonekv.raft.v1` transport). The same key-value and admin operations are
+//! available in-process on [`NodeHandle`] (which [`Node`] dereferences to), and
+//! [`LocalCluster`] runs a whole cluster inside one process.
 //!
-//! The keyspace is split into ranges, each its own Raft group; range 1, the meta range, holds
-//! the range directory. Requests are served by the range holding their key
-//! (docs/multiraft.md).
+//! This crate is the wiring and the wire: the Raft transport (`transport/`) implementing the
+//! store's `Transport` and the control plane's `Peers`, the gRPC services (`service/`) as thin
+//! adapters, the node's configuration, and the `zonekv` binary. Errors become gRPC statuses
+//! in `status.rs` only.
 
-mod admin;
-mod cleanup;
 mod cluster;
 mod config;
 pub mod demo;
-mod driver;
 mod error;
+#[cfg(feature = "test-hooks")]
 mod faults;
+mod handle;
+mod hooks;
 mod join;
-mod kv;
-mod liveness;
-mod meta;
-mod mover;
-mod mux;
-mod network;
 mod node;
 pub mod placement;
-mod proposer;
-mod quiesce;
-mod ranges;
-mod rate;
-mod registry;
-mod replica;
-mod route;
 mod service;
-mod splitter;
 mod status;
-mod validate;
+mod transport;
+mod wire;
 
-pub use admin::{Member, NodeStatus, Peer, RangeStatus, Role};
 pub use cluster::LocalCluster;
 pub use config::{
     Limits, MAX_KEY_BYTES, NodeConfig, PlacementConfig, RaftConfig, SplitConfig, StorageConfig,
 };
-pub use error::{Error, LeaderHint, Result};
-pub use faults::{FaultStats, LinkRule, NetFaults, Verdict};
-pub use kv::{CasOutcome, Scan, ScanPage};
-pub use node::{FIRST_RANGE, Node, NodeHandle, NodeOptions};
-pub use registry::SpanPolicy;
-pub use replica::ReadConsistency;
-pub use zonekv_raft::{Mutation, RangeDescriptor};
+pub use error::{ControlError, Error, Result, StoreError};
+#[cfg(feature = "test-hooks")]
+pub use faults::{FaultStats, LinkRule, NetFaults};
+pub use handle::{NodeHandle, NodeStatus};
+#[cfg(feature = "test-hooks")]
+pub use hooks::NodeOptions;
+pub use hooks::Verdict;
+pub use node::{FIRST_RANGE, Node};
+pub use transport::TransportStats;
+pub use zonekv_control::{Peer, SpanPolicy};
+pub use zonekv_raft::{Mutation, NodeId, RangeDescriptor, RangeId, ReplicaId};
+pub use zonekv_store::{
+    CasOutcome, LeaderHint, Member, RangeLocation, RangeStatus, ReadConsistency, Role, Scan, ScanPage,
+};

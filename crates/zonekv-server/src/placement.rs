@@ -63,17 +63,20 @@ pub fn cluster_view(nodes: &[NodeView], ranges: &[RangeView]) -> zonekv_placemen
 
 /// The view from a node's own status.
 pub fn cluster_of(status: &crate::NodeStatus) -> zonekv_placement::Result<Cluster> {
-    let me = NodeView { id: status.node_id, locality: status.locality.clone(), live: true };
-    let peers =
-        status.peers.iter().map(|p| NodeView { id: p.node_id, locality: p.locality.clone(), live: p.live });
+    let me = NodeView { id: status.node_id.get(), locality: status.locality.clone(), live: true };
+    let peers = status.peers.iter().map(|p| NodeView {
+        id: p.node_id.get(),
+        locality: p.locality.clone(),
+        live: p.live,
+    });
     let nodes: Vec<NodeView> = std::iter::once(me).chain(peers).collect();
     let ranges: Vec<RangeView> = status
         .ranges
         .iter()
         .map(|r| RangeView {
-            id: r.range_id,
-            replicas: r.members.iter().map(|m| (m.node_id, m.role == crate::Role::Voter)).collect(),
-            leader: r.leader.as_ref().map(|(n, _)| *n),
+            id: r.range_id.get(),
+            replicas: r.members.iter().map(|m| (m.node_id.get(), m.role == crate::Role::Voter)).collect(),
+            leader: r.leader.as_ref().map(|(n, _)| n.get()),
             bytes: r.approximate_bytes,
         })
         .collect();

@@ -205,7 +205,8 @@ async fn admin_rejects_unknown_node_ids_and_double_initialization() {
     assert!(matches!(&err, ClientError::InvalidArgument(m) if m.contains("reserved")), "{err}");
     let err = admin.add_node(2, "127.0.0.9:1", false).await.unwrap_err();
     assert!(matches!(&err, ClientError::FailedPrecondition(m) if m.contains("already a member")), "{err}");
-    let err = admin.initialize(&leader, &c.members()).await.unwrap_err();
+    let members: Vec<(u64, String)> = c.members().into_iter().map(|(id, a)| (id.get(), a)).collect();
+    let err = admin.initialize(&leader, &members).await.unwrap_err();
     assert!(matches!(&err, ClientError::FailedPrecondition(m) if m.contains("already")), "{err}");
     let status = admin.status(&leader).await.unwrap();
     assert_eq!(status.ranges[0].replicas.len(), 3);
@@ -226,7 +227,7 @@ async fn uninitialized_nodes_say_so() {
     let e = kv.put(pb::PutRequest { key: b("k"), value: b("v") }).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("zonekv init"), "{}", e.message());
-    let e = node.initialize(&[(2, "127.0.0.1:9".into())]).await.unwrap_err();
+    let e = node.initialize(&[(2.into(), "127.0.0.1:9".into())]).await.unwrap_err();
     assert!(e.to_string().contains("not in the member list"), "{e}");
     node.shutdown().await;
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use zonekv_client::Client;
-use zonekv_server::{LocalCluster, Node, NodeConfig, NodeHandle, NodeOptions, Role};
+use zonekv_server::{LocalCluster, Node, NodeConfig, NodeHandle, NodeId, RangeId, Role};
 
 /// Zone of nodes 1..=7 (node 7 joins later).
 const ZONES: [&str; 7] = ["a", "a", "b", "b", "c", "c", "c"];
@@ -33,7 +33,7 @@ fn locality(node: u64) -> String {
 
 /// Voters and learners of every range but the first, by range, as each range's leader
 /// reports them.
-async fn placements(nodes: &[NodeHandle]) -> BTreeMap<u64, (Vec<u64>, Vec<u64>)> {
+async fn placements(nodes: &[NodeHandle]) -> BTreeMap<RangeId, (Vec<NodeId>, Vec<NodeId>)> {
     let mut out = BTreeMap::new();
     for n in nodes {
         for r in n.status().await.ranges.into_iter().filter(|r| r.state == "leader" && r.range_id != 1) {
@@ -47,10 +47,10 @@ async fn placements(nodes: &[NodeHandle]) -> BTreeMap<u64, (Vec<u64>, Vec<u64>)>
 /// Waits until every one of `ranges` has a leader and its placement passes `ok`.
 async fn wait_placed(
     nodes: &[NodeHandle],
-    ranges: &[u64],
+    ranges: &[RangeId],
     what: &str,
-    ok: impl Fn(&[u64], &[u64]) -> bool,
-) -> BTreeMap<u64, (Vec<u64>, Vec<u64>)> {
+    ok: impl Fn(&[NodeId], &[NodeId]) -> bool,
+) -> BTreeMap<RangeId, (Vec<NodeId>, Vec<NodeId>)> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let p = placements(nodes).await;
@@ -62,14 +62,14 @@ async fn wait_placed(
     }
 }
 
-fn one_voter_per_zone(voters: &[u64], learners: &[u64]) -> bool {
-    let mut zones: Vec<&str> = voters.iter().map(|v| zone(*v)).collect();
+fn one_voter_per_zone(voters: &[NodeId], learners: &[NodeId]) -> bool {
+    let mut zones: Vec<&str> = voters.iter().map(|v| zone(v.get())).collect();
     zones.sort();
     learners.is_empty() && zones == ["a", "b", "c"]
 }
 
 /// Splits at `key` through whichever node leads the range holding it.
-async fn split(nodes: &[NodeHandle], key: &str) -> u64 {
+async fn split(nodes: &[NodeHandle], key: &str) -> RangeId {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         for n in nodes {
@@ -105,9 +105,7 @@ async fn the_driver_keeps_one_voter_per_zone_through_zone_loss_a_join_and_a_deco
     template.placement.interval_ms = 200;
     template.placement.dead_after_ms = 3000;
     let localities: Vec<String> = (1..=6).map(locality).collect();
-    let mut cluster = LocalCluster::start_placed(&localities, None, template.clone(), NodeOptions::default())
-        .await
-        .unwrap();
+    let mut cluster = LocalCluster::start_placed(&localities, None, template.clone()).await.unwrap();
     cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
     let mut nodes: Vec<NodeHandle> = cluster.running().map(Node::handle).collect();
 
@@ -160,8 +158,10 @@ async fn the_driver_keeps_one_voter_per_zone_through_zone_loss_a_join_and_a_deco
     };
     let seventh = Node::start(config).await.unwrap();
     nodes.push(seventh.handle());
-    wait_placed(&nodes, &ranges, "a voter on node 7", |v, l| one_voter_per_zone(v, l) && v.contains(&7))
-        .await;
+    wait_placed(&nodes, &ranges, "a voter on node 7", |v, l| {
+        one_voter_per_zone(v, l) && v.contains(&NodeId::new(7))
+    })
+    .await;
 
     // Node 7 is the only live node of zone c: decommissioning it could never finish.
     let err = nodes[0].decommission(7, false).await.unwrap_err().to_string();
@@ -177,7 +177,7 @@ async fn the_driver_keeps_one_voter_per_zone_through_zone_loss_a_join_and_a_deco
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let p = wait_placed(&nodes, &ranges, "nothing on node 1", |v, l| {
-        one_voter_per_zone(v, l) && !v.contains(&1) && v.contains(&2)
+        one_voter_per_zone(v, l) && !v.contains(&NodeId::new(1)) && v.contains(&NodeId::new(2))
     })
     .await;
     println!("after the decommission: {p:?}");
@@ -221,8 +221,7 @@ async fn a_span_policy_is_applied_and_bad_ones_are_refused() {
     let mut template = NodeConfig::default();
     template.placement.interval_ms = 200;
     let localities: Vec<String> = ["zone=a", "zone=b", "zone=c"].map(String::from).to_vec();
-    let cluster =
-        LocalCluster::start_placed(&localities, None, template, NodeOptions::default()).await.unwrap();
+    let cluster = LocalCluster::start_placed(&localities, None, template).await.unwrap();
     cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
     let nodes: Vec<NodeHandle> = cluster.running().map(Node::handle).collect();
     // A policy is checked against the nodes this one hears from.
@@ -306,10 +305,7 @@ async fn a_span_policy_is_applied_and_bad_ones_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_sets_policies_and_decommissions_or_says_why_not() {
     let localities: Vec<String> = ["zone=a", "zone=b", "zone=c"].map(String::from).to_vec();
-    let cluster =
-        LocalCluster::start_placed(&localities, None, NodeConfig::default(), NodeOptions::default())
-            .await
-            .unwrap();
+    let cluster = LocalCluster::start_placed(&localities, None, NodeConfig::default()).await.unwrap();
     cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
     let addr = cluster.addrs()[0].clone();
     let node = cluster.node(1).unwrap().handle();

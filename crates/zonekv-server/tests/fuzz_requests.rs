@@ -137,7 +137,7 @@ fn random_request_bodies_get_clear_answers_and_refused_ones_change_nothing() {
 
     let tally = std::sync::Mutex::new(std::collections::BTreeMap::<(&str, String), u32>::new());
     let mut runner = TestRunner::new(Config { cases: 400, failure_persistence: None, ..Config::default() });
-    let outcome = runner.run(&strategy(node.id()), |(m, body)| {
+    let outcome = runner.run(&strategy(node.id().get()), |(m, body)| {
         rt.block_on(async {
             let before = contents(&node).await;
             let call = async {

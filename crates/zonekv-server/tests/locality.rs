@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use zonekv_server::{LocalCluster, Node, NodeConfig, NodeOptions, Peer};
+use zonekv_server::{LocalCluster, Node, NodeConfig, Peer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_locality_is_refused_at_startup() {
@@ -31,20 +31,17 @@ async fn a_malformed_locality_is_refused_at_startup() {
 async fn every_node_learns_where_its_peers_run() {
     let localities: Vec<String> =
         ["region=eu,zone=eu-1", "region=eu,zone=eu-2", "region=us,zone=us-1"].map(String::from).to_vec();
-    let cluster =
-        LocalCluster::start_placed(&localities, None, NodeConfig::default(), NodeOptions::default())
-            .await
-            .unwrap();
+    let cluster = LocalCluster::start_placed(&localities, None, NodeConfig::default()).await.unwrap();
     cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     for n in cluster.running() {
         let want: Vec<Peer> = (1..=3u64)
             .filter(|&id| id != n.id())
-            .map(|id| Peer { node_id: id, locality: localities[id as usize - 1].clone(), live: true })
+            .map(|id| Peer { node_id: id.into(), locality: localities[id as usize - 1].clone(), live: true })
             .collect();
         loop {
             let s = n.status().await;
-            assert_eq!(s.locality, localities[n.id() as usize - 1]);
+            assert_eq!(s.locality, localities[n.id().get() as usize - 1]);
             if s.peers == want {
                 break;
             }
@@ -62,10 +59,7 @@ async fn the_placement_view_of_a_live_cluster_finds_replicas_that_break_survival
     use zonekv_placement::{Planner, Policy};
     for (zones, broken) in [(["a", "b", "c"], false), (["a", "a", "a"], true)] {
         let localities: Vec<String> = zones.iter().map(|z| format!("region=eu,zone={z}")).collect();
-        let cluster =
-            LocalCluster::start_placed(&localities, None, NodeConfig::default(), NodeOptions::default())
-                .await
-                .unwrap();
+        let cluster = LocalCluster::start_placed(&localities, None, NodeConfig::default()).await.unwrap();
         cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
         let node = cluster.node(1).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use zonekv_server::{LocalCluster, Node, NodeConfig, RaftConfig, ReadConsistency};
+use zonekv_server::{LocalCluster, Node, NodeConfig, NodeId, RaftConfig, ReadConsistency};
 
 async fn stale_value(node: &Node, key: &str, want: &str, timeout: Duration) -> Option<String> {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -19,12 +19,12 @@ async fn stale_value(node: &Node, key: &str, want: &str, timeout: Duration) -> O
 
 /// A 3-node cluster that snapshots every 40 entries and keeps 5, with one follower stopped:
 /// (cluster, leader, stopped follower).
-async fn a_stopped_follower(raft: RaftConfig) -> (LocalCluster, u64, u64) {
+async fn a_stopped_follower(raft: RaftConfig) -> (LocalCluster, NodeId, NodeId) {
     let raft = RaftConfig { snapshot_after_entries: 40, keep_entries_after_snapshot: 5, ..raft };
     let template = NodeConfig { raft, ..NodeConfig::default() };
     let mut cluster = LocalCluster::start_with(3, None, template).await.unwrap();
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
-    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    let lagging = (1..=3u64).map(NodeId::new).find(|id| *id != leader).unwrap();
     cluster.stop_node(lagging).await;
     (cluster, leader, lagging)
 }
@@ -59,7 +59,7 @@ async fn a_new_node_joins_a_running_cluster_and_receives_its_data() {
     assert!(joined.is_initialized().await);
     assert_eq!(stale_value(&joined, "k49", "v49", Duration::from_secs(10)).await.as_deref(), Some("v49"));
     let status = l.status().await;
-    let voters: Vec<u64> = status.ranges[0]
+    let voters: Vec<NodeId> = status.ranges[0]
         .members
         .iter()
         .filter(|m| m.role == zonekv_server::Role::Voter)

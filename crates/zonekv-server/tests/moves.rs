@@ -5,10 +5,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use zonekv_server::{LocalCluster, Node, NodeConfig, NodeHandle, ReadConsistency};
+use zonekv_server::{
+    FIRST_RANGE, LocalCluster, Node, NodeConfig, NodeHandle, NodeId, RangeId, ReadConsistency,
+};
 
 /// The node whose replica of `range` leads it.
-async fn leader_of(nodes: &[NodeHandle], range: u64) -> NodeHandle {
+async fn leader_of(nodes: &[NodeHandle], range: impl Into<RangeId>) -> NodeHandle {
+    let range = range.into();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         for n in nodes {
@@ -62,14 +65,21 @@ async fn move_to_a_new_node(template: NodeConfig) {
     let handles: Vec<NodeHandle> = cluster.running().map(Node::handle).collect();
     let meta = leader_of(&handles, 1).await;
     let (_, right) = meta.split("m").await.unwrap();
+    let split_index = meta.status().await.ranges[0].applied_index;
     let r = leader_of(&handles, right.range_id).await;
     for i in 0..100 {
         r.put(format!("x{i:03}"), format!("v{i}")).await.unwrap();
     }
     if purged {
-        // Enough entries in the first range for a snapshot that purges the split.
+        // Enough entries in the first range for a snapshot that purges the split; the purge
+        // follows the snapshot build, so wait for it.
         for i in 0..30 {
             meta.put(format!("a{i:03}"), "v").await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while meta.status().await.ranges[0].purged_index < split_index {
+            assert!(tokio::time::Instant::now() < deadline, "the first range never purged the split");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -78,7 +88,13 @@ async fn move_to_a_new_node(template: NodeConfig) {
     let config = fourth_node(&cluster, dir.path(), template);
     let fourth = Node::start(config.clone()).await.unwrap();
     assert_eq!(fourth.range_ids(), vec![1]);
-    // Whether node 4 has the split-off range's state as of the split.
+    // Whether node 4 has the split-off range's state as of the split: once it has the first
+    // range as of the split (by log or by snapshot), its purged index says how it came.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fourth.status().await.ranges[0].applied_index < split_index {
+        assert!(tokio::time::Instant::now() < deadline, "node 4 never caught up with the first range");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let seeded = fourth.status().await.ranges[0].purged_index == 0;
     assert_eq!(
         seeded,
@@ -88,12 +104,12 @@ async fn move_to_a_new_node(template: NodeConfig) {
     );
 
     // Bad moves change nothing.
-    let from = (1..=3).find(|n| *n != r.id()).unwrap();
+    let from = (1..=3u64).map(NodeId::new).find(|n| *n != r.id()).unwrap();
     for (range, a, b, why) in [
-        (right.range_id, 4, 1, "holds no replica"),
+        (right.range_id, NodeId::new(4), NodeId::new(1), "holds no replica"),
         (right.range_id, from, r.id(), "already holds"),
-        (right.range_id, from, 9, "not a member"),
-        (1, from, 4, "first range"),
+        (right.range_id, from, NodeId::new(9), "not a member"),
+        (FIRST_RANGE, from, NodeId::new(4), "first range"),
     ] {
         let err = r.move_replica(range, a, b).await.unwrap_err();
         assert!(err.to_string().contains(why), "{range} {a}->{b}: {err}");
@@ -102,8 +118,8 @@ async fn move_to_a_new_node(template: NodeConfig) {
     assert_eq!(before, 3);
 
     let moved = r.move_replica(right.range_id, from, 4).await.unwrap();
-    let nodes: Vec<(u64, bool)> = moved.replicas.iter().map(|x| (x.node_id, x.learner)).collect();
-    assert!(nodes.contains(&(4, false)) && !nodes.iter().any(|(n, _)| *n == from), "{moved:?}");
+    let nodes: Vec<(NodeId, bool)> = moved.replicas.iter().map(|x| (x.node_id, x.learner)).collect();
+    assert!(nodes.contains(&(NodeId::new(4), false)) && !nodes.iter().any(|(n, _)| *n == from), "{moved:?}");
     assert_eq!(moved.replicas.len(), 3);
     assert!(moved.epoch.conf_ver > right.epoch.conf_ver, "{} -> {}", right.epoch, moved.epoch);
 
@@ -126,7 +142,7 @@ async fn move_to_a_new_node(template: NodeConfig) {
     let listen = fourth.listen_addr().unwrap();
     fourth.shutdown().await;
     let fourth = Node::start(NodeConfig { listen, join: None, ..config }).await.unwrap();
-    assert_eq!(fourth.range_ids(), vec![1, right.range_id]);
+    assert_eq!(fourth.range_ids(), vec![FIRST_RANGE, right.range_id]);
     assert_eq!(stale(&fourth.handle(), "x999").await.as_deref(), Some(&b"after the move"[..]));
 
     // The replica moved away is deleted from its old node (the directory shows the move)...
@@ -174,13 +190,13 @@ async fn an_abandoned_replica_is_deleted_and_a_stale_step_is_refused() {
     let fourth = Node::start(fourth_node(&cluster, dir.path(), template)).await.unwrap();
 
     // Node 4 is asked to create a replica that its range's leader never adds.
-    let replica_id = 1 << 40;
+    let replica_id = zonekv_raft::ReplicaId::new(1 << 40);
     let mut desc = right.clone();
-    desc.replicas.push(zonekv_raft::ReplicaDesc { replica_id, node_id: 4, learner: true });
+    desc.replicas.push(zonekv_raft::ReplicaDesc { replica_id, node_id: NodeId::new(4), learner: true });
     let mut client = RaftTransportClient::connect(format!("http://{}", fourth.addr())).await.unwrap();
     let create = pb::CreateReplicaRequest {
         descriptor: Some(zonekv_raft::codec::descriptor_to_pb(&desc)),
-        replica_id,
+        replica_id: replica_id.get(),
     };
     client.create_replica(create).await.unwrap();
     assert!(fourth.range_ids().contains(&right.range_id));
@@ -197,7 +213,7 @@ async fn an_abandoned_replica_is_deleted_and_a_stale_step_is_refused() {
     let before = r.status().await.ranges.into_iter().find(|s| s.range_id == right.range_id).unwrap().members;
     let mut client = RaftTransportClient::connect(format!("http://{}", r.addr())).await.unwrap();
     let stale = pb::PlaceRequest {
-        range_id: right.range_id,
+        range_id: right.range_id.get(),
         expected_epoch: Some(pb::RangeEpoch {
             version: right.epoch.version,
             conf_ver: right.epoch.conf_ver + 7,

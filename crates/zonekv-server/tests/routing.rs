@@ -19,7 +19,8 @@ fn keys(page: &zonekv_client::ScanPage) -> Vec<Bytes> {
 }
 
 /// The node whose replica of `range` leads it, once one does.
-async fn leader_of(cluster: &LocalCluster, range: u64) -> NodeHandle {
+async fn leader_of(cluster: &LocalCluster, range: impl Into<zonekv_server::RangeId>) -> NodeHandle {
+    let range = range.into();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         for n in cluster.running() {
@@ -120,9 +121,11 @@ async fn a_range_led_away_from_the_meta_leader_splits_through_it() {
     let status = other.status().await;
     let r = status.ranges.iter().find(|r| r.range_id == right.range_id).unwrap();
     assert_eq!(r.leader.as_ref().map(|l| l.0), Some(other.id()));
-    let mut nodes: Vec<(u64, u64)> = r.members.iter().map(|m| (m.node_id, m.replica_id)).collect();
+    let mut nodes: Vec<(u64, u64)> =
+        r.members.iter().map(|m| (m.node_id.get(), m.replica_id.get())).collect();
     nodes.sort_unstable();
-    let mut want: Vec<(u64, u64)> = right.replicas.iter().map(|x| (x.node_id, x.replica_id)).collect();
+    let mut want: Vec<(u64, u64)> =
+        right.replicas.iter().map(|x| (x.node_id.get(), x.replica_id.get())).collect();
     want.sort_unstable();
     assert_eq!(nodes, want);
     assert_eq!(nodes.iter().map(|n| n.0).collect::<Vec<_>>(), [1, 2, 3]);
@@ -136,7 +139,7 @@ async fn a_range_led_away_from_the_meta_leader_splits_through_it() {
     loop {
         // Ask a node for a key's range from its directory copy: the meta leader's node holds
         // every range here, so use the directory through the range lookup of each node.
-        let (found, _, _) = meta.lookup_range(b"x", false).unwrap();
+        let found = meta.lookup_range(b"x", false).unwrap().desc;
         if found.range_id == newer.range_id {
             break;
         }

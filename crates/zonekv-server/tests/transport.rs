@@ -66,7 +66,7 @@ async fn a_follower_far_behind_catches_up_through_the_request_window() {
     template.raft.snapshot_after_entries = 100_000;
     let mut cluster = LocalCluster::start_with(3, None, template).await.unwrap();
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await.unwrap();
-    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    let lagging = (1..=3u64).map(zonekv_server::NodeId::new).find(|id| *id != leader).unwrap();
     cluster.stop_node(lagging).await;
     let l = cluster.node(leader).unwrap().handle();
     // One writer: one entry per write.

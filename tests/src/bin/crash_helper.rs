@@ -12,10 +12,10 @@ use openraft::EntryPayload;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use zonekv_engine::{Cf, Engine, WriteBatch};
 use zonekv_engine_rocks::{RocksEngine, RocksOptions};
-use zonekv_raft::{Command, Entry, LeaderId, LogId, LogStore, LogSyncer, Op};
+use zonekv_raft::{Command, Entry, LeaderId, LogId, LogStore, LogSyncer, Op, RangeId, ReplicaId};
 
 /// The Raft group the helper writes to.
-pub const GROUP: u64 = 3;
+pub const GROUP: RangeId = RangeId::new(3);
 
 fn ack(n: u64) -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -47,7 +47,7 @@ async fn main() -> Result<()> {
             for n in 1u64.. {
                 let op = Op::Put { key: Bytes::from(format!("k{n}")), value: Bytes::from(vec![7u8; 256]) };
                 let entry = Entry {
-                    log_id: LogId::new(LeaderId { term: 1, node_id: 1 }, n),
+                    log_id: LogId::new(LeaderId { term: 1, node_id: ReplicaId::new(1) }, n),
                     payload: EntryPayload::Normal(Command::single(op)),
                 };
                 log.blocking_append([entry]).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -57,7 +57,7 @@ async fn main() -> Result<()> {
         "vote" => {
             let mut log = LogStore::new(engine.clone(), GROUP, LogSyncer::start(engine.clone()));
             for term in 1u64.. {
-                log.save_vote(&openraft::Vote::new_committed(term, 1)).await?;
+                log.save_vote(&openraft::Vote::new_committed(term, ReplicaId::new(1))).await?;
                 ack(term)?;
             }
         }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
 use zonekv_client::{AdminClient, Client, ClientConfig, ScanOptions};
-use zonekv_server::{Error as NodeError, LocalCluster, NodeHandle, ReadConsistency, Scan};
+use zonekv_server::{Error as NodeError, LocalCluster, NodeHandle, ReadConsistency, Scan, StoreError};
 
 use super::{Conn, Target, WorkDir};
 use crate::procs::{Proc, find_binary, free_port, wait_for_port};
@@ -48,7 +48,7 @@ impl EmbeddedConn {
             let i = self.leader.load(Ordering::Relaxed) % self.nodes.len();
             match f(self.nodes[i].clone()).await {
                 Ok(v) => return Ok(v),
-                Err(NodeError::NotLeader { leader, .. }) => {
+                Err(NodeError::Store(StoreError::NotLeader { leader, .. })) => {
                     let next = leader
                         .as_ref()
                         .and_then(|h| self.nodes.iter().position(|n| n.id() == h.node_id))

@@ -13,8 +13,8 @@ use openraft::{EntryPayload, StoredMembership as OrStoredMembership};
 use zonekv_proto::raft::v1 as pb;
 
 use crate::{
-    Command, Entry, Error, LeaderId, LogId, Membership, Mutation, NodeInfo, Op, Result, SnapshotMeta,
-    StoredMembership, TypeConfig, Vote,
+    Command, Entry, Error, LeaderId, LogId, Membership, Mutation, NodeId, NodeInfo, Op, ReplicaId, Result,
+    SnapshotMeta, StoredMembership, TypeConfig, Vote,
 };
 
 fn malformed(what: impl Into<String>) -> Error {
@@ -23,12 +23,12 @@ fn malformed(what: impl Into<String>) -> Error {
 
 /// LogId → protobuf.
 pub fn log_id_to_pb(id: &LogId) -> pb::LogId {
-    pb::LogId { term: id.leader_id.term, node_id: id.leader_id.node_id, index: id.index }
+    pb::LogId { term: id.leader_id.term, node_id: id.leader_id.node_id.get(), index: id.index }
 }
 
 /// Protobuf → LogId.
 pub fn log_id_from_pb(id: &pb::LogId) -> LogId {
-    LogId::new(LeaderId { term: id.term, node_id: id.node_id }, id.index)
+    LogId::new(LeaderId { term: id.term, node_id: ReplicaId::new(id.node_id) }, id.index)
 }
 
 fn opt_log_id(id: &Option<pb::LogId>) -> Option<LogId> {
@@ -37,12 +37,12 @@ fn opt_log_id(id: &Option<pb::LogId>) -> Option<LogId> {
 
 /// Vote → protobuf.
 pub fn vote_to_pb(v: &Vote) -> pb::Vote {
-    pb::Vote { term: v.leader_id.term, node_id: v.leader_id.node_id, committed: v.committed }
+    pb::Vote { term: v.leader_id.term, node_id: v.leader_id.node_id.get(), committed: v.committed }
 }
 
 /// Protobuf → Vote.
 pub fn vote_from_pb(v: &pb::Vote) -> Vote {
-    Vote { leader_id: LeaderId { term: v.term, node_id: v.node_id }, committed: v.committed }
+    Vote { leader_id: LeaderId { term: v.term, node_id: ReplicaId::new(v.node_id) }, committed: v.committed }
 }
 
 fn required_vote(v: &Option<pb::Vote>) -> Result<Vote> {
@@ -55,21 +55,28 @@ pub fn membership_to_pb(m: &Membership) -> pb::Membership {
         configs: m
             .get_joint_config()
             .iter()
-            .map(|set| pb::NodeIdSet { ids: set.iter().copied().collect() })
+            .map(|set| pb::NodeIdSet { ids: set.iter().map(|id| id.get()).collect() })
             .collect(),
         nodes: m
             .nodes()
-            .map(|(id, n)| (*id, pb::Node { addr: n.addr.clone(), node_id: n.node_id }))
+            .map(|(id, n)| {
+                (id.get(), pb::Node { addr: n.addr.clone(), node_id: n.node_id.map_or(0, NodeId::get) })
+            })
             .collect(),
     }
 }
 
 /// Protobuf → Membership; fails if a voter has no node entry or a configuration is empty.
 pub fn membership_from_pb(m: pb::Membership) -> Result<Membership> {
-    let configs: Vec<BTreeSet<u64>> =
-        m.configs.into_iter().map(|set| set.ids.into_iter().collect()).collect();
-    let nodes: BTreeMap<u64, NodeInfo> =
-        m.nodes.into_iter().map(|(id, n)| (id, NodeInfo::on_node(n.node_id, n.addr))).collect();
+    let configs: Vec<BTreeSet<ReplicaId>> =
+        m.configs.into_iter().map(|set| set.ids.into_iter().map(ReplicaId::new).collect()).collect();
+    // Node 0 on the wire: the replica id is the node id (the first range, older records).
+    let node = |id: u64| (id != 0).then_some(NodeId::new(id));
+    let nodes: BTreeMap<ReplicaId, NodeInfo> = m
+        .nodes
+        .into_iter()
+        .map(|(id, n)| (ReplicaId::new(id), NodeInfo { addr: n.addr, node_id: node(n.node_id) }))
+        .collect();
     Membership::new(configs, nodes).map_err(|e| malformed(format!("invalid membership: {e}")))
 }
 
@@ -316,14 +323,18 @@ pub fn transfer_request_to_pb(r: &TransferLeaderRequest<TypeConfig>) -> pb::Tran
     pb::TransferLeaderRequest {
         header: None,
         from_leader: Some(vote_to_pb(r.from_leader())),
-        to_node_id: *r.to_node_id(),
+        to_node_id: r.to_node_id().get(),
         last_log_id: r.last_log_id().map(log_id_to_pb),
     }
 }
 
 /// Protobuf → transfer-leader request.
 pub fn transfer_request_from_pb(r: pb::TransferLeaderRequest) -> Result<TransferLeaderRequest<TypeConfig>> {
-    Ok(TransferLeaderRequest::new(required_vote(&r.from_leader)?, r.to_node_id, opt_log_id(&r.last_log_id)))
+    Ok(TransferLeaderRequest::new(
+        required_vote(&r.from_leader)?,
+        ReplicaId::new(r.to_node_id),
+        opt_log_id(&r.last_log_id),
+    ))
 }
 
 /// Transfer-leader response → protobuf.

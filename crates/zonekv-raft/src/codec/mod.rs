@@ -12,7 +12,7 @@ use prost::Message;
 pub use range::*;
 use zonekv_proto::raft::v1 as pb;
 
-use crate::{Entry, Error, LogId, Result, StoredMembership, Vote};
+use crate::{Entry, Error, LogId, NodeId, RangeId, Result, StoredMembership, Vote};
 
 /// Wraps `payload` in a CRC32 frame.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
@@ -23,7 +23,7 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Checks a CRC32 frame and returns its payload. `what` names the record in the error.
-pub fn unframe<'a>(group: u64, what: &dyn Fn() -> String, stored: &'a [u8]) -> Result<&'a [u8]> {
+pub fn unframe<'a>(group: RangeId, what: &dyn Fn() -> String, stored: &'a [u8]) -> Result<&'a [u8]> {
     let corrupt = |why: &str| Error::Corruption { group, what: format!("{}: {why}", what()) };
     if stored.len() < 4 {
         return Err(corrupt("record shorter than its checksum"));
@@ -35,12 +35,12 @@ pub fn unframe<'a>(group: u64, what: &dyn Fn() -> String, stored: &'a [u8]) -> R
     Ok(payload)
 }
 
-fn decode_msg<M: Message + Default>(group: u64, what: &dyn Fn() -> String, stored: &[u8]) -> Result<M> {
+fn decode_msg<M: Message + Default>(group: RangeId, what: &dyn Fn() -> String, stored: &[u8]) -> Result<M> {
     let payload = unframe(group, what, stored)?;
     M::decode(payload).map_err(|e| Error::Corruption { group, what: format!("{}: {e}", what()) })
 }
 
-fn corrupt(group: u64, what: &dyn Fn() -> String, e: Error) -> Error {
+fn corrupt(group: RangeId, what: &dyn Fn() -> String, e: Error) -> Error {
     match e {
         Error::Malformed(m) => Error::Corruption { group, what: format!("{}: {m}", what()) },
         other => other,
@@ -53,7 +53,7 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
 }
 
 /// Decodes and verifies a stored log entry.
-pub fn decode_entry(group: u64, index: u64, stored: &[u8]) -> Result<Entry> {
+pub fn decode_entry(group: RangeId, index: u64, stored: &[u8]) -> Result<Entry> {
     let what = || format!("log entry {index}");
     let msg: pb::Entry = decode_msg(group, &what, stored)?;
     let entry = entry_from_pb(msg).map_err(|e| corrupt(group, &what, e))?;
@@ -72,7 +72,7 @@ pub fn encode_vote(vote: &Vote) -> Vec<u8> {
 }
 
 /// Decodes and verifies a stored vote.
-pub fn decode_vote(group: u64, stored: &[u8]) -> Result<Vote> {
+pub fn decode_vote(group: RangeId, stored: &[u8]) -> Result<Vote> {
     let msg: pb::Vote = decode_msg(group, &|| "vote".to_string(), stored)?;
     Ok(vote_from_pb(&msg))
 }
@@ -83,7 +83,7 @@ pub fn encode_log_id(id: &LogId) -> Vec<u8> {
 }
 
 /// Decodes and verifies a stored log id.
-pub fn decode_log_id(group: u64, what: &str, stored: &[u8]) -> Result<LogId> {
+pub fn decode_log_id(group: RangeId, what: &str, stored: &[u8]) -> Result<LogId> {
     let msg: pb::LogId = decode_msg(group, &|| what.to_string(), stored)?;
     Ok(log_id_from_pb(&msg))
 }
@@ -107,7 +107,7 @@ pub fn encode_applied(state: &AppliedState) -> Vec<u8> {
 }
 
 /// Decodes and verifies a stored applied state.
-pub fn decode_applied(group: u64, stored: &[u8]) -> Result<AppliedState> {
+pub fn decode_applied(group: RangeId, stored: &[u8]) -> Result<AppliedState> {
     let what = || "applied state".to_string();
     let msg: pb::AppliedState = decode_msg(group, &what, stored)?;
     Ok(AppliedState {
@@ -118,16 +118,16 @@ pub fn decode_applied(group: u64, stored: &[u8]) -> Result<AppliedState> {
 }
 
 /// Encodes the node identity record.
-pub fn encode_node_ident(node_id: u64) -> Vec<u8> {
-    frame(&node_id.to_be_bytes())
+pub fn encode_node_ident(node_id: NodeId) -> Vec<u8> {
+    frame(&node_id.get().to_be_bytes())
 }
 
 /// Decodes and verifies the node identity record.
-pub fn decode_node_ident(stored: &[u8]) -> Result<u64> {
+pub fn decode_node_ident(stored: &[u8]) -> Result<NodeId> {
     let payload = unframe(crate::keys::NODE_GROUP, &|| "node identity".to_string(), stored)?;
     let bytes: [u8; 8] = payload.try_into().map_err(|_| Error::Corruption {
         group: crate::keys::NODE_GROUP,
         what: format!("node identity record is {} bytes, not 8", payload.len()),
     })?;
-    Ok(u64::from_be_bytes(bytes))
+    Ok(NodeId::new(u64::from_be_bytes(bytes)))
 }

@@ -5,7 +5,7 @@ use zonekv_proto::raft::v1 as pb;
 
 use super::decode_msg;
 use crate::range::{RangeDescriptor, RangeEpoch, ReplicaDesc};
-use crate::{Result, Split};
+use crate::{NodeId, RangeId, ReplicaId, Result, Split};
 
 /// Range epoch → protobuf.
 pub fn epoch_to_pb(e: &RangeEpoch) -> pb::RangeEpoch {
@@ -21,7 +21,7 @@ pub fn epoch_from_pb(e: Option<pb::RangeEpoch>) -> RangeEpoch {
 /// RangeDescriptor → protobuf.
 pub fn descriptor_to_pb(d: &RangeDescriptor) -> pb::RangeDescriptor {
     pb::RangeDescriptor {
-        range_id: d.range_id,
+        range_id: d.range_id.get(),
         start: d.start.clone(),
         end: d.end.clone(),
         epoch: Some(epoch_to_pb(&d.epoch)),
@@ -29,8 +29,8 @@ pub fn descriptor_to_pb(d: &RangeDescriptor) -> pb::RangeDescriptor {
             .replicas
             .iter()
             .map(|r| pb::ReplicaDescriptor {
-                replica_id: r.replica_id,
-                node_id: r.node_id,
+                replica_id: r.replica_id.get(),
+                node_id: r.node_id.get(),
                 learner: r.learner,
             })
             .collect(),
@@ -40,14 +40,18 @@ pub fn descriptor_to_pb(d: &RangeDescriptor) -> pb::RangeDescriptor {
 /// Protobuf → RangeDescriptor.
 pub fn descriptor_from_pb(d: pb::RangeDescriptor) -> RangeDescriptor {
     RangeDescriptor {
-        range_id: d.range_id,
+        range_id: RangeId::new(d.range_id),
         start: d.start,
         end: d.end,
         epoch: epoch_from_pb(d.epoch),
         replicas: d
             .replicas
             .into_iter()
-            .map(|r| ReplicaDesc { replica_id: r.replica_id, node_id: r.node_id, learner: r.learner })
+            .map(|r| ReplicaDesc {
+                replica_id: ReplicaId::new(r.replica_id),
+                node_id: NodeId::new(r.node_id),
+                learner: r.learner,
+            })
             .collect(),
     }
 }
@@ -57,8 +61,8 @@ pub fn split_to_pb(s: &Split) -> pb::op::Split {
     pb::op::Split {
         split_key: s.split_key.clone(),
         expected_epoch: Some(epoch_to_pb(&s.expected_epoch)),
-        new_range_id: s.new_range_id,
-        new_replica_ids: s.new_replica_ids.clone(),
+        new_range_id: s.new_range_id.get(),
+        new_replica_ids: s.new_replica_ids.iter().map(|r| r.get()).collect(),
     }
 }
 
@@ -67,8 +71,8 @@ pub fn split_from_pb(s: pb::op::Split) -> Split {
     Split {
         split_key: s.split_key,
         expected_epoch: epoch_from_pb(s.expected_epoch),
-        new_range_id: s.new_range_id,
-        new_replica_ids: s.new_replica_ids,
+        new_range_id: RangeId::new(s.new_range_id),
+        new_replica_ids: s.new_replica_ids.into_iter().map(ReplicaId::new).collect(),
     }
 }
 
@@ -78,9 +82,9 @@ pub fn encode_descriptor(d: &RangeDescriptor) -> Vec<u8> {
 }
 
 /// Decodes and verifies a stored range descriptor of `group`.
-pub fn decode_descriptor(group: u64, stored: &[u8]) -> Result<RangeDescriptor> {
+pub fn decode_descriptor(group: RangeId, stored: &[u8]) -> Result<RangeDescriptor> {
     let msg: pb::RangeDescriptor = decode_msg(group, &|| "range descriptor".to_string(), stored)?;
-    if msg.range_id != group {
+    if msg.range_id != group.get() {
         return Err(crate::Error::Corruption {
             group,
             what: format!("the range descriptor stored for range {group} describes range {}", msg.range_id),

@@ -4,7 +4,9 @@ use tonic::{Request, Response, Status};
 use zonekv_proto::admin::v1 as pb;
 use zonekv_proto::admin::v1::admin_server::Admin;
 
-use crate::admin::Role;
+use zonekv_raft::{NodeId, RangeId};
+use zonekv_store::Role;
+
 use crate::{Error, NodeHandle};
 
 pub(crate) struct AdminService {
@@ -17,7 +19,8 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::InitializeRequest>,
     ) -> Result<Response<pb::InitializeResponse>, Status> {
-        let members: Vec<_> = req.into_inner().members.into_iter().map(|m| (m.node_id, m.addr)).collect();
+        let members: Vec<_> =
+            req.into_inner().members.into_iter().map(|m| (NodeId::new(m.node_id), m.addr)).collect();
         self.node.initialize(&members).await?;
         Ok(Response::new(pb::InitializeResponse {}))
     }
@@ -27,9 +30,8 @@ impl Admin for AdminService {
         req: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::AddNodeResponse>, Status> {
         let req = req.into_inner();
-        let m =
-            req.member.ok_or_else(|| Error::InvalidArgument("add-node request without a member".into()))?;
-        self.node.add_node(m.node_id, &m.addr, req.learner_only).await?;
+        let m = req.member.ok_or_else(|| Error::Malformed("add-node request without a member".into()))?;
+        self.node.add_node(NodeId::new(m.node_id), &m.addr, req.learner_only).await?;
         Ok(Response::new(pb::AddNodeResponse {}))
     }
 
@@ -37,7 +39,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
-        self.node.remove_node(req.into_inner().node_id).await?;
+        self.node.remove_node(NodeId::new(req.into_inner().node_id)).await?;
         Ok(Response::new(pb::RemoveNodeResponse {}))
     }
 
@@ -46,7 +48,7 @@ impl Admin for AdminService {
         req: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         let req = req.into_inner();
-        self.node.transfer_leader(req.range_id, req.to_node_id).await?;
+        self.node.transfer_leader(RangeId::new(req.range_id), NodeId::new(req.to_node_id)).await?;
         Ok(Response::new(pb::TransferLeaderResponse {}))
     }
 
@@ -55,8 +57,10 @@ impl Admin for AdminService {
         req: Request<pb::MoveReplicaRequest>,
     ) -> Result<Response<pb::MoveReplicaResponse>, Status> {
         let req = req.into_inner();
-        let desc = self.node.move_replica(req.range_id, req.from_node_id, req.to_node_id).await?;
-        let voter_node_ids = desc.replicas.iter().filter(|r| !r.learner).map(|r| r.node_id).collect();
+        let (range, from, to) =
+            (RangeId::new(req.range_id), NodeId::new(req.from_node_id), NodeId::new(req.to_node_id));
+        let desc = self.node.move_replica(range, from, to).await?;
+        let voter_node_ids = desc.replicas.iter().filter(|r| !r.learner).map(|r| r.node_id.get()).collect();
         Ok(Response::new(pb::MoveReplicaResponse { voter_node_ids }))
     }
 
@@ -65,7 +69,7 @@ impl Admin for AdminService {
         req: Request<pb::DecommissionRequest>,
     ) -> Result<Response<pb::DecommissionResponse>, Status> {
         let req = req.into_inner();
-        self.node.decommission(req.node_id, req.cancel).await?;
+        self.node.decommission(NodeId::new(req.node_id), req.cancel).await?;
         Ok(Response::new(pb::DecommissionResponse {}))
     }
 
@@ -79,7 +83,7 @@ impl Admin for AdminService {
             None
         } else {
             Some(crate::placement::spec_from_pb(req.policy.ok_or_else(|| {
-                Error::InvalidArgument("a set-policy request without a policy (or `clear`)".into())
+                Error::Malformed("a set-policy request without a policy (or `clear`)".into())
             })?))
         };
         self.node.set_policy(req.start, end, policy).await?;
@@ -106,7 +110,10 @@ impl Admin for AdminService {
 
     async fn split(&self, req: Request<pb::SplitRequest>) -> Result<Response<pb::SplitResponse>, Status> {
         let (left, right) = self.node.split(req.into_inner().key).await?;
-        Ok(Response::new(pb::SplitResponse { left_range_id: left.range_id, right_range_id: right.range_id }))
+        Ok(Response::new(pb::SplitResponse {
+            left_range_id: left.range_id.get(),
+            right_range_id: right.range_id.get(),
+        }))
     }
 
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
@@ -115,12 +122,12 @@ impl Admin for AdminService {
             .ranges
             .into_iter()
             .map(|r| pb::RangeStatus {
-                range_id: r.range_id,
+                range_id: r.range_id.get(),
                 start_key: r.start,
                 end_key: r.end.unwrap_or_default(),
                 state: r.state,
                 term: r.term,
-                leader_id: r.leader.as_ref().map_or(0, |l| l.0),
+                leader_id: r.leader.as_ref().map_or(0, |l| l.0.get()),
                 leader_addr: r.leader.and_then(|l| l.1).unwrap_or_default(),
                 last_log_index: r.last_log_index,
                 committed_index: r.committed_index,
@@ -131,8 +138,8 @@ impl Admin for AdminService {
                     .members
                     .into_iter()
                     .map(|m| pb::Replica {
-                        node_id: m.node_id,
-                        replica_id: m.replica_id,
+                        node_id: m.node_id.get(),
+                        replica_id: m.replica_id.get(),
                         addr: m.addr,
                         role: match m.role {
                             Role::Voter => pb::ReplicaRole::Voter,
@@ -145,7 +152,7 @@ impl Admin for AdminService {
             })
             .collect();
         Ok(Response::new(pb::StatusResponse {
-            node_id: s.node_id,
+            node_id: s.node_id.get(),
             addr: s.addr,
             initialized: s.initialized,
             ranges,
@@ -158,7 +165,7 @@ impl Admin for AdminService {
             peers: s
                 .peers
                 .into_iter()
-                .map(|p| pb::Peer { node_id: p.node_id, locality: p.locality, live: p.live })
+                .map(|p| pb::Peer { node_id: p.node_id.get(), locality: p.locality, live: p.live })
                 .collect(),
         }))
     }

@@ -16,21 +16,25 @@ use zonekv_proto::raft::v1 as pb;
 use zonekv_proto::raft::v1::raft_frame::Body;
 use zonekv_raft::{TypeConfig, codec};
 
-use super::raft::{malformed, raft_error, replica_for};
-use crate::mux;
-use crate::node::NodeInner;
+use openraft::errors::RaftError;
+use zonekv_raft::{RangeId, ReplicaId};
+use zonekv_store::{Replica, Store};
+
+use crate::handle::Engine;
+use crate::transport::{TransportStats, batches};
+use crate::{Error, status};
 
 /// Serves one peer's batch stream; the answers end when the node stops.
 pub(super) fn serve(
-    inner: Arc<NodeInner>,
+    store: Store<Engine>,
+    stats: Arc<TransportStats>,
     incoming: Streaming<pb::RaftBatch>,
 ) -> BoxStream<'static, Result<pb::RaftBatch, Status>> {
     let (out, rx) = mpsc::unbounded_channel();
     let (refused, refusal) = oneshot::channel();
-    let stats = inner.starter.channels.stats().clone();
-    let stopped = inner.stopped();
+    let stopped = store.stopped();
     stats.streams_in.fetch_add(1, Ordering::Relaxed);
-    let demux = Demux { inner, out: Answers(out), streams: HashMap::new() };
+    let demux = Demux { store, out: Answers(out), streams: HashMap::new() };
     let serving = stats.clone();
     tokio::spawn(async move {
         demux.run(incoming, refused).await;
@@ -38,7 +42,32 @@ pub(super) fn serve(
     });
     // After the last answer: why the peer's stream was refused, if it was.
     let refusal = futures::stream::once(refusal).filter_map(|r| std::future::ready(r.ok().map(Err)));
-    Box::pin(mux::batches(rx, stats).map(Ok).chain(refusal).take_until(stopped))
+    Box::pin(batches(rx, stats).map(Ok).chain(refusal).take_until(stopped))
+}
+
+/// A peer's message that does not decode.
+pub(super) fn malformed(e: zonekv_raft::Error) -> Error {
+    Error::Malformed(e.to_string())
+}
+
+/// A range's Raft refusing a peer's message.
+pub(super) fn raft_refused<E: std::fmt::Display>(range: RangeId, e: RaftError<TypeConfig, E>) -> Error {
+    let stopped = matches!(e, RaftError::Fatal(_));
+    Error::RaftRefused { range, message: e.to_string(), stopped }
+}
+
+/// openraft stopped the range's replica while handling a peer's message.
+pub(super) fn fatal(range: RangeId, e: impl std::fmt::Display) -> Error {
+    Error::RaftRefused { range, message: e.to_string(), stopped: true }
+}
+
+/// Checks the addressing of a message and finds the replica it is for.
+pub(super) fn replica_for(
+    store: &Store<Engine>,
+    header: Option<&pb::RaftHeader>,
+) -> crate::Result<Replica<Engine>> {
+    let h = header.ok_or_else(|| Error::Malformed("raft message without a header".into()))?;
+    Ok(store.replica_for_message(RangeId::new(h.group_id), ReplicaId::new(h.to_node))?)
 }
 
 /// An open append stream: its header, which every request must repeat, and the queue its
@@ -60,19 +89,19 @@ impl Answers {
 }
 
 struct Demux {
-    inner: Arc<NodeInner>,
+    store: Store<Engine>,
     out: Answers,
     streams: HashMap<u64, AppendStream>,
 }
 
-type Answer = Result<BoxFuture<'static, Result<Body, Status>>, Status>;
+type Answer = Result<BoxFuture<'static, Result<Body, Error>>, Error>;
 
 impl Demux {
     /// Reads the peer's batches until its stream ends or this node stops; then every append
     /// stream's queue closes, which ends the stream in Raft (openraft notices a stop only when
     /// a stream's next request arrives, so without that the node's storage would stay held).
     async fn run(mut self, mut incoming: Streaming<pb::RaftBatch>, refused: oneshot::Sender<Status>) {
-        let stopped = self.inner.stopped();
+        let stopped = self.store.stopped();
         tokio::pin!(stopped);
         loop {
             let batch = tokio::select! {
@@ -111,63 +140,57 @@ impl Demux {
             Some(Body::PreVote(req)) => self.vote(req, true),
             Some(Body::AppendEntries(req)) => self.append_entries(req),
             Some(Body::TransferLeader(req)) => self.transfer_leader(req),
-            Some(_) => {
-                Err(Status::invalid_argument(format!("raft frame {id} is an answer, sent as a request")))
-            }
-            None => Err(Status::invalid_argument(format!("raft frame {id} has no body"))),
+            Some(_) => Err(Error::Malformed(format!("raft frame {id} is an answer, sent as a request"))),
+            None => Err(Error::Malformed(format!("raft frame {id} has no body"))),
         };
         match answer {
             Ok(call) => {
                 let out = self.out.clone();
                 tokio::spawn(async move {
-                    let body = call.await.unwrap_or_else(|status| mux::error_body(&status));
+                    let body = call.await.unwrap_or_else(|e| Body::Error(status::frame_error(e)));
                     out.send(id, body);
                 });
             }
-            Err(status) => self.fail(id, &status),
+            Err(e) => self.fail(id, e),
         }
     }
 
-    fn fail(&self, id: u64, status: &Status) {
-        self.out.send(id, mux::error_body(status));
+    fn fail(&self, id: u64, e: Error) {
+        self.out.send(id, Body::Error(status::frame_error(e)));
     }
 
-    /// Ends append stream `id` with `status`.
-    fn refuse(&mut self, id: u64, status: &Status) {
-        tracing::warn!(%status, "refused a raft append stream");
+    /// Ends append stream `id` with `e`.
+    fn refuse(&mut self, id: u64, e: Error) {
+        tracing::warn!(error = %e, "refused a raft append stream");
         self.streams.remove(&id);
-        self.fail(id, status);
+        self.fail(id, e);
     }
 
     fn vote(&self, req: pb::VoteRequest, pre: bool) -> Answer {
-        let r = replica_for(&self.inner, req.header.as_ref())?;
+        let r = replica_for(&self.store, req.header.as_ref())?;
         let rpc = codec::vote_request_from_pb(req).map_err(malformed)?;
         r.heard_campaign();
         Ok(Box::pin(async move {
-            let resp = if pre { r.raft.pre_vote(rpc).await } else { r.raft.vote(rpc).await };
-            let resp = resp.map_err(|e| raft_error(r.range, e))?;
+            let resp = if pre { r.raft().pre_vote(rpc).await } else { r.raft().vote(rpc).await };
+            let resp = resp.map_err(|e| raft_refused(r.range_id(), e))?;
             Ok(Body::VoteResponse(codec::vote_response_to_pb(&resp)))
         }))
     }
 
     fn append_entries(&self, req: pb::AppendEntriesRequest) -> Answer {
-        let r = replica_for(&self.inner, req.header.as_ref())?;
+        let r = replica_for(&self.store, req.header.as_ref())?;
         let rpc = codec::append_request_from_pb(req).map_err(malformed)?;
         Ok(Box::pin(async move {
-            let resp = r.raft.append_entries(rpc).await.map_err(|e| raft_error(r.range, e))?;
+            let resp = r.raft().append_entries(rpc).await.map_err(|e| raft_refused(r.range_id(), e))?;
             Ok(Body::AppendEntriesResponse(codec::append_response_to_pb(&resp)))
         }))
     }
 
     fn transfer_leader(&self, req: pb::TransferLeaderRequest) -> Answer {
-        let r = replica_for(&self.inner, req.header.as_ref())?;
+        let r = replica_for(&self.store, req.header.as_ref())?;
         let rpc = codec::transfer_request_from_pb(req).map_err(malformed)?;
         Ok(Box::pin(async move {
-            let resp = r
-                .raft
-                .handle_transfer_leader(rpc)
-                .await
-                .map_err(|f| Status::unavailable(format!("range {}: {f}", r.range)))?;
+            let resp = r.raft().handle_transfer_leader(rpc).await.map_err(|f| fatal(r.range_id(), f))?;
             Ok(Body::TransferLeaderResponse(codec::transfer_response_to_pb(&resp)))
         }))
     }
@@ -175,12 +198,12 @@ impl Demux {
     /// The first request of append stream `id`: opens it.
     fn open(&mut self, id: u64, req: pb::AppendEntriesRequest) {
         let result = if self.streams.contains_key(&id) {
-            Err(Status::invalid_argument(format!("append stream {id} opened twice")))
+            Err(Error::Malformed(format!("append stream {id} opened twice")))
         } else {
             self.open_append(id, req)
         };
-        if let Err(status) = result {
-            self.refuse(id, &status);
+        if let Err(e) = result {
+            self.refuse(id, e);
         }
     }
 
@@ -189,20 +212,20 @@ impl Demux {
     fn append(&mut self, id: u64, req: pb::AppendEntriesRequest) {
         let Some(s) = self.streams.get(&id) else { return };
         let result = if s.header != req.header {
-            Err(Status::invalid_argument(format!("append stream {id} changed its header")))
+            Err(Error::Malformed(format!("append stream {id} changed its header")))
         } else {
             codec::append_request_from_pb(req).map_err(malformed).map(|rpc| {
                 // Raft may have ended the stream already (its answer `end` is on the way).
                 let _ = s.requests.send(rpc);
             })
         };
-        if let Err(status) = result {
-            self.refuse(id, &status);
+        if let Err(e) = result {
+            self.refuse(id, e);
         }
     }
 
-    fn open_append(&mut self, id: u64, req: pb::AppendEntriesRequest) -> Result<(), Status> {
-        let r = replica_for(&self.inner, req.header.as_ref())?;
+    fn open_append(&mut self, id: u64, req: pb::AppendEntriesRequest) -> Result<(), Error> {
+        let r = replica_for(&self.store, req.header.as_ref())?;
         let header = req.header;
         let first = codec::append_request_from_pb(req).map_err(malformed)?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -211,13 +234,12 @@ impl Demux {
         let out = self.out.clone();
         tokio::spawn(async move {
             let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
-            let mut results = std::pin::pin!(r.raft.stream_append(requests));
+            let mut results = std::pin::pin!(r.raft().stream_append(requests));
             while let Some(result) = results.next().await {
                 let body = match result {
                     Ok(result) => Body::AppendResult(codec::stream_append_result_to_pb(&result)),
-                    Err(fatal) => {
-                        let status = Status::unavailable(format!("range {}: {fatal}", r.range));
-                        out.send(id, mux::error_body(&status));
+                    Err(f) => {
+                        out.send(id, Body::Error(status::frame_error(fatal(r.range_id(), f))));
                         return;
                     }
                 };

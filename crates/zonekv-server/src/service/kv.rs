@@ -9,24 +9,25 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use zonekv_proto::kv::v1 as pb;
 use zonekv_proto::kv::v1::kv_server::Kv;
-use zonekv_raft::Mutation;
+use zonekv_raft::{Mutation, RangeId};
+use zonekv_store::{ReadConsistency, Scan, Served, Store};
 
-use crate::kv::Scan;
-use crate::{Error, NodeHandle, ReadConsistency, Result};
+use crate::handle::Engine;
+use crate::{Error, Result};
 
 /// Replies sent in one stream message, at most.
 const MAX_REPLIES_PER_MESSAGE: usize = 1024;
 
 #[derive(Clone)]
 pub(crate) struct KvService {
-    pub(crate) node: NodeHandle,
+    pub(crate) store: Store<Engine>,
 }
 
 fn consistency(c: i32) -> Result<ReadConsistency> {
     match pb::ReadConsistency::try_from(c) {
         Ok(pb::ReadConsistency::Linearizable) => Ok(ReadConsistency::Linearizable),
         Ok(pb::ReadConsistency::Stale) => Ok(ReadConsistency::Stale),
-        Err(_) => Err(Error::InvalidArgument(format!("unknown read consistency {c}"))),
+        Err(_) => Err(Error::Malformed(format!("unknown read consistency {c}"))),
     }
 }
 
@@ -40,35 +41,37 @@ fn bound(b: Option<pb::Bound>) -> Bound<bytes::Bytes> {
 
 fn range_info(d: &zonekv_raft::RangeDescriptor) -> pb::RangeInfo {
     pb::RangeInfo {
-        range_id: d.range_id,
+        range_id: d.range_id.get(),
         start: d.start.clone(),
         end: d.end.clone().unwrap_or_default(),
         version: d.epoch.version,
     }
 }
 
-/// The handlers, independent of how the request arrived.
+/// The handlers, independent of how the request arrived. Each uses the range the store
+/// served the request from for the response header.
 impl KvService {
-    fn header(&self, range_id: u64, index: u64) -> Option<pb::ResponseHeader> {
-        Some(pb::ResponseHeader { node_id: self.node.id(), range_id, index })
+    fn header<T>(&self, served: &Served<T>) -> Option<pb::ResponseHeader> {
+        self.header_at(served.range, served.index)
+    }
+
+    fn header_at(&self, range: RangeId, index: u64) -> Option<pb::ResponseHeader> {
+        Some(pb::ResponseHeader { node_id: self.store.node_id().get(), range_id: range.get(), index })
     }
 
     async fn do_get(&self, req: pb::GetRequest) -> Result<pb::GetResponse> {
-        let range = self.node.range_id_of(&req.key);
-        let (value, index) = self.node.get(&req.key, consistency(req.consistency)?).await?;
-        Ok(pb::GetResponse { header: self.header(range, index), value })
+        let got = self.store.get(&req.key, consistency(req.consistency)?).await?;
+        Ok(pb::GetResponse { header: self.header(&got), value: got.value })
     }
 
     async fn do_put(&self, req: pb::PutRequest) -> Result<pb::PutResponse> {
-        let range = self.node.range_id_of(&req.key);
-        let index = self.node.put(req.key, req.value).await?;
-        Ok(pb::PutResponse { header: self.header(range, index) })
+        let put = self.store.put(req.key, req.value).await?;
+        Ok(pb::PutResponse { header: self.header(&put) })
     }
 
     async fn do_delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse> {
-        let range = self.node.range_id_of(&req.key);
-        let (existed, index) = self.node.delete(req.key).await?;
-        Ok(pb::DeleteResponse { header: self.header(range, index), existed })
+        let deleted = self.store.delete(req.key).await?;
+        Ok(pb::DeleteResponse { header: self.header(&deleted), existed: deleted.value })
     }
 
     async fn do_scan(&self, req: pb::ScanRequest) -> Result<pb::ScanResponse> {
@@ -80,9 +83,9 @@ impl KvService {
             keys_only: req.keys_only,
             consistency: consistency(req.consistency)?,
         };
-        let page = self.node.scan(&scan).await?;
+        let page = self.store.scan(&scan).await?;
         Ok(pb::ScanResponse {
-            header: self.header(page.range.range_id, page.index),
+            header: self.header_at(page.range.range_id, page.index),
             kvs: page.pairs.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
             more: page.more,
             range: Some(range_info(&page.range)),
@@ -90,12 +93,11 @@ impl KvService {
     }
 
     async fn do_cas(&self, req: pb::CompareAndSwapRequest) -> Result<pb::CompareAndSwapResponse> {
-        let range = self.node.range_id_of(&req.key);
-        let out = self.node.compare_and_swap(req.key, req.expected, req.new_value).await?;
+        let cas = self.store.compare_and_swap(req.key, req.expected, req.new_value).await?;
         Ok(pb::CompareAndSwapResponse {
-            header: self.header(range, out.index),
-            succeeded: out.succeeded,
-            current: out.current,
+            header: self.header(&cas),
+            succeeded: cas.value.succeeded,
+            current: cas.value.current,
         })
     }
 
@@ -105,12 +107,11 @@ impl KvService {
             mutations.push(match m.op {
                 Some(pb::mutation::Op::Put(p)) => Mutation::Put { key: p.key, value: p.value },
                 Some(pb::mutation::Op::Delete(d)) => Mutation::Delete { key: d.key },
-                None => return Err(Error::InvalidArgument(format!("mutation {i} has no operation"))),
+                None => return Err(Error::Malformed(format!("mutation {i} has no operation"))),
             });
         }
-        let range = mutations.first().map_or(0, |m| self.node.range_id_of(m.key()));
-        let index = self.node.batch(mutations).await?;
-        Ok(pb::BatchResponse { header: self.header(range, index) })
+        let written = self.store.batch(mutations).await?;
+        Ok(pb::BatchResponse { header: self.header(&written) })
     }
 
     /// Runs one call of a stream; errors become in-band replies.
@@ -124,7 +125,7 @@ impl KvService {
             Some(Q::Scan(r)) => self.do_scan(r).await.map(A::Scan),
             Some(Q::Cas(r)) => self.do_cas(r).await.map(A::Cas),
             Some(Q::Batch(r)) => self.do_batch(r).await.map(A::Batch),
-            None => Err(Error::InvalidArgument(format!("call {} has no request", call.id))),
+            None => Err(Error::Malformed(format!("call {} has no request", call.id))),
         };
         pb::Reply { id: call.id, response: Some(response.unwrap_or_else(|e| A::Error(e.into()))) }
     }
@@ -164,11 +165,11 @@ impl Kv for KvService {
         req: Request<pb::LookupRangeRequest>,
     ) -> Result<Response<pb::LookupRangeResponse>, Status> {
         let req = req.into_inner();
-        let (desc, leader, addrs) = self.node.lookup_range(&req.key, req.before)?;
+        let found = self.store.lookup_range(&req.key, req.before).map_err(Error::from)?;
         Ok(Response::new(pb::LookupRangeResponse {
-            range: Some(range_info(&desc)),
-            leader_addr: leader.unwrap_or_default(),
-            replica_addrs: addrs,
+            range: Some(range_info(&found.desc)),
+            leader_addr: found.leader_addr.unwrap_or_default(),
+            replica_addrs: found.replica_addrs,
         }))
     }
 
@@ -181,7 +182,7 @@ impl Kv for KvService {
         &self,
         req: Request<Streaming<pb::StreamRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let stopped = futures::FutureExt::shared(self.node.inner.stopped());
+        let stopped = futures::FutureExt::shared(self.store.stopped());
         let mut incoming = req.into_inner().take_until(stopped.clone());
         let (tx, rx) = mpsc::unbounded_channel::<pb::Reply>();
         let service = self.clone();

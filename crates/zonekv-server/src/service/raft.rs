@@ -1,65 +1,93 @@
-//! `zonekv.raft.v1.RaftTransport`: the receiving side of the Raft network.
+//! `zonekv.raft.v1.RaftTransport`: the receiving side of the Raft network (batch streams in
+//! `batch.rs`, snapshots here) and of the control plane's calls between nodes (meta
+//! proposals, replica creation, placement steps, membership questions, liveness pings).
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use openraft::errors::RaftError;
 use tonic::{Request, Response, Status, Streaming};
+use zonekv_control::{Liveness, MetaClient, Placer};
 use zonekv_proto::raft::v1 as pb;
 use zonekv_proto::raft::v1::raft_transport_server::RaftTransport;
-use zonekv_raft::{TypeConfig, codec};
+use zonekv_raft::{RangeId, ReplicaId, codec};
+use zonekv_store::Store;
 
-use crate::Error;
-use crate::node::NodeInner;
-use crate::replica::Replica;
+use super::batch::{fatal, malformed, replica_for};
+use crate::handle::Engine;
+use crate::transport::{RateLimiter, TransportStats};
+use crate::{Error, Result, wire};
 
+/// What the internal service serves from: the replicas, the control plane's meta client,
+/// placer and liveness table, the node's snapshot receive limit and transport counters.
+#[derive(Clone)]
 pub(crate) struct RaftService {
-    pub(crate) inner: Arc<NodeInner>,
-}
-
-pub(super) fn malformed(e: zonekv_raft::Error) -> Status {
-    Status::invalid_argument(e.to_string())
-}
-
-pub(super) fn raft_error<E: std::fmt::Display>(range: u64, e: RaftError<TypeConfig, E>) -> Status {
-    let stopped = matches!(e, RaftError::Fatal(_));
-    let msg = format!("range {range}: {e}");
-    if stopped { Status::unavailable(msg) } else { Status::failed_precondition(msg) }
+    pub(crate) store: Store<Engine>,
+    pub(crate) meta: MetaClient<Engine>,
+    pub(crate) placer: Placer<Engine>,
+    pub(crate) liveness: Arc<Liveness>,
+    pub(crate) snapshot_recv: Arc<RateLimiter>,
+    pub(crate) stats: Arc<TransportStats>,
 }
 
 impl RaftService {
     /// Runs a handler body, cut short with `Unavailable` when the node starts shutting down:
     /// a handler waiting on a stopped Raft group must not keep the server from draining.
-    async fn until_stopped<T>(&self, body: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    async fn until_stopped<T>(&self, body: impl Future<Output = Result<T>>) -> Result<T, Status> {
         tokio::select! {
             biased;
-            () = self.inner.stopped() => Err(Status::unavailable("the node is shutting down")),
-            r = body => r,
+            () = self.store.stopped() => Err(Error::ShuttingDown.into()),
+            r = body => r.map_err(Status::from),
         }
     }
-}
 
-/// Checks the addressing of a message and finds the replica it is for.
-pub(super) fn replica_for(inner: &NodeInner, header: Option<&pb::RaftHeader>) -> Result<Replica, Status> {
-    let h = header.ok_or_else(|| Status::invalid_argument("raft message without a header"))?;
-    let me = inner.config.node_id;
-    let range = inner.range(h.group_id)?;
-    let r = &range.replica;
-    if h.to_node != r.node_id {
-        return Err(Error::FailedPrecondition(format!(
-            "raft message for replica {} of range {} reached node {me}, whose replica is {}: \
-             check the addresses in the membership",
-            h.to_node, h.group_id, r.node_id
-        ))
-        .into());
+    async fn receive_snapshot(
+        &self,
+        mut stream: Streaming<pb::SnapshotChunk>,
+    ) -> Result<pb::SnapshotResponse> {
+        let status = |s: Status| Error::Malformed(format!("snapshot stream: {}", s.message()));
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Error::Malformed("empty snapshot stream".into()))?
+            .map_err(status)?;
+        let r = replica_for(&self.store, first.header.as_ref())?;
+        let vote = first
+            .vote
+            .as_ref()
+            .map(codec::vote_from_pb)
+            .ok_or_else(|| Error::Malformed("snapshot without a vote".into()))?;
+        let meta = codec::snapshot_meta_from_pb(first.meta.clone().unwrap_or_default()).map_err(malformed)?;
+        let mut data = Vec::new();
+        let mut chunk = Some(first);
+        let mut n = 0usize;
+        while let Some(c) = chunk {
+            if crc32fast::hash(&c.data) != c.crc32 {
+                return Err(Error::SnapshotDamaged(format!("snapshot chunk {n} failed its CRC32 check")));
+            }
+            data.extend_from_slice(&c.data);
+            n += 1;
+            // Reading the next chunk waits for this one's share of the node's receive rate;
+            // HTTP/2 flow control holds the sender meanwhile.
+            self.snapshot_recv.acquire(c.data.len()).await;
+            chunk = stream.next().await.transpose().map_err(status)?;
+        }
+        tracing::info!(range = %r.range_id(), bytes = data.len(), chunks = n, "received snapshot");
+        let snapshot = openraft::Snapshot { meta, snapshot: data };
+        let resp =
+            r.raft().install_full_snapshot(vote, snapshot).await.map_err(|f| fatal(r.range_id(), f))?;
+        Ok(pb::SnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) })
     }
-    // Stopped (node shutdown, or a fatal storage error): the sender sees it as unreachable,
-    // and openraft is not asked to queue a message it would only log as undeliverable.
-    if let Some(stopped) = r.stopped() {
-        return Err(Status::unavailable(stopped.to_string()));
+
+    async fn is_member_now(&self, req: pb::IsMemberRequest) -> Result<pb::IsMemberResponse> {
+        let r = self.store.replica(RangeId::new(req.range_id))?;
+        // A leader cut off from its range may not know a learner its successor added: only a
+        // leader that confirms its leadership with a quorum answers.
+        r.confirm_leadership().await?;
+        let replica = ReplicaId::new(req.replica_id);
+        let member = r.with_metrics(|m| m.membership_config.membership().get_node(&replica).is_some());
+        Ok(pb::IsMemberResponse { member })
     }
-    Ok(r.clone())
 }
 
 #[tonic::async_trait]
@@ -70,58 +98,24 @@ impl RaftTransport for RaftService {
         &self,
         req: Request<Streaming<pb::RaftBatch>>,
     ) -> Result<Response<Self::BatchStream>, Status> {
-        Ok(Response::new(super::batch::serve(self.inner.clone(), req.into_inner())))
+        Ok(Response::new(super::batch::serve(self.store.clone(), self.stats.clone(), req.into_inner())))
     }
 
     async fn install_snapshot(
         &self,
         req: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
-        self.until_stopped(async {
-            let mut stream = req.into_inner();
-            let first =
-                stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-            let r = replica_for(&self.inner, first.header.as_ref())?;
-            let vote = first
-                .vote
-                .as_ref()
-                .map(codec::vote_from_pb)
-                .ok_or_else(|| Status::invalid_argument("snapshot without a vote"))?;
-            let meta =
-                codec::snapshot_meta_from_pb(first.meta.clone().unwrap_or_default()).map_err(malformed)?;
-            let mut data = Vec::new();
-            let mut chunk = Some(first);
-            let mut n = 0usize;
-            while let Some(c) = chunk {
-                if crc32fast::hash(&c.data) != c.crc32 {
-                    return Err(Status::data_loss(format!("snapshot chunk {n} failed its CRC32 check")));
-                }
-                data.extend_from_slice(&c.data);
-                n += 1;
-                // Reading the next chunk waits for this one's share of the node's receive
-                // rate; HTTP/2 flow control holds the sender meanwhile.
-                self.inner.snapshot_recv.acquire(c.data.len()).await;
-                chunk = stream.next().await.transpose()?;
-            }
-            tracing::info!(range = r.range, bytes = data.len(), chunks = n, "received snapshot");
-            let snapshot = openraft::Snapshot { meta, snapshot: data };
-            let resp = r
-                .raft
-                .install_full_snapshot(vote, snapshot)
-                .await
-                .map_err(|f| Status::unavailable(format!("range {}: {f}", r.range)))?;
-            Ok(Response::new(pb::SnapshotResponse { vote: Some(codec::vote_to_pb(&resp.vote)) }))
-        })
-        .await
+        self.until_stopped(self.receive_snapshot(req.into_inner())).await.map(Response::new)
     }
 
     async fn propose_meta(&self, req: Request<pb::Op>) -> Result<Response<pb::ProposeMetaResponse>, Status> {
         self.until_stopped(async {
-            let op = crate::meta::meta_op(req.into_inner())?;
-            let (result, _) = self.inner.ranges.first().proposer.propose(op).await?;
-            Ok(Response::new(crate::meta::response(&result)))
+            let op = codec::op_from_pb(req.into_inner()).map_err(malformed)?;
+            let result = self.meta.propose_for_peer(op).await?;
+            Ok(wire::meta_result_to_pb(&result))
         })
         .await
+        .map(Response::new)
     }
 
     async fn create_replica(
@@ -132,45 +126,34 @@ impl RaftTransport for RaftService {
             let req = req.into_inner();
             let desc = req
                 .descriptor
-                .ok_or_else(|| Status::invalid_argument("create replica without a descriptor"))?;
-            let desc = codec::descriptor_from_pb(desc);
-            self.inner.create_replica(desc, req.replica_id).await?;
-            Ok(Response::new(pb::CreateReplicaResponse {}))
+                .ok_or_else(|| Error::Malformed("create replica without a descriptor".into()))?;
+            self.store
+                .create_replica(codec::descriptor_from_pb(desc), ReplicaId::new(req.replica_id))
+                .await?;
+            Ok(pb::CreateReplicaResponse {})
         })
         .await
+        .map(Response::new)
     }
 
     async fn place(&self, req: Request<pb::PlaceRequest>) -> Result<Response<pb::PlaceResponse>, Status> {
         self.until_stopped(async {
-            let node = crate::NodeHandle { inner: self.inner.clone() };
-            let desc = node.place(req.into_inner()).await?;
-            Ok(Response::new(pb::PlaceResponse { descriptor: Some(codec::descriptor_to_pb(&desc)) }))
+            let desc = self.placer.place(wire::place_from_pb(req.into_inner())?).await?;
+            Ok(pb::PlaceResponse { descriptor: Some(codec::descriptor_to_pb(&desc)) })
         })
         .await
+        .map(Response::new)
     }
 
     async fn is_member(
         &self,
         req: Request<pb::IsMemberRequest>,
     ) -> Result<Response<pb::IsMemberResponse>, Status> {
-        self.until_stopped(async {
-            let req = req.into_inner();
-            let range = self.inner.range(req.range_id)?;
-            let r = &range.replica;
-            // A leader cut off from its range may not know a learner its successor added:
-            // only a leader that confirms its leadership with a quorum answers.
-            r.ensure_leader()?;
-            r.raft.ensure_linearizable(openraft::ReadPolicy::ReadIndex).await.map_err(|e| {
-                Status::unavailable(format!("range {}: leadership not confirmed: {e}", req.range_id))
-            })?;
-            let member = r.metrics().membership_config.membership().get_node(&req.replica_id).is_some();
-            Ok(Response::new(pb::IsMemberResponse { member }))
-        })
-        .await
+        self.until_stopped(self.is_member_now(req.into_inner())).await.map(Response::new)
     }
 
     async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
-        self.inner.liveness.heard(req.into_inner());
+        self.liveness.heard(wire::ping_from_pb(req.into_inner()));
         Ok(Response::new(pb::PingResponse {}))
     }
 }

@@ -33,7 +33,7 @@ use clap::Parser;
 use cli::{Cli, Command, PlacementCommand, StartArgs};
 use tracing_subscriber::EnvFilter;
 use zonekv_client::AdminClient;
-use zonekv_server::{Node, NodeConfig, NodeOptions};
+use zonekv_server::{Node, NodeConfig};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -141,14 +141,27 @@ fn node_config(args: &StartArgs) -> Result<NodeConfig> {
     Ok(config)
 }
 
+/// Starts the node. In builds with the `test-hooks` feature (the workspace's test and
+/// benchmark builds, never `cargo build -p zonekv-server`), `ZONEKV_UNSAFE_ACK_BEFORE_SYNC=1`
+/// makes it acknowledge appends before they are synced: the crash tests' negative control
+/// (docs/testing.md).
+async fn start_node(config: NodeConfig) -> zonekv_server::Result<Node> {
+    #[cfg(feature = "test-hooks")]
+    {
+        let options = zonekv_server::NodeOptions {
+            unsafe_ack_before_sync: std::env::var_os("ZONEKV_UNSAFE_ACK_BEFORE_SYNC")
+                .is_some_and(|v| v == "1"),
+            ..zonekv_server::NodeOptions::default()
+        };
+        Node::start_with(config, options).await
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    Node::start(config).await
+}
+
 async fn start(args: StartArgs) -> Result<()> {
     let config = node_config(&args)?;
-    // Test hook for the crash tests' negative control (see docs/testing.md); never set it.
-    let options = NodeOptions {
-        unsafe_ack_before_sync: std::env::var_os("ZONEKV_UNSAFE_ACK_BEFORE_SYNC").is_some_and(|v| v == "1"),
-        ..NodeOptions::default()
-    };
-    let node = Node::start_with(config, options).await.context("starting the node")?;
+    let node = start_node(config).await.context("starting the node")?;
     out!("zonekv node {} serving on {}", node.id(), node.addr());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
