@@ -2,8 +2,9 @@
 //! requests from clients. Who is alive (`liveness`), which idle ranges stop their Raft timers
 //! (`quiesce`), when a range splits (`splitter`, `split`), moving replicas (`mover`) and
 //! deleting the ones moved away (`cleanup`), the cluster's membership (`membership`), what
-//! the meta range records for placement (`registry`, changed through `registrar`) and the placement driver that keeps
-//! every range where its policy wants it (`driver`, carried out by `place`).
+//! the meta range records for placement (`registry`, changed through `registrar`) and the
+//! placement driver that keeps every range where its policy wants it (`driver`, carried out
+//! by `place`).
 //!
 //! Every component works on narrow handles: the [`zonekv_store::Store`] (the node's replicas,
 //! through their methods), a [`MetaClient`] for the meta range wherever it leads, and the
@@ -29,7 +30,6 @@ mod split;
 mod splitter;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use config::{ControlConfig, PlacementConfig, SplitConfig};
 pub use driver::{View, ViewSource, What};
@@ -178,7 +178,4 @@ impl<E: Engine> ControlPlane<E> {
     pub fn views(&self) -> &ViewSource<E> {
         &self.views
     }
-
-    /// How long the node waits for a stopped loop before it gives up on it.
-    pub const LOOP_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 }
