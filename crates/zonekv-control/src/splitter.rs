@@ -33,9 +33,6 @@ impl<E: Engine> Splitter<E> {
         let mut checked: HashMap<RangeId, u64> = HashMap::new();
         while self.store.tick(interval).await {
             for range in self.store.replicas() {
-                if self.store.is_stopping() {
-                    return;
-                }
                 let (state, applied) =
                     range.with_metrics(|m| (m.state, m.last_applied.map_or(0, |id| id.index)));
                 let id = range.range_id();
@@ -57,6 +54,9 @@ impl<E: Engine> Splitter<E> {
                         continue;
                     }
                 };
+                if self.store.is_stopping() {
+                    return;
+                }
                 if let Err(e) = self.splits.split(key.clone()).await {
                     // Leadership moved, the range changed meanwhile, or the meta range is
                     // unreachable: the next check tries again if the range is still too big.

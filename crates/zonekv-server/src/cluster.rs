@@ -159,7 +159,7 @@ impl LocalCluster {
     pub async fn restart_node(&mut self, id: impl Into<NodeId>) -> Result<()> {
         let id = id.into();
         let i = slot(id).filter(|i| *i < self.nodes.len());
-        let i = i.ok_or_else(|| Error::Config(format!("no node {id} in this cluster")))?;
+        let i = i.ok_or_else(|| Error::NotFound(format!("no node {id} in this cluster")))?;
         if self.nodes[i].is_none() {
             self.nodes[i] = Some(Node::start_hooked(self.configs[i].clone(), self.hooks.clone()).await?);
         }

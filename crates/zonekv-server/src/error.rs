@@ -44,6 +44,12 @@ pub enum Error {
     /// was done.
     #[error("{0}")]
     Malformed(String),
+    /// A named thing (a node of a local cluster) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A peer's stream broke mid-call (its status as received).
+    #[error("{}", .0.message())]
+    Stream(tonic::Status),
     /// What the node (or a local cluster) waited for did not happen in time, or a client of
     /// it failed (the demo).
     #[error("{0}")]

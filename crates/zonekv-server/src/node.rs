@@ -157,10 +157,13 @@ impl Node {
         // waiting; the control plane's loops and the long-lived server streams end with them.
         self.store().shutdown().await;
         self.net().close();
-        for l in self.loops.drain(..) {
-            if tokio::time::timeout(Duration::from_secs(5), l).await.is_err() {
-                tracing::warn!(node_id = %id, "a background loop did not stop within 5 s");
-            }
+        // The loops end at their next look; one in the middle of a call (a split asking the
+        // meta range, cleanup asking a leader) is given 5 s in all, then aborted.
+        let loops = std::mem::take(&mut self.loops);
+        let aborts: Vec<_> = loops.iter().map(JoinHandle::abort_handle).collect();
+        if tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(loops)).await.is_err() {
+            tracing::warn!(node_id = %id, "background loops did not stop within 5 s; aborting them");
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
         }
         if let Some((tx, mut task)) = self.server.take() {
             let _ = tx.send(());
@@ -188,10 +191,16 @@ impl Node {
 }
 
 impl Drop for Node {
+    /// A node dropped without [`Node::shutdown`] still goes away: serving stops, the loops
+    /// end, and the replicas stop once the last handle to the store is gone. (Only a shutdown
+    /// waits for all that, and syncs what the engine buffered.)
     fn drop(&mut self) {
         if let Some((_, task)) = self.server.take() {
             task.abort();
+            self.store().begin_shutdown();
+            self.net().close();
         }
+        self.loops.drain(..).for_each(|l| l.abort());
     }
 }
 

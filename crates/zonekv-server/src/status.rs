@@ -42,6 +42,8 @@ fn code(e: &Error) -> Code {
             ControlError::Store(s) => store_code(s),
         },
         Error::ShuttingDown | Error::Unavailable(_) => Code::Unavailable,
+        Error::NotFound(_) => Code::NotFound,
+        Error::Stream(s) => s.code(),
         Error::SnapshotDamaged(_) => Code::DataLoss,
         Error::RaftRefused { stopped: true, .. } => Code::Unavailable,
         Error::RaftRefused { stopped: false, .. } => Code::FailedPrecondition,
@@ -53,7 +55,12 @@ fn code(e: &Error) -> Code {
 fn not_applied(e: &Error) -> bool {
     match e {
         Error::Store(s) | Error::Control(ControlError::Store(s)) => s.not_applied(),
-        Error::Control(_) | Error::Malformed(_) | Error::ShuttingDown | Error::Unavailable(_) => true,
+        Error::Control(_)
+        | Error::Malformed(_)
+        | Error::ShuttingDown
+        | Error::Unavailable(_)
+        | Error::NotFound(_) => true,
+        Error::Stream(_) => false,
         Error::Config(_)
         | Error::SnapshotDamaged(_)
         | Error::RaftRefused { .. }
@@ -88,7 +95,11 @@ impl From<Error> for pb::Error {
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        pb::Error::from(e).into()
+        match e {
+            // A peer's stream error goes back as it came.
+            Error::Stream(status) => status,
+            e => pb::Error::from(e).into(),
+        }
     }
 }
 

@@ -231,3 +231,36 @@ async fn uninitialized_nodes_say_so() {
     assert!(e.to_string().contains("not in the member list"), "{e}");
     node.shutdown().await;
 }
+
+/// A node dropped without `shutdown` (a host that panics, a test that forgets) still goes
+/// away: its loops and replicas end and its data directory can be opened again, with every
+/// acknowledged write in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_dropped_without_shutdown_releases_its_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().into(),
+        ..NodeConfig::default()
+    };
+    let node = zonekv_server::Node::start(config.clone()).await.unwrap();
+    node.initialize(&[(node.id(), node.addr().to_string())]).await.unwrap();
+    node.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    node.put("k", "v").await.unwrap();
+    drop(node);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let again = loop {
+        match zonekv_server::Node::start(config.clone()).await {
+            Ok(n) => break n,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "the dropped node still holds its data: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    again.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let (value, _) = again.get(b"k", zonekv_server::ReadConsistency::Linearizable).await.unwrap();
+    assert_eq!(value.as_deref(), Some(&b"v"[..]));
+    again.shutdown().await;
+}

@@ -224,13 +224,6 @@ impl<E: Engine> Replica<E> {
             .map_err(|f| Error::ReplicaStopped { range: g.range, reason: f.to_string() })
     }
 
-    /// Starts an election at once (a new range's first leader).
-    pub async fn campaign(&self) {
-        if let Err(e) = self.g().raft.trigger().elect(true).await {
-            tracing::debug!(range = %self.range_id(), error = %e, "campaigning failed");
-        }
-    }
-
     /// Stops the replica as a fatal storage error would, leaving the node and its other
     /// replicas running: fault injection for tests. Requests to it fail with `ReplicaStopped`
     /// until the store reopens.

@@ -45,12 +45,11 @@ impl RaftService {
         &self,
         mut stream: Streaming<pb::SnapshotChunk>,
     ) -> Result<pb::SnapshotResponse> {
-        let status = |s: Status| Error::Malformed(format!("snapshot stream: {}", s.message()));
         let first = stream
             .next()
             .await
             .ok_or_else(|| Error::Malformed("empty snapshot stream".into()))?
-            .map_err(status)?;
+            .map_err(Error::Stream)?;
         let r = replica_for(&self.store, first.header.as_ref())?;
         let vote = first
             .vote
@@ -70,7 +69,7 @@ impl RaftService {
             // Reading the next chunk waits for this one's share of the node's receive rate;
             // HTTP/2 flow control holds the sender meanwhile.
             self.snapshot_recv.acquire(c.data.len()).await;
-            chunk = stream.next().await.transpose().map_err(status)?;
+            chunk = stream.next().await.transpose().map_err(Error::Stream)?;
         }
         tracing::info!(range = %r.range_id(), bytes = data.len(), chunks = n, "received snapshot");
         let snapshot = openraft::Snapshot { meta, snapshot: data };

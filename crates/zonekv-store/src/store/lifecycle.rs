@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use tokio::sync::mpsc;
 use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch};
 use zonekv_raft::keys::{self, FIRST_RANGE, MetaKey, NODE_GROUP};
@@ -111,7 +112,7 @@ impl<E: Engine> Store<E> {
     pub async fn create_replica(&self, desc: RangeDescriptor, replica_id: ReplicaId) -> Result<()> {
         let me = self.node_id();
         let range = desc.range_id;
-        if range == FIRST_RANGE || replica_id.get() < FIRST_ALLOCATED_ID {
+        if range == FIRST_RANGE || range == NODE_GROUP || replica_id.get() < FIRST_ALLOCATED_ID {
             return Err(Error::InvalidArgument(format!(
                 "replica {replica_id} of range {range}: only allocated replicas of ranges other than the first are created"
             )));
@@ -183,8 +184,10 @@ impl<E: Engine> Store<E> {
     /// here owns, in one synced write. The replica was moved off this node; a later move back
     /// creates a new one.
     pub async fn destroy_replica(&self, range: RangeId) -> Result<()> {
-        if range == FIRST_RANGE {
-            return Err(Error::InvalidArgument("the first range has a replica on every node".into()));
+        if range == FIRST_RANGE || range == NODE_GROUP {
+            return Err(Error::InvalidArgument(format!(
+                "range {range}: the first range has a replica on every node, and range 0 is no range"
+            )));
         }
         let Some(r) = self.inner.replicas.remove(range) else { return Ok(()) };
         r.stop().await;
@@ -239,18 +242,21 @@ fn subtract((start, end): (Vec<u8>, Vec<u8>), others: &[(Vec<u8>, Vec<u8>)]) -> 
     out
 }
 
-/// Starts the group of every range a local split creates, until the store stops.
+/// Starts the group of every range a local split creates, until the store stops or is gone.
+/// Holds the store only while starting one.
 pub(super) async fn start_split_ranges<E: Engine>(
-    store: Store<E>,
+    store: std::sync::Weak<super::Inner<E>>,
     mut rx: mpsc::UnboundedReceiver<RangeDescriptor>,
 ) {
-    let stopped = store.stopped();
+    let Some(stopped) = store.upgrade().map(|inner| Store { inner }.stopped()) else { return };
     tokio::pin!(stopped);
     loop {
         let desc = tokio::select! {
             () = &mut stopped => return,
             d = rx.recv() => match d { Some(d) => d, None => return },
         };
+        let Some(inner) = store.upgrade() else { return };
+        let store = Store { inner };
         if store.try_replica(desc.range_id).is_some() || store.is_stopping() {
             continue;
         }
@@ -287,13 +293,15 @@ fn campaign_for_new_range<E: Engine>(store: &Store<E>, right: &Replica<E>) {
         (false, true) => Duration::from_millis(50) + store.config().election_timeout_min / 2,
         (false, false) => return,
     };
-    let right = right.clone();
+    let raft = right.raft().clone();
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
-        if !first && right.with_metrics(|m| m.current_leader.is_some()) {
+        if !first && raft.metrics().borrow_watched().current_leader.is_some() {
             return;
         }
-        right.campaign().await;
+        if let Err(e) = raft.trigger().elect(true).await {
+            tracing::debug!(error = %e, "campaigning for a range made by a split failed");
+        }
     });
 }
 

@@ -73,7 +73,9 @@ impl<E: Engine> Store<E> {
             store.close();
             return Err(e);
         }
-        tokio::spawn(lifecycle::start_split_ranges(store.clone(), split_rx));
+        // A weak handle: a store dropped without `shutdown` still goes away (its replicas'
+        // state machines hold the other ends of the channel, so it closes then).
+        tokio::spawn(lifecycle::start_split_ranges(Arc::downgrade(&store.inner), split_rx));
         Ok(store)
     }
 
@@ -231,7 +233,7 @@ impl<E: Engine> Store<E> {
     }
 
     /// Completes once shutdown begins.
-    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + use<E> {
         let mut rx = self.inner.stopping.subscribe();
         async move {
             let _ = rx.wait_for(|stopping| *stopping).await;
@@ -245,6 +247,14 @@ impl<E: Engine> Store<E> {
             () = self.stopped() => false,
             () = tokio::time::sleep(interval) => !self.is_stopping(),
         }
+    }
+
+    /// Marks the store as stopping without waiting for anything: background loops and
+    /// long-lived streams end, no replica starts any more (the replicas themselves stop with
+    /// [`Store::shutdown`], or when the last handle goes). For a node dropped without a
+    /// shutdown.
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.send_replace(true);
     }
 
     /// Stops every replica (requests in flight fail fast) and starts no more. Idempotent. The
