@@ -76,15 +76,16 @@ idle() { # build-dir name
   echo
 }
 
-for round in $(seq 1 "$ROUNDS"); do
-  if (( round % 2 )); then order="A B"; else order="B A"; fi
-  for x in $order; do
-    if [ "$x" = A ]; then one_build "$A" A; else one_build "$B" B; fi
+# Runs `$1 DIR NAME` for both builds, $2 times, alternating which goes first (A B, B A, …).
+alternate() {
+  local what=$1 rounds=$2
+  for round in $(seq 1 "$rounds"); do
+    if (( round % 2 )); then order="A B"; else order="B A"; fi
+    for x in $order; do
+      if [ "$x" = A ]; then "$what" "$A" A; else "$what" "$B" B; fi
+    done
   done
-done
-for round in $(seq 1 "$IDLE_RUNS"); do
-  if (( round % 2 )); then order="A B"; else order="B A"; fi
-  for x in $order; do
-    if [ "$x" = A ]; then idle "$A" A; else idle "$B" B; fi
-  done
-done
+}
+
+alternate one_build "$ROUNDS"
+alternate idle "$IDLE_RUNS"

@@ -12,7 +12,7 @@ use zonekv_store::Store;
 
 use crate::driver::ViewSource;
 use crate::registry::{DECOMMISSIONING, Registry, SpanPolicy, node_key, policy_key};
-use crate::{Error, MetaClient, Result};
+use crate::{Error, Membership, MetaClient, Result};
 
 /// Reads and changes the registry: decommissioning nodes, span policies.
 pub struct Registrar<E: Engine> {
@@ -55,12 +55,7 @@ impl<E: Engine> Registrar<E> {
     /// moves its replicas away and places none there. Recorded in the meta range; any node
     /// takes the call. A node that is not a member of the cluster is `NotFound`.
     pub async fn decommission(&self, node_id: NodeId, cancel: bool) -> Result<()> {
-        let replica = zonekv_raft::ReplicaId::of_first_range(node_id);
-        let member = self
-            .store
-            .first()
-            .with_metrics(|m| m.membership_config.membership().get_node(&replica).is_some());
-        if !member {
+        if Membership::new(self.store.clone()).address_of(node_id).is_none() {
             return Err(Error::NotFound(format!("node {node_id} is not a member of the cluster")));
         }
         if !cancel {

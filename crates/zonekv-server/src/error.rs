@@ -80,13 +80,3 @@ impl From<ControlError> for Error {
         }
     }
 }
-
-impl Error {
-    /// The store error this is, if it is one (not leader, range key mismatch, …).
-    pub fn as_store(&self) -> Option<&StoreError> {
-        match self {
-            Error::Store(e) => Some(e),
-            _ => None,
-        }
-    }
-}

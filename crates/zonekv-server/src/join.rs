@@ -27,13 +27,10 @@ pub(crate) async fn join(node: &NodeHandle, addr: &str) -> Result<()> {
     // first range when the log was purged). openraft takes a learner as caught up while it is
     // within `replication_lag_threshold` entries, so the add can return before anything
     // arrived here: wait for the membership itself, then for a known leader.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !node.store().has_members() {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(fail("added, but no membership arrived within 10 s".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    node.store()
+        .wait_for_members(Duration::from_secs(10))
+        .await
+        .map_err(|e| fail(format!("added, but {e}")))?;
     node.wait_for_leader(Duration::from_secs(10)).await.map_err(|e| fail(e.to_string()))?;
     tracing::info!(node_id = %node.id(), "joined cluster");
     Ok(())

@@ -74,7 +74,7 @@ impl Node {
 
     pub(crate) async fn start_hooked(config: NodeConfig, hooks: Hooks) -> Result<Node> {
         config.validate()?;
-        let engine = open_engine(&config)?;
+        let engine = open_engine(&config).map_err(zonekv_store::Error::from)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
@@ -205,15 +205,13 @@ impl Drop for Node {
 }
 
 /// Opens the node's RocksDB in its data directory (created if missing).
-fn open_engine(config: &NodeConfig) -> Result<RocksEngine> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| zonekv_engine::Error::Open {
-            path: config.data_dir.display().to_string(),
-            reason: e.to_string(),
-        })
-        .map_err(zonekv_store::Error::from)?;
+fn open_engine(config: &NodeConfig) -> zonekv_engine::Result<RocksEngine> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| zonekv_engine::Error::Open {
+        path: config.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let storage = &config.storage;
-    let engine = RocksEngine::open(
+    RocksEngine::open(
         &config.data_dir,
         &RocksOptions {
             block_cache_bytes: storage.block_cache_bytes,
@@ -223,6 +221,4 @@ fn open_engine(config: &NodeConfig) -> Result<RocksEngine> {
             ..RocksOptions::default()
         },
     )
-    .map_err(zonekv_store::Error::from)?;
-    Ok(engine)
 }

@@ -141,9 +141,8 @@ impl<E: Engine> Replica<E> {
         let index = self.read_barrier(consistency).await?;
         // A split applied while the read waited may have moved the key to another range, which
         // may since have taken writes this replica does not see.
-        let desc = self.descriptor();
-        if !desc.contains(key) {
-            return Err(Error::RangeKeyMismatch(Box::new(desc)));
+        if !self.with_descriptor(|d| d.contains(key)) {
+            return Err(Error::RangeKeyMismatch(Box::new(self.descriptor())));
         }
         let value = zonekv_raft::read_user_value(self.engine(), self.range_id(), key)?;
         Ok((value, index))

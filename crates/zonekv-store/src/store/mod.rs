@@ -188,17 +188,36 @@ impl<E: Engine> Store<E> {
         self.first().with_metrics(|m| m.membership_config.membership().voter_ids().next().is_some())
     }
 
-    /// Waits until the first range has a leader known to this node; returns its node.
-    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId> {
-        let first = self.first();
-        let m = first
+    /// Waits (at most `timeout`) until the first range's Raft metrics pass `done`, which
+    /// `what` describes in the error; returns them.
+    async fn wait_for_first(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&openraft::RaftMetrics<zonekv_raft::TypeConfig>) -> bool + Send,
+    ) -> Result<openraft::RaftMetrics<zonekv_raft::TypeConfig>> {
+        self.first()
             .raft()
             .wait(Some(timeout))
-            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .metrics(done, what)
             .await
-            .map_err(|e| Error::Unavailable(format!("no leader within {timeout:?}: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("not {what} within {timeout:?}: {e}")))
+    }
+
+    /// Waits until the first range has a leader known to this node; returns its node.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId> {
+        let m = self.wait_for_first(timeout, "a leader known", |m| m.current_leader.is_some()).await?;
         let leader = m.current_leader.expect("checked by the wait condition");
-        Ok(first.node_of(leader))
+        Ok(self.first().node_of(leader))
+    }
+
+    /// Waits until this node has the cluster's membership (a joining node gets it with the
+    /// leader's log or a snapshot of the first range).
+    pub async fn wait_for_members(&self, timeout: Duration) -> Result<()> {
+        let has = |m: &openraft::RaftMetrics<zonekv_raft::TypeConfig>| {
+            m.membership_config.membership().voter_ids().next().is_some()
+        };
+        self.wait_for_first(timeout, "the membership received", has).await.map(drop)
     }
 
     /// Bootstraps a cluster of this node alone (reachable at `addr`) and waits until its first
@@ -206,14 +225,10 @@ impl<E: Engine> Store<E> {
     pub async fn bootstrap_alone(&self, addr: &str) -> Result<()> {
         let me = ReplicaId::of_first_range(self.node_id());
         let members = std::collections::BTreeMap::from([(me, zonekv_raft::NodeInfo::new(addr))]);
-        self.first().initialize(members).await?;
         let first = self.first();
-        first
-            .raft()
-            .wait(Some(Duration::from_secs(10)))
-            .metrics(|m| m.current_leader == Some(me), "this node leads")
-            .await
-            .map_err(|e| Error::Unavailable(format!("a single node did not elect itself: {e}")))?;
+        first.initialize(members).await?;
+        self.wait_for_first(Duration::from_secs(10), "this node leading", |m| m.current_leader == Some(me))
+            .await?;
         // And applied its membership: the descriptor names the replica (splits plan on it).
         let named = first
             .watch_descriptor()
