@@ -5,6 +5,9 @@
 #   SECOND=1 scripts/bench-ranges.sh many "[split]\nrange-max-keys = 1500\ncheck-interval-ms = 200\n"
 # CLIENTS=N sets the benchmark clients (default 256). Needs the release binaries: cargo build --release -p zonekv-server -p zonekv-bench --bins
 set -e
+# Plaintext nodes (the zonekv-bench `zonekv=ADDR` target dials plaintext); builds from before
+# the security issue ignore the variable. TLS vs insecure: `zonekv-bench compare --targets zonekv,zonekv-insecure`.
+export ZONEKV_INSECURE=1
 NAME=$1; CONF=$2
 BIN=${CARGO_TARGET_DIR:-/var/tmp/zonekv-target}/release
 D=${WORK_DIR:-/tmp/zonekv-bench-ranges}/$NAME; rm -rf "$D"; mkdir -p "$D"

@@ -33,4 +33,19 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<raft::VoteRequest>(data);
     round_trip::<raft::SnapshotChunk>(data);
     round_trip::<raft::TransferLeaderRequest>(data);
+    // The internal RPCs between nodes' control planes, and the rest of the admin API.
+    round_trip::<raft::RaftBatch>(data);
+    round_trip::<raft::Op>(data);
+    round_trip::<raft::PingRequest>(data);
+    round_trip::<raft::CreateReplicaRequest>(data);
+    round_trip::<raft::PlaceRequest>(data);
+    round_trip::<raft::IsMemberRequest>(data);
+    round_trip::<admin::StatusRequest>(data);
+    round_trip::<admin::SplitRequest>(data);
+    round_trip::<admin::MoveReplicaRequest>(data);
+    round_trip::<admin::DecommissionRequest>(data);
+    round_trip::<admin::SetPolicyRequest>(data);
+    round_trip::<admin::ListPoliciesRequest>(data);
+    round_trip::<admin::GrantRequest>(data);
+    round_trip::<admin::ListGrantsRequest>(data);
 });

@@ -29,7 +29,12 @@ impl AdminClient {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Ok(Self { router: Arc::new(Router::new(ClientConfig::new(endpoints))?) })
+        Self::with_config(ClientConfig::new(endpoints))
+    }
+
+    /// A client with explicit settings (timeouts, TLS).
+    pub fn with_config(config: ClientConfig) -> Result<Self> {
+        Ok(Self { router: Arc::new(Router::new(config)?) })
     }
 
     pub(crate) fn from_router(router: Arc<Router>) -> Self {
@@ -157,5 +162,25 @@ impl AdminClient {
     /// The span policies set, as the node at `addr` has them, and its default policy.
     pub async fn policies(&self, addr: &str) -> Result<ListPoliciesResponse> {
         self.direct(addr, |mut c| async move { c.list_policies(pb::ListPoliciesRequest {}).await }).await
+    }
+
+    /// Grants client user `user` reads (with `read_write`, also writes) of the keys under
+    /// `prefix`; with `revoke`, removes that grant.
+    pub async fn grant(&self, user: &str, prefix: Bytes, read_write: bool, revoke: bool) -> Result<()> {
+        let req = pb::GrantRequest { user: user.to_string(), prefix, read_write, revoke };
+        self.router
+            .call(Kind::Write, None, |n| {
+                let req = req.clone();
+                async move { PbAdminClient::new(n.channel).grant(req).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Every user's grants, as the node at `addr` has them: (user, prefix, read-write).
+    pub async fn grants(&self, addr: &str) -> Result<Vec<(String, Bytes, bool)>> {
+        let resp =
+            self.direct(addr, |mut c| async move { c.list_grants(pb::ListGrantsRequest {}).await }).await?;
+        Ok(resp.grants.into_iter().map(|g| (g.user, g.prefix, g.read_write)).collect())
     }
 }

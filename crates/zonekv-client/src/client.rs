@@ -26,6 +26,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Largest response accepted, in bytes. Default: 64 MiB.
     pub max_message_bytes: usize,
+    /// The certificate to present and the CA to check nodes against (docs/security.md):
+    /// [`zonekv_tls::Tls::client`] for a user, or a node's own. Default: `None`, plaintext,
+    /// which only a node started `--insecure` (or embedded without certificates) accepts.
+    pub tls: Option<zonekv_tls::Tls>,
 }
 
 impl ClientConfig {
@@ -41,6 +45,7 @@ impl ClientConfig {
             retry_budget: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(1),
             max_message_bytes: 64 << 20,
+            tls: None,
         }
     }
 }

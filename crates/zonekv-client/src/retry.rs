@@ -215,7 +215,10 @@ impl Router {
             .map_err(|e| ClientError::Config(format!("bad address {addr:?}: {e}")))?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.config.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(zonekv_tls::Connector::new(tls.clone())),
+            None => endpoint.connect_lazy(),
+        };
         let node = NodeConn { mux: Mux::new(channel.clone(), self.config.max_message_bytes), channel };
         st.nodes.insert(addr.to_string(), node.clone());
         Ok(node)

@@ -1,7 +1,7 @@
 //! Removed replicas (docs/placement.md, "Moving a replica", step 7): a replica moved off this
 //! node stops, and its log, Raft state and data are deleted, once the range directory shows a
-//! newer membership of the range without this node (or one as new, and the range's leader
-//! confirms the replica is no member). The directory and not the replica's own
+//! membership of the range without this node (newer, or as new) and the range's leader
+//! confirms the replica is no member. The directory and not the replica's own
 //! membership decides: a removed replica may never learn the final configuration (its leader
 //! stops sending to it), and a replica still catching up may install a snapshot taken before
 //! it was added, whose membership does not name it yet.
@@ -88,7 +88,22 @@ impl<E: Engine> Cleanup<E> {
         let in_membership = r.with_metrics(|m| m.membership_config.membership().get_node(&me).is_some());
         let removed = match judge(&local, known.as_ref(), me, in_membership) {
             Verdict::Keep => false,
-            Verdict::Removed => true,
+            // The directory alone never deletes a replica: an entry can be wrong (a forged or
+            // buggy report). The range's leader confirms, asked through the voters the entry
+            // names or else those the replica itself knows.
+            Verdict::Removed => {
+                let asked = match self.leader_says_member(known.as_ref().unwrap_or(&local), me).await {
+                    Some(member) => Some(member),
+                    None => self.leader_says_member(&local, me).await,
+                };
+                match asked {
+                    Some(member) => !member,
+                    None => {
+                        tracing::warn!(range = %local.range_id, replica = %me, "the directory shows the replica removed, but no leader confirmed it");
+                        return Ok(false);
+                    }
+                }
+            }
             Verdict::AskLeader { orphan } => {
                 let since = *orphans.get(&(local.range_id, me)).unwrap_or(&Instant::now());
                 if orphan {
@@ -149,7 +164,8 @@ fn lookup<E: Engine>(
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
     Keep,
-    /// The directory knows a newer membership of the range without it.
+    /// The directory knows a newer membership of the range without it: removed, once the
+    /// range's leader confirms.
     Removed,
     /// The directory's membership is as new as the replica's own and does not name it: ask
     /// the range's leader. Either the replica applied its own removal, or it is a learner

@@ -18,6 +18,10 @@ pub enum Error {
     /// step is already running, the policy could no longer be met). Nothing was changed.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The calling node may not ask for this (it reports a range it hosts no replica of).
+    /// Nothing was changed.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A named node, range or policy does not exist.
     #[error("{0}")]
     NotFound(String),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zonekv_engine::Engine;
-use zonekv_raft::{Op, OpResult, RangeDescriptor};
+use zonekv_raft::{NodeId, Op, OpResult, RangeDescriptor};
 use zonekv_store::Store;
 
 use crate::{Error, PeerError, Peers, Result};
@@ -27,17 +27,6 @@ pub struct MetaClient<E: Engine> {
 impl<E: Engine> Clone for MetaClient<E> {
     fn clone(&self) -> Self {
         Self { store: self.store.clone(), peers: self.peers.clone(), addr: self.addr.clone() }
-    }
-}
-
-/// Whether a peer may ask this node to propose `op` to the meta range: only the ops the meta
-/// range takes from other nodes.
-pub fn check_meta_op(op: &Op) -> Result<()> {
-    match op {
-        Op::AllocateIds { .. } | Op::UpdateDirectory(_) | Op::SetPlacement { .. } => Ok(()),
-        other => Err(Error::InvalidArgument(format!(
-            "ProposeMeta takes AllocateIds, UpdateDirectory or SetPlacement, not {other:?}"
-        ))),
     }
 }
 
@@ -90,8 +79,9 @@ impl<E: Engine> MetaClient<E> {
 
     /// Proposes `op`, taken from a peer's `ProposeMeta` call, to this node's replica of the
     /// meta range (which must lead: the peer follows the not-leader answer).
-    pub async fn propose_for_peer(&self, op: Op) -> Result<OpResult> {
-        check_meta_op(&op)?;
+    /// `caller` is the asking node, from its certificate (`None` in insecure mode).
+    pub async fn propose_for_peer(&self, op: Op, caller: Option<NodeId>) -> Result<OpResult> {
+        crate::guard::check_meta_op(&self.store, &op, caller)?;
         Ok(self.store.first().propose(op).await?.0)
     }
 

@@ -67,6 +67,36 @@ impl<E: Engine> Registrar<E> {
         Ok(())
     }
 
+    /// Grants `user` reads (and with `write`, writes) of the keys under `prefix`, replacing
+    /// a grant of the same prefix; with `revoke`, removes that grant instead (`NotFound` if
+    /// there is none). Recorded in the meta range; every node enforces it.
+    pub async fn grant(&self, user: &str, prefix: Bytes, write: bool, revoke: bool) -> Result<()> {
+        // The server checks the name's shape (the TLS layer's rule for certificates).
+        if user.is_empty() || user == "root" {
+            return Err(Error::InvalidArgument(format!("{user:?} takes no grants (root may do everything)")));
+        }
+        let mut grants = crate::grants::read(self.store.engine())?.remove(user).unwrap_or_default();
+        let before = grants.len();
+        grants.retain(|g| g.prefix != prefix);
+        if revoke {
+            if grants.len() == before {
+                return Err(Error::NotFound(format!("user {user} has no grant of prefix {prefix:?}")));
+            }
+        } else {
+            grants.push(crate::grants::Grant { prefix: prefix.clone(), write });
+            grants.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+        }
+        let value = (!grants.is_empty()).then(|| crate::grants::encode(&grants));
+        self.meta.propose(Op::SetPlacement { key: crate::grants::grant_key(user), value }).await?;
+        tracing::info!(%user, ?prefix, write, revoke, "grant recorded");
+        Ok(())
+    }
+
+    /// Every user's grants, as this node's copy of the meta range has them.
+    pub fn grants(&self) -> Result<crate::grants::Grants> {
+        crate::grants::read(self.store.engine())
+    }
+
     /// Drops node `node_id`'s record (it left the cluster).
     pub(crate) async fn forget_node(&self, node_id: NodeId) -> Result<()> {
         self.meta.propose(Op::SetPlacement { key: node_key(node_id), value: None }).await.map(drop)

@@ -106,6 +106,36 @@ pub(crate) fn policy_key(start: &[u8]) -> Bytes {
     [POLICY, start].concat().into()
 }
 
+/// Whether `key` and `value` form a placement record this module writes: a node's record
+/// (8-byte node id; `decommissioning` or cleared) or a span policy (an end after the start and
+/// a valid policy, or cleared). The meta range's leader checks records another node asks it
+/// to write, so that no caller can store one the registry cannot read.
+pub(crate) fn check_record(key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    let bad = |why: String| Err(Error::InvalidArgument(format!("placement record {key:?}: {why}")));
+    if let Some(id) = key.strip_prefix(NODE) {
+        if id.len() != 8 {
+            return bad(format!("a node id is 8 bytes, not {}", id.len()));
+        }
+        return match value {
+            None => Ok(()),
+            Some(v) if v == DECOMMISSIONING => Ok(()),
+            Some(v) => bad(format!("a node's record is {DECOMMISSIONING:?} or nothing, not {v:?}")),
+        };
+    }
+    if let Some(start) = key.strip_prefix(POLICY) {
+        let Some(value) = value else { return Ok(()) };
+        let p = SpanPolicy::decode(start, value).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if p.end.as_ref().is_some_and(|e| e[..] <= p.start[..]) {
+            return bad("the span's end is not after its start".into());
+        }
+        return p.policy.to_policy().map(drop).map_err(|e| Error::InvalidArgument(e.to_string()));
+    }
+    if key.starts_with(crate::grants::GRANT) {
+        return value.map_or(Ok(()), crate::grants::check);
+    }
+    bad("not a node, policy or grant record".into())
+}
+
 impl Registry {
     /// The registry as this node's replica of the meta range has it.
     pub fn read<E: Engine>(engine: &E) -> Result<Registry> {

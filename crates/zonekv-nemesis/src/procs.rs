@@ -78,6 +78,9 @@ fn spawn(bin: &Path, dir: &Path, logs: &Path, id: u64, addr: &str, unsafe_ack: b
         .arg(dir.join("node.toml"))
         .arg("--data-dir")
         .arg(dir.join(format!("node-{id}")))
+        // TLS, as `zonekv start` runs by default: the certificates `start` created.
+        .arg("--certs-dir")
+        .arg(zonekv_tls::local_node_dir(&dir.join("certs"), id))
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
@@ -111,6 +114,13 @@ impl Processes {
         std::fs::create_dir_all(&logs).map_err(|e| Error::Client(format!("{}: {e}", logs.display())))?;
         std::fs::write(dir.path().join("node.toml"), NODE_CONFIG)
             .map_err(|e| Error::Client(e.to_string()))?;
+        zonekv_tls::local_pki(&dir.path().join("certs"), n)
+            .map_err(|e| Error::Client(format!("certificates: {e}")))?;
+        let tls = zonekv_tls::Tls::client(
+            zonekv_tls::CertsDir::new(dir.path().join("certs")),
+            zonekv_tls::ROOT_USER,
+        )
+        .map_err(|e| Error::Client(format!("certificates: {e}")))?;
         let mut nodes = Vec::new();
         for id in 1..=n {
             let addr = format!("127.0.0.1:{}", free_port()?);
@@ -119,9 +129,12 @@ impl Processes {
         }
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
         let members: Vec<(u64, String)> = nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
-        let admin = AdminClient::new(addrs.clone()).map_err(|e| Error::Client(e.to_string()))?;
+        let mut admin_config = ClientConfig::new(addrs.clone());
+        admin_config.tls = Some(tls.clone());
+        let admin = AdminClient::with_config(admin_config).map_err(|e| Error::Client(e.to_string()))?;
         admin.initialize(&addrs[0], &members).await.map_err(|e| Error::Client(format!("init: {e}")))?;
         let mut config = ClientConfig::new(addrs);
+        config.tls = Some(tls);
         config.request_timeout = Duration::from_secs(2);
         config.retry_budget = Duration::from_secs(3);
         let client = Client::with_config(config).map_err(|e| Error::Client(e.to_string()))?;

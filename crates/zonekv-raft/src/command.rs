@@ -193,6 +193,13 @@ pub enum OpResult {
         /// The range's descriptor.
         current: Box<RangeDescriptor>,
     },
+    /// The op was committed but refused at apply, deterministically (the same on every
+    /// replica), and wrote nothing: for example an id allocation that would overflow. The
+    /// op's result, never a reason to stop the replica.
+    Refused {
+        /// Why, for the error message.
+        reason: String,
+    },
 }
 
 /// The results of a [`Command`], one per op in order. Empty for blank and membership entries.

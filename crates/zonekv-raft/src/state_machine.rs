@@ -208,10 +208,18 @@ impl<E: Engine> StateMachine<E> {
                     OpResult::NotMetaRange
                 }
                 Op::AllocateIds { count } => {
-                    OpResult::Ids { first: meta::allocator::allocate(engine, group, pending, *count)? }
+                    match meta::allocator::allocate(engine, group, pending, *count) {
+                        Ok(first) => OpResult::Ids { first },
+                        // Deterministic: every replica refuses the same op the same way.
+                        Err(Error::Malformed(reason)) => OpResult::Refused { reason },
+                        Err(e) => return Err(e),
+                    }
                 }
-                Op::UpdateDirectory(descs) => OpResult::DirectoryUpdated {
-                    written: meta::directory::update(engine, group, pending, descs)?,
+                Op::UpdateDirectory(descs) => match meta::directory::check(descs) {
+                    Err(reason) => OpResult::Refused { reason },
+                    Ok(()) => OpResult::DirectoryUpdated {
+                        written: meta::directory::update(engine, group, pending, descs)?,
+                    },
                 },
                 Op::SetPlacement { key, value } => {
                     meta::placement::set(pending, key, value.as_ref());

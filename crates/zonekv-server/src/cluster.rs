@@ -82,6 +82,9 @@ impl LocalCluster {
                 (Some(t), p)
             }
         };
+        if let Some(root) = &template.certs_dir {
+            zonekv_tls::local_pki(root, size as u64)?;
+        }
         let mut nodes = Vec::new();
         let mut configs = Vec::new();
         for id in 1..=size as u64 {
@@ -91,6 +94,7 @@ impl LocalCluster {
                 data_dir: node_dir(&base, id),
                 join: None,
                 locality: localities[id as usize - 1].clone(),
+                certs_dir: template.certs_dir.as_ref().map(|root| zonekv_tls::local_node_dir(root, id)),
                 ..template.clone()
             };
             let node = Node::start_hooked(config.clone(), hooks.clone()).await?;
@@ -105,6 +109,16 @@ impl LocalCluster {
             first.initialize(&cluster.members()).await?;
         }
         Ok(cluster)
+    }
+
+    /// The TLS configuration of client user `root` of a cluster started with a
+    /// `certs_dir` (see [`LocalCluster::start_with`]); `None` for an insecure cluster.
+    pub fn client_tls(&self) -> Result<Option<zonekv_tls::Tls>> {
+        let Some(root) = self.configs.first().and_then(|c| c.certs_dir.as_ref()).and_then(|d| d.parent())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(zonekv_tls::Tls::client(zonekv_tls::CertsDir::new(root), zonekv_tls::ROOT_USER)?))
     }
 
     /// (id, address) of every node, running or not.

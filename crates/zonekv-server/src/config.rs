@@ -30,6 +30,12 @@ pub struct NodeConfig {
     /// Address of any member of an existing cluster to join at startup, if this node does not
     /// belong to a cluster yet. Default: none (wait for `zonekv init`).
     pub join: Option<String>,
+    /// Directory of the node's certificates (docs/security.md): `ca.crt`, `node.crt` and
+    /// `node.key`. With it, every connection to and from the node is mutual TLS 1.3 and every
+    /// call is authorized by its certificate. Default: none — plaintext with no
+    /// authentication, meant for an embedded node on loopback; `zonekv start` refuses to run
+    /// so unless given `--insecure`.
+    pub certs_dir: Option<PathBuf>,
     /// Where this node runs: `key=value` tiers, most global first, e.g.
     /// `region=eu-west,zone=eu-west-1a` (letters, digits, `.`, `_`, `-`; keys unique). Placement
     /// spreads replicas by it (docs/placement.md); `zone` and `region` are the tiers survival
@@ -72,6 +78,12 @@ pub struct RaftConfig {
     /// its ranges (catching up a follower must not starve the writes); 0 means unlimited.
     /// Default: 67108864 (64 MiB/s: a full-size range in about a second).
     pub snapshot_max_bytes_per_sec: u64,
+    /// Largest snapshot this node accepts from a peer, in bytes: a snapshot is held in memory
+    /// while it is installed, and at most two are received at once, so this bounds what
+    /// snapshots can take (a peer sending more is refused with RESOURCE_EXHAUSTED). Must
+    /// exceed the largest range (`split.range-max-bytes` plus what arrives before a split).
+    /// Default: 1073741824 (1 GiB).
+    pub max_snapshot_bytes: u64,
     /// Most client writes batched into one log entry. Default: 1024.
     pub max_ops_per_entry: usize,
     /// A batch stops growing once its keys and values reach this size, in bytes. Default:
@@ -122,6 +134,7 @@ impl Default for NodeConfig {
             advertise_addr: None,
             data_dir: PathBuf::from("zonekv-data"),
             join: None,
+            certs_dir: None,
             locality: String::new(),
             raft: RaftConfig::default(),
             limits: Limits::default(),
@@ -143,6 +156,7 @@ impl Default for RaftConfig {
             max_entries_per_append: 64,
             snapshot_timeout_ms: 60_000,
             snapshot_max_bytes_per_sec: 64 << 20,
+            max_snapshot_bytes: 1 << 30,
             max_ops_per_entry: 1024,
             max_bytes_per_entry: 1 << 20,
             max_proposals_in_flight: 2,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use zonekv_client::{Client, ClientError, ReadConsistency, ScanOptions};
+use zonekv_client::{Client, ClientConfig, ClientError, ReadConsistency, ScanOptions};
 
 use crate::{Error, LocalCluster, Result};
 
@@ -38,15 +38,35 @@ fn client_error(e: ClientError) -> Error {
 /// Runs the demo, printing each step. Data goes under `data_dir`, or a temporary directory.
 pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
     let started = Instant::now();
-    step(1, "starting a 3-node cluster in this process on loopback ports");
-    let mut cluster = LocalCluster::start(3, data_dir).await?;
+    // Secure by default, as `zonekv start` is: a CA, a certificate per node and one for the
+    // client user root, created for this run.
+    let certs_temp = tempfile::Builder::new()
+        .prefix("zonekv-demo-certs-")
+        .tempdir()
+        .map_err(|e| Error::Config(format!("temporary directory: {e}")))?;
+    let certs = data_dir.map_or_else(|| certs_temp.path().to_path_buf(), |d| d.join("certs"));
+    step(
+        1,
+        format!(
+            "starting a 3-node cluster in this process on loopback ports, mutual TLS on every connection (certificates in {})",
+            certs.display()
+        ),
+    );
+    let template = crate::NodeConfig { certs_dir: Some(certs), ..crate::NodeConfig::default() };
+    let mut cluster = LocalCluster::start_with(3, data_dir, template).await?;
+    let tls = cluster.client_tls()?;
+    let connect = |addrs: Vec<String>| {
+        let mut config = ClientConfig::new(addrs);
+        config.tls = tls.clone();
+        Client::with_config(config).map_err(client_error)
+    };
     for (id, addr) in cluster.members() {
         println!("      node {id} at {addr}");
     }
     let old_leader = cluster.wait_for_leader(Duration::from_secs(20)).await?;
     step(2, format!("cluster initialised; node {old_leader} was elected leader"));
 
-    let client = Client::new(cluster.addrs()).map_err(client_error)?;
+    let client = connect(cluster.addrs())?;
     for i in 0..100u32 {
         client.put(format!("user/{i:03}"), format!("name-{i}")).await.map_err(client_error)?;
     }
@@ -147,7 +167,7 @@ pub async fn run(data_dir: Option<&Path>) -> Result<DemoReport> {
     let last = log.acked.last().map(|(i, _)| *i).unwrap_or(0);
     let (stale, _) =
         restarted.get(format!("demo/ack/{last:06}").as_bytes(), crate::ReadConsistency::Stale).await?;
-    let stale_client = Client::new([restarted.addr().to_string()]).map_err(client_error)?;
+    let stale_client = connect(vec![restarted.addr().to_string()])?;
     let via_stale = stale_client.get_with("user/042", ReadConsistency::Stale).await.map_err(client_error)?;
     step(
         10,

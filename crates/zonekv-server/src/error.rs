@@ -44,6 +44,20 @@ pub enum Error {
     /// was done.
     #[error("{0}")]
     Malformed(String),
+    /// The caller presented no usable certificate (docs/security.md). Nothing was done.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's certificate does not allow this call, or it claims to be another node.
+    /// Nothing was done.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The certificates could not be loaded or created.
+    #[error(transparent)]
+    Tls(#[from] zonekv_tls::Error),
+    /// A request or stream exceeds what the node accepts (a snapshot past
+    /// `raft.max-snapshot-bytes`). Nothing was applied; retrying the same will fail the same.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A named thing (a node of a local cluster) does not exist.
     #[error("{0}")]
     NotFound(String),

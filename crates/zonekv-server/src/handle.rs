@@ -5,8 +5,10 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use zonekv_tls::Tls;
 
 use bytes::Bytes;
 use zonekv_control::{ControlPlane, Peer, SpanPolicy};
@@ -38,6 +40,8 @@ struct Inner {
     net: RaftNet,
     /// The node's limit on the snapshot bytes it receives (the send side is in `net`).
     snapshot_recv: Arc<RateLimiter>,
+    /// Its certificates, if it serves TLS.
+    tls: Option<Tls>,
 }
 
 /// What this node knows about itself.
@@ -75,8 +79,24 @@ impl NodeHandle {
         control: ControlPlane<Engine>,
         net: RaftNet,
         snapshot_recv: Arc<RateLimiter>,
+        tls: Option<Tls>,
     ) -> Self {
-        Self { inner: Arc::new(Inner { config, addr, store, control, net, snapshot_recv }) }
+        Self { inner: Arc::new(Inner { config, addr, store, control, net, snapshot_recv, tls }) }
+    }
+
+    /// The node's TLS configuration; `None` if it runs without TLS.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.inner.tls.as_ref()
+    }
+
+    /// Reads the node's certificates again (`zonekv start` does on SIGHUP): new connections,
+    /// both ways, use the new ones. On failure nothing changes and the error says why.
+    pub fn reload_certificates(&self) -> Result<()> {
+        let tls = self.tls().ok_or_else(|| {
+            crate::Error::Config("the node runs without TLS: no certificates to reload".into())
+        })?;
+        // A reload keeps the node's identity (it refuses another node's certificate).
+        Ok(tls.reload()?)
     }
 
     /// The node's replicas (the services and shutdown use them).
@@ -248,6 +268,13 @@ impl NodeHandle {
         Ok(self.inner.store.replica(range.into())?.halt().await?)
     }
 
+    /// Test hook: proposes `op` to this node's replica of the meta range (which must lead)
+    /// with no checks, as a buggy node could: how the tests commit an op that fails at apply.
+    #[cfg(feature = "test-hooks")]
+    pub async fn propose_meta_unchecked(&self, op: zonekv_raft::Op) -> Result<zonekv_raft::OpResult> {
+        Ok(self.inner.store.first().propose(op).await?.0)
+    }
+
     // Cluster membership.
 
     /// Bootstraps a new cluster of `members` (node id, address). Must be called on one of them.
@@ -293,6 +320,20 @@ impl NodeHandle {
     /// The span policies set, by start key.
     pub fn policies(&self) -> Result<Vec<SpanPolicy>> {
         Ok(self.control().registrar().policies()?)
+    }
+
+    // Authorization.
+
+    /// Grants client user `user` reads (with `write`, also writes) of the keys under
+    /// `prefix`, or with `revoke` removes that grant (docs/security.md).
+    pub async fn grant(&self, user: &str, prefix: Bytes, write: bool, revoke: bool) -> Result<()> {
+        zonekv_tls::check_user(user)?;
+        Ok(self.control().registrar().grant(user, prefix, write, revoke).await?)
+    }
+
+    /// Every user's grants, as this node's copy of the meta range has them.
+    pub fn grants(&self) -> Result<zonekv_control::grants::Grants> {
+        Ok(self.control().registrar().grants()?)
     }
 
     // Status.

@@ -14,6 +14,8 @@ pub(crate) async fn join(node: &NodeHandle, addr: &str) -> Result<()> {
     // Long enough to ride out an election in the cluster being joined.
     config.retry_budget = Duration::from_secs(30);
     config.request_timeout = Duration::from_secs(30);
+    // The node's own certificate: the cluster lets a node add only itself.
+    config.tls = node.tls().cloned();
     let admin = zonekv_client::Client::with_config(config).map_err(|e| fail(e.to_string()))?.admin();
     tracing::info!(node_id = %node.id(), join = addr, "joining cluster");
     match admin.add_node(node.id().get(), node.addr(), false).await {

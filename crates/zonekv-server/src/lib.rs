@@ -11,12 +11,14 @@
 //! adapters, the node's configuration, and the `zonekv` binary. Errors become gRPC statuses
 //! in `status.rs` only.
 
+mod auth;
 mod cluster;
 mod config;
 pub mod demo;
 mod error;
 #[cfg(feature = "test-hooks")]
 mod faults;
+mod grants;
 mod handle;
 mod hooks;
 mod join;

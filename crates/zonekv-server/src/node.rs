@@ -74,6 +74,7 @@ impl Node {
 
     pub(crate) async fn start_hooked(config: NodeConfig, hooks: Hooks) -> Result<Node> {
         config.validate()?;
+        let tls = load_tls(&config)?;
         let engine = open_engine(&config).map_err(zonekv_store::Error::from)?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -85,7 +86,8 @@ impl Node {
 
         // Wiring, bottom up: the transport the store's replicas talk through, the store, the
         // control plane on it, the gRPC services on both.
-        let pool = Pool::new(config.raft_message_limit().saturating_add(service::BATCH_OVERHEAD));
+        let pool =
+            Pool::new(config.raft_message_limit().saturating_add(service::BATCH_OVERHEAD), tls.clone());
         let net = RaftNet::new(
             config.id(),
             pool.clone(),
@@ -104,29 +106,39 @@ impl Node {
         let peers = PeerClient::new(config.id(), pool, hooks.faults);
         let control = ControlPlane::new(store.clone(), Arc::new(peers), config.control_config(&addr));
         let snapshot_recv = Arc::new(RateLimiter::new(config.raft.snapshot_max_bytes_per_sec));
-        let handle = NodeHandle::new(config, addr, store, control, net, snapshot_recv);
+        let handle = NodeHandle::new(config, addr, store, control, net, snapshot_recv, tls.clone());
         let own_store_handles = handle.store().handles();
         let loops = handle.control().spawn_loops();
 
         let (tx, rx) = oneshot::channel();
         let router = service::router(&handle);
+        let shutdown = async {
+            rx.await.ok();
+        };
         // We bind the listener ourselves (clear startup errors, port 0), so tonic's
         // `tcp_nodelay` does not apply: without TCP_NODELAY, Nagle plus delayed ACKs stall small
-        // replies for 40 ms.
-        let incoming =
-            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
-                s.and_then(|s| s.set_nodelay(true).map(|()| s))
-            });
-        let task = tokio::spawn(async move {
-            if let Err(e) = router
-                .serve_with_incoming_shutdown(incoming, async {
-                    rx.await.ok();
+        // replies for 40 ms. (The TLS listener sets it on every connection it accepts.)
+        let task = match tls {
+            Some(tls) => {
+                let incoming = zonekv_tls::incoming(tls, listener);
+                tokio::spawn(async move {
+                    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                        tracing::error!(error = %e, "gRPC server failed");
+                    }
                 })
-                .await
-            {
-                tracing::error!(error = %e, "gRPC server failed");
             }
-        });
+            None => {
+                let incoming = tokio_stream::StreamExt::map(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    |s| s.and_then(|s| s.set_nodelay(true).map(|()| s)),
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                        tracing::error!(error = %e, "gRPC server failed");
+                    }
+                })
+            }
+        };
         let mut node = Node { handle, server: Some((tx, task)), loops, own_store_handles };
         tracing::info!(node_id = %node.id(), addr = %node.addr(), bound = %bound, "node started");
 
@@ -202,6 +214,27 @@ impl Drop for Node {
         }
         self.loops.drain(..).for_each(|l| l.abort());
     }
+}
+
+/// The node's TLS configuration from `certs-dir`, if set: its certificate must be this node's.
+fn load_tls(config: &NodeConfig) -> Result<Option<zonekv_tls::Tls>> {
+    let Some(dir) = &config.certs_dir else {
+        tracing::warn!(
+            node_id = config.node_id,
+            "running WITHOUT TLS: any process that reaches this node's port can read and write every key and call every RPC"
+        );
+        return Ok(None);
+    };
+    let tls = zonekv_tls::Tls::node(zonekv_tls::CertsDir::new(dir))?;
+    if tls.identity() != zonekv_tls::Identity::Node(config.node_id) {
+        return Err(Error::Config(format!(
+            "{} is the certificate of {}, not of node {}",
+            zonekv_tls::CertsDir::new(dir).node_cert().display(),
+            tls.identity(),
+            config.node_id
+        )));
+    }
+    Ok(Some(tls))
 }
 
 /// Opens the node's RocksDB in its data directory (created if missing).

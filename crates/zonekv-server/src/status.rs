@@ -38,11 +38,16 @@ fn code(e: &Error) -> Code {
             ControlError::InvalidArgument(_) => Code::InvalidArgument,
             ControlError::FailedPrecondition(_) => Code::FailedPrecondition,
             ControlError::NotFound(_) => Code::NotFound,
+            ControlError::PermissionDenied(_) => Code::PermissionDenied,
             ControlError::Unavailable(_) => Code::Unavailable,
             ControlError::Store(s) => store_code(s),
         },
         Error::ShuttingDown | Error::Unavailable(_) => Code::Unavailable,
         Error::NotFound(_) => Code::NotFound,
+        Error::Unauthenticated(_) => Code::Unauthenticated,
+        Error::ResourceExhausted(_) => Code::ResourceExhausted,
+        Error::PermissionDenied(_) => Code::PermissionDenied,
+        Error::Tls(_) => Code::Internal,
         Error::Stream(s) => s.code(),
         Error::SnapshotDamaged(_) => Code::DataLoss,
         Error::RaftRefused { stopped: true, .. } => Code::Unavailable,
@@ -59,9 +64,13 @@ fn not_applied(e: &Error) -> bool {
         | Error::Malformed(_)
         | Error::ShuttingDown
         | Error::Unavailable(_)
+        | Error::Unauthenticated(_)
+        | Error::ResourceExhausted(_)
+        | Error::PermissionDenied(_)
         | Error::NotFound(_) => true,
         Error::Stream(_) => false,
         Error::Config(_)
+        | Error::Tls(_)
         | Error::SnapshotDamaged(_)
         | Error::RaftRefused { .. }
         | Error::Listen { .. }

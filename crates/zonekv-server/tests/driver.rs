@@ -314,15 +314,16 @@ async fn the_command_line_sets_policies_and_decommissions_or_says_why_not() {
         assert!(Instant::now() < deadline, "node 1 never heard from its peers");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The in-process cluster runs without TLS.
     let run = |args: &[&str]| {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let args: Vec<String> = ["--insecure"].iter().chain(args).map(|a| a.to_string()).collect();
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             common::cli(&args)
         })
     };
     let fail = |args: &[&str]| {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let args: Vec<String> = ["--insecure"].iter().chain(args).map(|a| a.to_string()).collect();
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             common::cli_fails(&args)

@@ -20,7 +20,7 @@ use zonekv_proto::raft::v1 as raft;
 use zonekv_proto::raft::v1::raft_frame::Body;
 use zonekv_server::{Node, NodeConfig, ReadConsistency, Scan};
 
-const METHODS: [&str; 13] = [
+const METHODS: [&str; 21] = [
     "/zonekv.kv.v1.Kv/Get",
     "/zonekv.kv.v1.Kv/Put",
     "/zonekv.kv.v1.Kv/Delete",
@@ -34,6 +34,14 @@ const METHODS: [&str; 13] = [
     "/zonekv.admin.v1.Admin/Status",
     "/zonekv.raft.v1.RaftTransport/Ping",
     RAFT_BATCH,
+    "/zonekv.raft.v1.RaftTransport/ProposeMeta",
+    "/zonekv.raft.v1.RaftTransport/CreateReplica",
+    "/zonekv.raft.v1.RaftTransport/Place",
+    "/zonekv.raft.v1.RaftTransport/IsMember",
+    "/zonekv.admin.v1.Admin/Split",
+    "/zonekv.admin.v1.Admin/ListPolicies",
+    "/zonekv.admin.v1.Admin/ListGrants",
+    "/zonekv.kv.v1.Kv/LookupRange",
 ];
 
 /// The Raft batch stream: a body is one message on it.
@@ -43,7 +51,7 @@ const RAFT_BATCH: &str = "/zonekv.raft.v1.RaftTransport/Batch";
 /// `node`'s replica of range 1, from a replica that is not a member.
 fn valid_requests(node: u64) -> Vec<(usize, Vec<u8>)> {
     let key = b"fuzz-key".to_vec().into();
-    let header = Some(raft::RaftHeader { group_id: 1, from_node: 77, to_node: node });
+    let header = Some(raft::RaftHeader { group_id: 1, from_node: 77, to_node: node, from_node_id: 77 });
     let vote = Some(raft::Vote { term: 1, node_id: 77, committed: false });
     let frame = |body| raft::RaftBatch { frames: vec![raft::RaftFrame { id: 1, body: Some(body) }] };
     let vote_request = raft::VoteRequest { header, vote, ..Default::default() };
@@ -62,6 +70,13 @@ fn valid_requests(node: u64) -> Vec<(usize, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (12, frame(Body::PreVote(vote_request)).encode_to_vec()),
+        (
+            13,
+            raft::Op { op: Some(raft::op::Op::AllocateIds(raft::op::AllocateIds { count: 1 })) }
+                .encode_to_vec(),
+        ),
+        (16, raft::IsMemberRequest { range_id: 1, replica_id: node }.encode_to_vec()),
+        (20, kv::LookupRangeRequest { key: b"seed-1".to_vec().into(), before: false }.encode_to_vec()),
         (12, frame(Body::Vote(vote_request)).encode_to_vec()),
         (
             12,

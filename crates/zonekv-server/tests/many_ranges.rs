@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Proc, cli, free_port, logs, spawn_logged, wait_serving};
-use zonekv_client::{AdminClient, Client, ClientConfig, ClientError, ScanOptions};
+use zonekv_client::{AdminClient, Client, ClientError, ScanOptions};
 
 const KEYS: u32 = 100_000;
 const WRITERS: u32 = 256;
@@ -61,8 +61,8 @@ async fn a_hundred_thousand_keys_split_into_many_ranges_and_survive_sigkill() {
     let spec: Vec<String> = procs.iter().map(|p| format!("{}={}", p.id, p.addr)).collect();
     cli(&["init", "--nodes", &spec.join(",")]);
     let addrs: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
-    let admin = AdminClient::new(addrs.clone()).unwrap();
-    let mut config = ClientConfig::new(addrs.clone());
+    let admin = common::admin(addrs.clone());
+    let mut config = common::client_config(addrs.clone());
     config.retry_budget = Duration::from_secs(30);
     let client = Client::with_config(config).unwrap();
 
@@ -143,7 +143,7 @@ async fn a_hundred_thousand_keys_split_into_many_ranges_and_survive_sigkill() {
     victim.child.kill().unwrap();
     victim.child.wait().unwrap();
     let survivors: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
-    let mut config = ClientConfig::new(survivors.clone());
+    let mut config = common::client_config(survivors.clone());
     config.retry_budget = Duration::from_secs(30);
     let client = Client::with_config(config).unwrap();
     let after = scan_all(&client).await;

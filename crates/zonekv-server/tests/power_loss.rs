@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Proc, logs, start_cluster, start_node};
-use zonekv_client::{Client, ClientConfig};
+use zonekv_client::Client;
 
 /// Writes from 16 tasks for a while, kills every node at once, restarts them, and returns
 /// (acknowledged writes, those missing afterwards).
@@ -19,7 +19,7 @@ async fn power_loss(env: &[(&str, &str)]) -> (usize, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let mut procs = start_cluster(3, dir.path(), env);
     let addrs: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
-    let mut config = ClientConfig::new(addrs.clone());
+    let mut config = common::client_config(addrs.clone());
     config.request_timeout = Duration::from_secs(2);
     config.retry_budget = Duration::from_secs(5);
     let client = Client::with_config(config.clone()).unwrap();

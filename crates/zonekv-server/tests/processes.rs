@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Proc, ZONEKV, cli, free_port, leader_of, logs, spawn, spawn_logged, wait_serving};
-use zonekv_client::{AdminClient, Client, ClientConfig, ClientError};
+use zonekv_client::{AdminClient, Client, ClientError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_writes_survive_sigkill_of_the_leader() {
@@ -24,7 +24,7 @@ async fn a_thousand_writes_survive_sigkill_of_the_leader() {
         })
         .collect();
     let members: Vec<(u64, String)> = procs.iter().map(|p| (p.id, p.addr.clone())).collect();
-    let admin = AdminClient::new(members.iter().map(|m| m.1.clone())).unwrap();
+    let admin = common::admin(members.iter().map(|m| m.1.clone()));
     let spec: Vec<String> = members.iter().map(|(id, a)| format!("{id}={a}")).collect();
     let out = cli(&["init", "--nodes", &spec.join(",")]);
     assert!(out.contains("initialized a cluster of 3 nodes"), "{out}");
@@ -36,7 +36,7 @@ async fn a_thousand_writes_survive_sigkill_of_the_leader() {
     let status = cli(&["status", "--addr", &members[1].1]);
     assert!(status.contains("range 1 [\"\", ∞): ") && status.contains("member node 3"), "{status}");
 
-    let mut config = ClientConfig::new(members.iter().map(|m| m.1.clone()));
+    let mut config = common::client_config(members.iter().map(|m| m.1.clone()).collect());
     config.request_timeout = Duration::from_secs(5);
     config.retry_budget = Duration::from_secs(30);
     let client = Client::with_config(config).unwrap();
@@ -71,7 +71,7 @@ async fn a_thousand_writes_survive_sigkill_of_the_leader() {
     assert_ne!(new_leader, killed);
 
     let leader_addr = procs.iter().find(|p| p.id == new_leader).unwrap().addr.clone();
-    let reader = Client::new([leader_addr]).unwrap();
+    let reader = common::client([leader_addr]);
     assert_eq!(reader.get("cli-key").await.unwrap().as_deref(), Some(&b"cli value"[..]));
     for (k, v) in &acked {
         let got = reader
@@ -114,6 +114,8 @@ fn a_corrupt_or_foreign_data_dir_is_refused_at_startup() {
     let out = Command::new(ZONEKV)
         .args(["start", "--node-id", "2", "--listen", &addr, "--data-dir"])
         .arg(dir.path().join("node-1"))
+        .arg("--certs-dir")
+        .arg(common::node_certs(2))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -125,6 +127,8 @@ fn a_corrupt_or_foreign_data_dir_is_refused_at_startup() {
     let out = Command::new(ZONEKV)
         .args(["start", "--node-id", "1", "--listen", &addr, "--data-dir"])
         .arg(dir.path().join("node-1"))
+        .arg("--certs-dir")
+        .arg(common::node_certs(1))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -154,8 +158,8 @@ async fn a_restarted_leader_does_not_resume_its_old_term() {
     let dir = tempfile::tempdir().unwrap();
     let mut procs = common::start_cluster(3, dir.path(), &[]);
     let addrs: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
-    let admin = AdminClient::new(addrs.clone()).unwrap();
-    let client = Client::new(addrs).unwrap();
+    let admin = common::admin(addrs.clone());
+    let client = common::client(addrs);
     client.put("k", "v").await.unwrap();
     let (leader, term) = leader_and_term(&admin, &procs).await.expect("a leader");
 
@@ -169,4 +173,67 @@ async fn a_restarted_leader_does_not_resume_its_old_term() {
     let (_, new_term) = leader_and_term(&admin, &procs).await.expect("a leader after the restart");
     assert!(new_term > term, "leader {leader} resumed term {term} after a restart\n{}", logs(dir.path()));
     assert_eq!(client.get("k").await.unwrap().as_deref(), Some(&b"after restart"[..]));
+}
+
+#[test]
+fn a_node_needs_certificates_or_an_explicit_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let start = |extra: &[&str]| {
+        Command::new(ZONEKV)
+            .args(["start", "--node-id", "1", "--listen", &addr, "--data-dir"])
+            .arg(dir.path().join("n"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Neither: refused, naming both ways out, before anything is created.
+    let out = start(&[]).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--certs-dir") && err.contains("--insecure"), "{err}");
+    assert!(!dir.path().join("n").exists(), "a refused start created the data directory");
+    // Another node's certificate: refused.
+    let certs = common::node_certs(2);
+    let out = start(&["--certs-dir", certs.to_str().unwrap()]).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node 2") && err.contains("not of node 1"), "{err}");
+    // --insecure: serves, and says so loudly.
+    let mut child = start(&["--insecure"]);
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert!(line.contains("serving on") && line.contains("INSECURE"), "{line:?}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WARNING: running INSECURE"), "{err}");
+}
+
+#[test]
+fn the_cert_commands_create_and_list_a_clusters_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(ZONEKV).args(["--certs-dir", d]).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    assert!(run(&["cert", "create-ca"]).0);
+    assert!(
+        run(&["cert", "create-node", "--node-id", "5", "--host", "127.0.0.5", "--host", "db5.example"]).0
+    );
+    assert!(run(&["cert", "create-client", "root"]).0);
+    let (ok, again) = run(&["cert", "create-ca"]);
+    assert!(!ok && again.contains("--overwrite"), "{again}");
+    let (ok, bad) = run(&["cert", "create-client", "Not A User"]);
+    assert!(!ok && bad.contains("user name"), "{bad}");
+    let (ok, list) = run(&["cert", "list"]);
+    assert!(ok, "{list}");
+    assert!(list.contains("ca.crt: CA"), "{list}");
+    assert!(list.contains("node.crt: node 5  hosts 127.0.0.5,db5.example"), "{list}");
+    assert!(list.contains("client.root.crt: user root"), "{list}");
 }

@@ -61,6 +61,8 @@ impl Proposer {
         match outcome {
             // Refused at apply: the op was routed when the range still held its key.
             Ok((OpResult::RangeKeyMismatch(desc), _)) => Err(Error::RangeKeyMismatch(desc)),
+            // Committed, refused at apply on every replica alike, nothing written.
+            Ok((OpResult::Refused { reason }, _)) => Err(Error::FailedPrecondition(reason)),
             other => other,
         }
     }

@@ -38,8 +38,12 @@ pub trait Target: Send + Sync {
 pub enum TargetSpec {
     /// A 3-node ZoneKV cluster inside the harness process, used through the embedding API.
     ZonekvEmbedded,
-    /// A 3-node cluster of `zonekv` processes over gRPC; `None` starts one.
+    /// A 3-node cluster of `zonekv` processes over gRPC, with mutual TLS; `None` starts one
+    /// (endpoints: an existing cluster started `--insecure`).
     Zonekv(Option<Vec<String>>),
+    /// The same cluster started `--insecure` (no TLS): what TLS costs, interleaved with
+    /// `zonekv` in one run.
+    ZonekvInsecure,
     /// A 3-member etcd cluster; `None` starts one.
     Etcd(Option<Vec<String>>),
     /// PostgreSQL; `None` starts a local server. Otherwise a connection string.
@@ -57,10 +61,11 @@ impl TargetSpec {
         Ok(match (name, endpoints) {
             ("zonekv-embedded", None) => TargetSpec::ZonekvEmbedded,
             ("zonekv", e) => TargetSpec::Zonekv(e.map(list)),
+            ("zonekv-insecure", None) => TargetSpec::ZonekvInsecure,
             ("etcd", e) => TargetSpec::Etcd(e.map(list)),
             ("postgres", e) => TargetSpec::Postgres(e.map(str::to_string)),
             _ => bail!(
-                "unknown target {s:?}: zonekv-embedded, zonekv[=ADDR,...], etcd[=URL,...], postgres[=CONNSTR]"
+                "unknown target {s:?}: zonekv-embedded, zonekv[=ADDR,...], zonekv-insecure, etcd[=URL,...], postgres[=CONNSTR]"
             ),
         })
     }
@@ -69,7 +74,7 @@ impl TargetSpec {
     /// comma-separated too: `zonekv=A,B,C,etcd=D,E,postgres` is three targets. A piece that does
     /// not start with a target name continues the endpoint list of the target before it.
     pub fn parse_list(s: &str) -> Result<Vec<Self>> {
-        const NAMES: [&str; 4] = ["zonekv-embedded", "zonekv", "etcd", "postgres"];
+        const NAMES: [&str; 5] = ["zonekv-embedded", "zonekv-insecure", "zonekv", "etcd", "postgres"];
         let starts_target = |p: &str| NAMES.iter().any(|n| p == *n || p.starts_with(&format!("{n}=")));
         let mut specs: Vec<String> = Vec::new();
         for piece in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -89,6 +94,7 @@ impl TargetSpec {
         match self {
             TargetSpec::ZonekvEmbedded => "zonekv-embedded",
             TargetSpec::Zonekv(_) => "zonekv",
+            TargetSpec::ZonekvInsecure => "zonekv-insecure",
             TargetSpec::Etcd(_) => "etcd",
             TargetSpec::Postgres(_) => "postgres",
         }
@@ -127,7 +133,12 @@ pub async fn start(spec: &TargetSpec, opts: &StartOptions) -> Result<Box<dyn Tar
     Ok(match spec {
         TargetSpec::ZonekvEmbedded => Box::new(zonekv::Embedded::start(dir).await?),
         TargetSpec::Zonekv(None) => Box::new(
-            zonekv::Processes::start(dir, opts.zonekv_bin.as_deref(), opts.zonekv_config.as_deref()).await?,
+            zonekv::Processes::start(dir, opts.zonekv_bin.as_deref(), opts.zonekv_config.as_deref(), false)
+                .await?,
+        ),
+        TargetSpec::ZonekvInsecure => Box::new(
+            zonekv::Processes::start(dir, opts.zonekv_bin.as_deref(), opts.zonekv_config.as_deref(), true)
+                .await?,
         ),
         TargetSpec::Zonekv(Some(eps)) => Box::new(zonekv::Processes::connect(eps.clone())),
         TargetSpec::Etcd(None) => Box::new(etcd::Etcd::start(dir).await?),

@@ -117,6 +117,8 @@ impl Target for Embedded {
 /// Three `zonekv` processes on loopback (or an existing cluster), used through the gRPC client.
 pub struct Processes {
     endpoints: Vec<String>,
+    /// Root's certificate for the clients; `None` for `--insecure` nodes.
+    tls: Option<zonekv_tls::Tls>,
     procs: Vec<Proc>,
     version: String,
     _dir: Option<WorkDir>,
@@ -124,13 +126,26 @@ pub struct Processes {
 
 impl Processes {
     /// Starts three nodes, bootstraps them and waits for a leader.
-    /// `config`: a node config file for every node (`zonekv start --config`).
-    pub async fn start(dir: WorkDir, bin: Option<&Path>, config: Option<&Path>) -> Result<Self> {
+    /// `config`: a node config file for every node (`zonekv start --config`). The nodes use
+    /// mutual TLS (certificates created in `dir`) unless `insecure`.
+    pub async fn start(
+        dir: WorkDir,
+        bin: Option<&Path>,
+        config: Option<&Path>,
+        insecure: bool,
+    ) -> Result<Self> {
         let bin = find_binary("zonekv", bin, &[], "cargo build --release -p zonekv-server")?;
         let version = Command::new(&bin)
             .arg("--version")
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
+        let certs = dir.path().join("certs");
+        let tls = if insecure {
+            None
+        } else {
+            zonekv_tls::local_pki(&certs, 3)?;
+            Some(zonekv_tls::Tls::client(zonekv_tls::CertsDir::new(&certs), zonekv_tls::ROOT_USER)?)
+        };
         let mut procs = Vec::new();
         let mut members = Vec::new();
         for id in 1..=3u64 {
@@ -139,6 +154,10 @@ impl Processes {
             cmd.args(["start", "--node-id", &id.to_string(), "--listen", &addr, "--data-dir"])
                 .arg(dir.path().join(format!("node-{id}")))
                 .env("RUST_LOG", "warn");
+            match &tls {
+                Some(_) => cmd.arg("--certs-dir").arg(zonekv_tls::local_node_dir(&certs, id)),
+                None => cmd.arg("--insecure"),
+            };
             if let Some(config) = config {
                 cmd.arg("--config").arg(config);
             }
@@ -153,9 +172,14 @@ impl Processes {
             wait_for_port(addr, &mut procs, Duration::from_secs(30)).await?;
         }
         let endpoints: Vec<String> = members.iter().map(|(_, a)| a.clone()).collect();
-        let admin = AdminClient::new(endpoints.clone())?;
+        let config = |endpoints: Vec<String>| {
+            let mut c = ClientConfig::new(endpoints);
+            c.tls = tls.clone();
+            c
+        };
+        let admin = AdminClient::with_config(config(endpoints.clone()))?;
         admin.initialize(&members[0].1, &members).await.context("initializing the zonekv cluster")?;
-        let client = Client::new(endpoints.clone())?;
+        let client = Client::with_config(config(endpoints.clone()))?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while client.get("zonekv-bench-probe").await.is_err() {
             if tokio::time::Instant::now() > deadline {
@@ -163,12 +187,13 @@ impl Processes {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(Self { endpoints, procs, version, _dir: Some(dir) })
+        let version = format!("{version} ({})", if tls.is_some() { "mutual TLS" } else { "insecure" });
+        Ok(Self { endpoints, tls, procs, version, _dir: Some(dir) })
     }
 
-    /// Uses an existing cluster.
+    /// Uses an existing cluster, one started `--insecure`.
     pub fn connect(endpoints: Vec<String>) -> Self {
-        Self { endpoints, procs: Vec::new(), version: "zonekv (external)".into(), _dir: None }
+        Self { endpoints, tls: None, procs: Vec::new(), version: "zonekv (external)".into(), _dir: None }
     }
 }
 
@@ -200,6 +225,7 @@ impl Conn for ProcessConn {
 impl Target for Processes {
     async fn connect(&self) -> Result<Arc<dyn Conn>> {
         let mut config = ClientConfig::new(self.endpoints.clone());
+        config.tls = self.tls.clone();
         config.request_timeout = Duration::from_secs(30);
         Ok(Arc::new(ProcessConn { client: Client::with_config(config)? }))
     }

@@ -17,13 +17,20 @@ use crate::{Error, RangeId, Result};
 /// collide with a node that later joins the first range under its node id.
 pub const FIRST_ALLOCATED_ID: u64 = 1 << 32;
 
-/// Allocates `count` ids; returns the first.
+/// Most ids one `Op::AllocateIds` may take (a split takes one per replica plus one).
+pub const MAX_IDS_PER_OP: u64 = 1024;
+
+/// Allocates `count` ids (1 to [`MAX_IDS_PER_OP`]); returns the first. A count out of bounds
+/// or an allocation past `u64::MAX` is `Error::Malformed` and writes nothing.
 pub(crate) fn allocate<E: Engine>(
     engine: &E,
     group: RangeId,
     pending: &mut Pending,
     count: u64,
 ) -> Result<u64> {
+    if count == 0 || count > MAX_IDS_PER_OP {
+        return Err(Error::Malformed(format!("allocating {count} ids: 1 to {MAX_IDS_PER_OP} at a time")));
+    }
     let key = system_key(&[NEXT_ID]);
     let next = match pending.get_raw(engine, group, &key)? {
         Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| Error::Corruption {

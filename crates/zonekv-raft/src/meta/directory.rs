@@ -58,6 +58,33 @@ pub fn entries<R: Reader + ?Sized>(reader: &R, group: RangeId) -> Result<Vec<Ran
         .collect()
 }
 
+/// Whether `descs` may be recorded in the directory at all: every descriptor names a range
+/// (id 0 is none), a non-empty span, at least one voter, and each replica and node once. A descriptor without voters would make every
+/// node's copy of the range look removed. Checked before proposing and again at apply (where
+/// a failure is the op's result, `OpResult::Refused`).
+pub fn check(descs: &[RangeDescriptor]) -> std::result::Result<(), String> {
+    for d in descs {
+        let what = || format!("directory entry for range {} starting at {:?}", d.range_id, d.start);
+        if d.range_id.get() == 0 {
+            return Err(format!("{}: range id 0 names no range", what()));
+        }
+        if d.end.as_ref().is_some_and(|end| *end <= d.start) {
+            return Err(format!("{}: its end {:?} is not after its start", what(), d.end));
+        }
+        if !d.replicas.iter().any(|r| !r.learner) {
+            return Err(format!("{}: it has no voter", what()));
+        }
+        let mut replicas: Vec<_> = d.replicas.iter().map(|r| r.replica_id).collect();
+        let mut nodes: Vec<_> = d.replicas.iter().map(|r| r.node_id).collect();
+        replicas.sort_unstable();
+        nodes.sort_unstable();
+        if replicas.windows(2).any(|w| w[0] == w[1]) || nodes.windows(2).any(|w| w[0] == w[1]) {
+            return Err(format!("{}: a replica or node is listed twice", what()));
+        }
+    }
+    Ok(())
+}
+
 /// Records each descriptor whose epoch is newer than the entry at its start key; returns how
 /// many were written.
 pub(crate) fn update<E: Engine>(

@@ -7,6 +7,7 @@ use zonekv_proto::admin::v1::admin_server::Admin;
 use zonekv_raft::{NodeId, RangeId};
 use zonekv_store::Role;
 
+use crate::auth::Caller;
 use crate::{Error, NodeHandle};
 
 pub(crate) struct AdminService {
@@ -29,8 +30,13 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let caller = Caller::of(&req)?;
         let req = req.into_inner();
         let m = req.member.ok_or_else(|| Error::Malformed("add-node request without a member".into()))?;
+        // A node (joining) may add only itself; root may add any.
+        if !caller.is_root() {
+            caller.speaks_for(NodeId::new(m.node_id), "an add-node request")?;
+        }
         self.node.add_node(NodeId::new(m.node_id), &m.addr, req.learner_only).await?;
         Ok(Response::new(pb::AddNodeResponse {}))
     }
@@ -168,5 +174,30 @@ impl Admin for AdminService {
                 .map(|p| pb::Peer { node_id: p.node_id.get(), locality: p.locality, live: p.live })
                 .collect(),
         }))
+    }
+
+    async fn grant(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
+        let r = req.into_inner();
+        self.node.grant(&r.user, r.prefix, r.read_write, r.revoke).await?;
+        Ok(Response::new(pb::GrantResponse {}))
+    }
+
+    async fn list_grants(
+        &self,
+        _req: Request<pb::ListGrantsRequest>,
+    ) -> Result<Response<pb::ListGrantsResponse>, Status> {
+        let grants = self
+            .node
+            .grants()?
+            .into_iter()
+            .flat_map(|(user, gs)| {
+                gs.into_iter().map(move |g| pb::list_grants_response::UserGrant {
+                    user: user.clone(),
+                    prefix: g.prefix,
+                    read_write: g.write,
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::ListGrantsResponse { grants }))
     }
 }

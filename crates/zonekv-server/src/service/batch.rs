@@ -17,9 +17,11 @@ use zonekv_proto::raft::v1::raft_frame::Body;
 use zonekv_raft::{TypeConfig, codec};
 
 use openraft::errors::RaftError;
-use zonekv_raft::{RangeId, ReplicaId};
+use zonekv_raft::keys::FIRST_RANGE;
+use zonekv_raft::{NodeId, RangeId, ReplicaId};
 use zonekv_store::{Replica, Store};
 
+use crate::auth::Caller;
 use crate::handle::Engine;
 use crate::transport::{TransportStats, batches};
 use crate::{Error, status};
@@ -29,12 +31,13 @@ pub(super) fn serve(
     store: Store<Engine>,
     stats: Arc<TransportStats>,
     incoming: Streaming<pb::RaftBatch>,
+    caller: Caller,
 ) -> BoxStream<'static, Result<pb::RaftBatch, Status>> {
     let (out, rx) = mpsc::unbounded_channel();
     let (refused, refusal) = oneshot::channel();
     let stopped = store.stopped();
     stats.streams_in.fetch_add(1, Ordering::Relaxed);
-    let demux = Demux { store, out: Answers(out), streams: HashMap::new() };
+    let demux = Demux { store, caller, out: Answers(out), streams: HashMap::new() };
     let serving = stats.clone();
     tokio::spawn(async move {
         demux.run(incoming, refused).await;
@@ -62,12 +65,31 @@ pub(super) fn fatal(range: RangeId, e: impl std::fmt::Display) -> Error {
 }
 
 /// Checks the addressing of a message and finds the replica it is for.
+/// The sender it names must be the calling node (`caller`, from its certificate).
 pub(super) fn replica_for(
     store: &Store<Engine>,
     header: Option<&pb::RaftHeader>,
+    caller: &Caller,
 ) -> crate::Result<Replica<Engine>> {
     let h = header.ok_or_else(|| Error::Malformed("raft message without a header".into()))?;
-    Ok(store.replica_for_message(RangeId::new(h.group_id), ReplicaId::new(h.to_node))?)
+    caller.speaks_for(NodeId::new(h.from_node_id), "a raft message")?;
+    let r = store.replica_for_message(RangeId::new(h.group_id), ReplicaId::new(h.to_node))?;
+    // A sending replica this replica knows must be on the caller's node. (One it does not
+    // know yet — a leader added after what this replica applied — is taken on the header's
+    // word, which the certificate bound to the caller's node.)
+    let from = ReplicaId::new(h.from_node);
+    if let Some(node) = caller.node() {
+        let host = r.with_descriptor(|d| d.replicas.iter().find(|x| x.replica_id == from).map(|x| x.node_id));
+        let host = host.or_else(|| (r.range_id() == FIRST_RANGE).then(|| NodeId::of_first_range(from)));
+        if host.is_some_and(|h| h != node) {
+            return Err(Error::PermissionDenied(format!(
+                "node {node} sent a raft message as replica {from} of range {}, which node {} hosts",
+                r.range_id(),
+                host.unwrap_or(node)
+            )));
+        }
+    }
+    Ok(r)
 }
 
 /// An open append stream: its header, which every request must repeat, and the queue its
@@ -90,6 +112,8 @@ impl Answers {
 
 struct Demux {
     store: Store<Engine>,
+    /// The node at the other end, from its certificate: every header must name it.
+    caller: Caller,
     out: Answers,
     streams: HashMap<u64, AppendStream>,
 }
@@ -167,7 +191,7 @@ impl Demux {
     }
 
     fn vote(&self, req: pb::VoteRequest, pre: bool) -> Answer {
-        let r = replica_for(&self.store, req.header.as_ref())?;
+        let r = replica_for(&self.store, req.header.as_ref(), &self.caller)?;
         let rpc = codec::vote_request_from_pb(req).map_err(malformed)?;
         r.heard_campaign();
         Ok(Box::pin(async move {
@@ -178,7 +202,7 @@ impl Demux {
     }
 
     fn append_entries(&self, req: pb::AppendEntriesRequest) -> Answer {
-        let r = replica_for(&self.store, req.header.as_ref())?;
+        let r = replica_for(&self.store, req.header.as_ref(), &self.caller)?;
         let rpc = codec::append_request_from_pb(req).map_err(malformed)?;
         Ok(Box::pin(async move {
             let resp = r.raft().append_entries(rpc).await.map_err(|e| raft_refused(r.range_id(), e))?;
@@ -187,7 +211,7 @@ impl Demux {
     }
 
     fn transfer_leader(&self, req: pb::TransferLeaderRequest) -> Answer {
-        let r = replica_for(&self.store, req.header.as_ref())?;
+        let r = replica_for(&self.store, req.header.as_ref(), &self.caller)?;
         let rpc = codec::transfer_request_from_pb(req).map_err(malformed)?;
         Ok(Box::pin(async move {
             let resp = r.raft().handle_transfer_leader(rpc).await.map_err(|f| fatal(r.range_id(), f))?;
@@ -225,7 +249,7 @@ impl Demux {
     }
 
     fn open_append(&mut self, id: u64, req: pb::AppendEntriesRequest) -> Result<(), Error> {
-        let r = replica_for(&self.store, req.header.as_ref())?;
+        let r = replica_for(&self.store, req.header.as_ref(), &self.caller)?;
         let header = req.header;
         let first = codec::append_request_from_pb(req).map_err(malformed)?;
         let (tx, rx) = mpsc::unbounded_channel();

@@ -12,15 +12,23 @@ use zonekv_proto::kv::v1::kv_server::Kv;
 use zonekv_raft::{Mutation, RangeId};
 use zonekv_store::{ReadConsistency, Scan, Served, Store};
 
+use crate::auth::Caller;
+use crate::grants::KeyAccess;
 use crate::handle::Engine;
 use crate::{Error, Result};
 
 /// Replies sent in one stream message, at most.
 const MAX_REPLIES_PER_MESSAGE: usize = 1024;
 
+/// Calls of one stream in progress at once, at most: past it the stream's next message is
+/// not read until a call finishes (HTTP/2 flow control then holds the client), so a client
+/// cannot make the node hold more than this many calls per stream.
+const MAX_CALLS_PER_STREAM: usize = 4096;
+
 #[derive(Clone)]
 pub(crate) struct KvService {
     pub(crate) store: Store<Engine>,
+    pub(crate) access: KeyAccess,
 }
 
 fn consistency(c: i32) -> Result<ReadConsistency> {
@@ -59,22 +67,25 @@ impl KvService {
         Some(pb::ResponseHeader { node_id: self.store.node_id().get(), range_id: range.get(), index })
     }
 
-    async fn do_get(&self, req: pb::GetRequest) -> Result<pb::GetResponse> {
+    async fn do_get(&self, who: &Caller, req: pb::GetRequest) -> Result<pb::GetResponse> {
+        self.access.check_key(who, &req.key, false)?;
         let got = self.store.get(&req.key, consistency(req.consistency)?).await?;
         Ok(pb::GetResponse { header: self.header(&got), value: got.value })
     }
 
-    async fn do_put(&self, req: pb::PutRequest) -> Result<pb::PutResponse> {
+    async fn do_put(&self, who: &Caller, req: pb::PutRequest) -> Result<pb::PutResponse> {
+        self.access.check_key(who, &req.key, true)?;
         let put = self.store.put(req.key, req.value).await?;
         Ok(pb::PutResponse { header: self.header(&put) })
     }
 
-    async fn do_delete(&self, req: pb::DeleteRequest) -> Result<pb::DeleteResponse> {
+    async fn do_delete(&self, who: &Caller, req: pb::DeleteRequest) -> Result<pb::DeleteResponse> {
+        self.access.check_key(who, &req.key, true)?;
         let deleted = self.store.delete(req.key).await?;
         Ok(pb::DeleteResponse { header: self.header(&deleted), existed: deleted.value })
     }
 
-    async fn do_scan(&self, req: pb::ScanRequest) -> Result<pb::ScanResponse> {
+    async fn do_scan(&self, who: &Caller, req: pb::ScanRequest) -> Result<pb::ScanResponse> {
         let scan = Scan {
             start: bound(req.start),
             end: bound(req.end),
@@ -83,6 +94,7 @@ impl KvService {
             keys_only: req.keys_only,
             consistency: consistency(req.consistency)?,
         };
+        self.access.check_span(who, &scan.start, &scan.end)?;
         let page = self.store.scan(&scan).await?;
         Ok(pb::ScanResponse {
             header: self.header_at(page.range.range_id, page.index),
@@ -92,7 +104,12 @@ impl KvService {
         })
     }
 
-    async fn do_cas(&self, req: pb::CompareAndSwapRequest) -> Result<pb::CompareAndSwapResponse> {
+    async fn do_cas(
+        &self,
+        who: &Caller,
+        req: pb::CompareAndSwapRequest,
+    ) -> Result<pb::CompareAndSwapResponse> {
+        self.access.check_key(who, &req.key, true)?;
         let cas = self.store.compare_and_swap(req.key, req.expected, req.new_value).await?;
         Ok(pb::CompareAndSwapResponse {
             header: self.header(&cas),
@@ -101,7 +118,7 @@ impl KvService {
         })
     }
 
-    async fn do_batch(&self, req: pb::BatchRequest) -> Result<pb::BatchResponse> {
+    async fn do_batch(&self, who: &Caller, req: pb::BatchRequest) -> Result<pb::BatchResponse> {
         let mut mutations = Vec::with_capacity(req.mutations.len());
         for (i, m) in req.mutations.into_iter().enumerate() {
             mutations.push(match m.op {
@@ -110,21 +127,25 @@ impl KvService {
                 None => return Err(Error::Malformed(format!("mutation {i} has no operation"))),
             });
         }
+        for m in &mutations {
+            let (Mutation::Put { key, .. } | Mutation::Delete { key }) = m;
+            self.access.check_key(who, key, true)?;
+        }
         let written = self.store.batch(mutations).await?;
         Ok(pb::BatchResponse { header: self.header(&written) })
     }
 
     /// Runs one call of a stream; errors become in-band replies.
-    async fn do_call(&self, call: pb::Call) -> pb::Reply {
+    async fn do_call(&self, who: &Caller, call: pb::Call) -> pb::Reply {
         use pb::call::Request as Q;
         use pb::reply::Response as A;
         let response = match call.request {
-            Some(Q::Get(r)) => self.do_get(r).await.map(A::Get),
-            Some(Q::Put(r)) => self.do_put(r).await.map(A::Put),
-            Some(Q::Delete(r)) => self.do_delete(r).await.map(A::Delete),
-            Some(Q::Scan(r)) => self.do_scan(r).await.map(A::Scan),
-            Some(Q::Cas(r)) => self.do_cas(r).await.map(A::Cas),
-            Some(Q::Batch(r)) => self.do_batch(r).await.map(A::Batch),
+            Some(Q::Get(r)) => self.do_get(who, r).await.map(A::Get),
+            Some(Q::Put(r)) => self.do_put(who, r).await.map(A::Put),
+            Some(Q::Delete(r)) => self.do_delete(who, r).await.map(A::Delete),
+            Some(Q::Scan(r)) => self.do_scan(who, r).await.map(A::Scan),
+            Some(Q::Cas(r)) => self.do_cas(who, r).await.map(A::Cas),
+            Some(Q::Batch(r)) => self.do_batch(who, r).await.map(A::Batch),
             None => Err(Error::Malformed(format!("call {} has no request", call.id))),
         };
         pb::Reply { id: call.id, response: Some(response.unwrap_or_else(|e| A::Error(e.into()))) }
@@ -134,30 +155,36 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        Ok(Response::new(self.do_get(req.into_inner()).await?))
+        let who = Caller::of(&req)?;
+        Ok(Response::new(self.do_get(&who, req.into_inner()).await?))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        Ok(Response::new(self.do_put(req.into_inner()).await?))
+        let who = Caller::of(&req)?;
+        Ok(Response::new(self.do_put(&who, req.into_inner()).await?))
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
-        Ok(Response::new(self.do_delete(req.into_inner()).await?))
+        let who = Caller::of(&req)?;
+        Ok(Response::new(self.do_delete(&who, req.into_inner()).await?))
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        Ok(Response::new(self.do_scan(req.into_inner()).await?))
+        let who = Caller::of(&req)?;
+        Ok(Response::new(self.do_scan(&who, req.into_inner()).await?))
     }
 
     async fn compare_and_swap(
         &self,
         req: Request<pb::CompareAndSwapRequest>,
     ) -> Result<Response<pb::CompareAndSwapResponse>, Status> {
-        Ok(Response::new(self.do_cas(req.into_inner()).await?))
+        let who = Caller::of(&req)?;
+        Ok(Response::new(self.do_cas(&who, req.into_inner()).await?))
     }
 
     async fn batch(&self, req: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
-        Ok(Response::new(self.do_batch(req.into_inner()).await?))
+        let who = Caller::of(&req)?;
+        Ok(Response::new(self.do_batch(&who, req.into_inner()).await?))
     }
 
     async fn lookup_range(
@@ -182,6 +209,7 @@ impl Kv for KvService {
         &self,
         req: Request<Streaming<pb::StreamRequest>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let who = Caller::of(&req)?;
         let stopped = futures::FutureExt::shared(self.store.stopped());
         let mut incoming = req.into_inner().take_until(stopped.clone());
         let (tx, rx) = mpsc::unbounded_channel::<pb::Reply>();
@@ -193,8 +221,8 @@ impl Kv for KvService {
             let mut open = true;
             loop {
                 tokio::select! {
-                    msg = incoming.next(), if open => match msg {
-                        Some(Ok(msg)) => calls.extend(msg.calls.into_iter().map(|c| service.do_call(c))),
+                    msg = incoming.next(), if open && calls.len() < MAX_CALLS_PER_STREAM => match msg {
+                        Some(Ok(msg)) => calls.extend(msg.calls.into_iter().map(|c| service.do_call(&who, c))),
                         _ => open = false,
                     },
                     Some(reply) = calls.next(), if !calls.is_empty() => {

@@ -10,10 +10,11 @@ use tonic::{Request, Response, Status, Streaming};
 use zonekv_control::{Liveness, MetaClient, Placer};
 use zonekv_proto::raft::v1 as pb;
 use zonekv_proto::raft::v1::raft_transport_server::RaftTransport;
-use zonekv_raft::{RangeId, ReplicaId, codec};
+use zonekv_raft::{NodeId, RangeId, ReplicaId, codec};
 use zonekv_store::Store;
 
 use super::batch::{fatal, malformed, replica_for};
+use crate::auth::Caller;
 use crate::handle::Engine;
 use crate::transport::{RateLimiter, TransportStats};
 use crate::{Error, Result, wire};
@@ -27,6 +28,10 @@ pub(crate) struct RaftService {
     pub(crate) placer: Placer<Engine>,
     pub(crate) liveness: Arc<Liveness>,
     pub(crate) snapshot_recv: Arc<RateLimiter>,
+    /// Snapshots received at once (each is held whole in memory until installed).
+    pub(crate) snapshot_slots: Arc<tokio::sync::Semaphore>,
+    /// Largest snapshot accepted, in bytes (`raft.max-snapshot-bytes`).
+    pub(crate) max_snapshot_bytes: u64,
     pub(crate) stats: Arc<TransportStats>,
 }
 
@@ -44,13 +49,15 @@ impl RaftService {
     async fn receive_snapshot(
         &self,
         mut stream: Streaming<pb::SnapshotChunk>,
+        caller: Caller,
     ) -> Result<pb::SnapshotResponse> {
         let first = stream
             .next()
             .await
             .ok_or_else(|| Error::Malformed("empty snapshot stream".into()))?
             .map_err(Error::Stream)?;
-        let r = replica_for(&self.store, first.header.as_ref())?;
+        let r = replica_for(&self.store, first.header.as_ref(), &caller)?;
+        let _slot = self.snapshot_slots.acquire().await.map_err(|_| Error::ShuttingDown)?;
         let vote = first
             .vote
             .as_ref()
@@ -63,6 +70,13 @@ impl RaftService {
         while let Some(c) = chunk {
             if crc32fast::hash(&c.data) != c.crc32 {
                 return Err(Error::SnapshotDamaged(format!("snapshot chunk {n} failed its CRC32 check")));
+            }
+            if (data.len() + c.data.len()) as u64 > self.max_snapshot_bytes {
+                return Err(Error::ResourceExhausted(format!(
+                    "snapshot of range {} exceeds raft.max-snapshot-bytes ({} bytes); nothing was installed",
+                    r.range_id(),
+                    self.max_snapshot_bytes
+                )));
             }
             data.extend_from_slice(&c.data);
             n += 1;
@@ -97,20 +111,28 @@ impl RaftTransport for RaftService {
         &self,
         req: Request<Streaming<pb::RaftBatch>>,
     ) -> Result<Response<Self::BatchStream>, Status> {
-        Ok(Response::new(super::batch::serve(self.store.clone(), self.stats.clone(), req.into_inner())))
+        let caller = Caller::of(&req)?;
+        Ok(Response::new(super::batch::serve(
+            self.store.clone(),
+            self.stats.clone(),
+            req.into_inner(),
+            caller,
+        )))
     }
 
     async fn install_snapshot(
         &self,
         req: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
-        self.until_stopped(self.receive_snapshot(req.into_inner())).await.map(Response::new)
+        let caller = Caller::of(&req)?;
+        self.until_stopped(self.receive_snapshot(req.into_inner(), caller)).await.map(Response::new)
     }
 
     async fn propose_meta(&self, req: Request<pb::Op>) -> Result<Response<pb::ProposeMetaResponse>, Status> {
         self.until_stopped(async {
+            let caller = Caller::of(&req)?;
             let op = codec::op_from_pb(req.into_inner()).map_err(malformed)?;
-            let result = self.meta.propose_for_peer(op).await?;
+            let result = self.meta.propose_for_peer(op, caller.node()).await?;
             Ok(wire::meta_result_to_pb(&result))
         })
         .await
@@ -122,13 +144,14 @@ impl RaftTransport for RaftService {
         req: Request<pb::CreateReplicaRequest>,
     ) -> Result<Response<pb::CreateReplicaResponse>, Status> {
         self.until_stopped(async {
+            let caller = Caller::of(&req)?;
             let req = req.into_inner();
             let desc = req
                 .descriptor
                 .ok_or_else(|| Error::Malformed("create replica without a descriptor".into()))?;
-            self.store
-                .create_replica(codec::descriptor_from_pb(desc), ReplicaId::new(req.replica_id))
-                .await?;
+            let (desc, replica) = (codec::descriptor_from_pb(desc), ReplicaId::new(req.replica_id));
+            zonekv_control::check_create_replica(&self.store, &desc, replica, caller.node())?;
+            self.store.create_replica(desc, replica).await?;
             Ok(pb::CreateReplicaResponse {})
         })
         .await
@@ -152,7 +175,10 @@ impl RaftTransport for RaftService {
     }
 
     async fn ping(&self, req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
-        self.liveness.heard(wire::ping_from_pb(req.into_inner()));
+        let caller = Caller::of(&req)?;
+        let ping = req.into_inner();
+        caller.speaks_for(NodeId::new(ping.from_node), "a liveness ping")?;
+        self.liveness.heard(wire::ping_from_pb(ping));
         Ok(Response::new(pb::PingResponse {}))
     }
 }

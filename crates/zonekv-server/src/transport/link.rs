@@ -81,6 +81,7 @@ impl PeerLink {
             group_id: target.range.get(),
             from_node: target.from.get(),
             to_node: target.to.get(),
+            from_node_id: net.node.get(),
         };
         Self { header, addr: target.info.addr, net, faults }
     }

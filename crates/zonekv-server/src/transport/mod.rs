@@ -19,6 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use zonekv_proto::raft::v1::raft_transport_client::RaftTransportClient;
 use zonekv_raft::NodeId;
 use zonekv_store::{LinkTarget, RaftLink, Transport};
+use zonekv_tls::{Connector, Tls};
 
 pub(crate) use self::peers::PeerClient;
 pub(crate) use self::rate::RateLimiter;
@@ -34,12 +35,14 @@ pub(crate) struct Pool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Largest message a client accepts.
     max_message_bytes: usize,
+    /// The node's certificate, presented to peers; `None`: plaintext.
+    tls: Option<Tls>,
 }
 
 impl Pool {
-    /// A pool whose clients accept messages up to `max_message_bytes`.
-    pub(crate) fn new(max_message_bytes: usize) -> Self {
-        Self { channels: Arc::default(), max_message_bytes }
+    /// A pool whose clients accept messages up to `max_message_bytes` and dial with `tls`.
+    pub(crate) fn new(max_message_bytes: usize, tls: Option<Tls>) -> Self {
+        Self { channels: Arc::default(), max_message_bytes, tls }
     }
 
     /// A client of the peer at `addr`.
@@ -56,7 +59,10 @@ impl Pool {
                     .http2_keep_alive_interval(Duration::from_secs(1))
                     .keep_alive_timeout(Duration::from_secs(3))
                     .keep_alive_while_idle(true);
-                let c = endpoint.connect_lazy();
+                let c = match &self.tls {
+                    Some(tls) => endpoint.connect_with_connector_lazy(Connector::new(tls.clone())),
+                    None => endpoint.connect_lazy(),
+                };
                 map.insert(addr.to_string(), c.clone());
                 c
             }

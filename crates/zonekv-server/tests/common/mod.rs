@@ -4,16 +4,55 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod secure;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use zonekv_client::AdminClient;
+use zonekv_client::{AdminClient, Client, ClientConfig};
 
 pub const ZONEKV: &str = env!("CARGO_BIN_EXE_zonekv");
+
+/// The certificates every `zonekv` process of this test binary uses (nodes 1 to 8 and client
+/// user root, one CA), created once: processes run with TLS, as `zonekv start` does by default.
+pub fn certs() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("zonekv-test-certs-").tempdir().expect("temp dir");
+        zonekv_tls::local_pki(dir.path(), 8).expect("create the test certificates");
+        dir
+    })
+    .path()
+}
+
+/// Client settings for `zonekv` processes: root's certificate.
+pub fn client_config(endpoints: Vec<String>) -> ClientConfig {
+    let mut config = ClientConfig::new(endpoints);
+    config.tls = Some(
+        zonekv_tls::Tls::client(zonekv_tls::CertsDir::new(certs()), "root").expect("root's certificate"),
+    );
+    config
+}
+
+/// A key-value client of `zonekv` processes, as user root.
+pub fn client<I: IntoIterator<Item = S>, S: Into<String>>(endpoints: I) -> Client {
+    Client::with_config(client_config(endpoints.into_iter().map(Into::into).collect())).expect("client")
+}
+
+/// An admin client of `zonekv` processes, as user root.
+pub fn admin<I: IntoIterator<Item = S>, S: Into<String>>(endpoints: I) -> AdminClient {
+    AdminClient::with_config(client_config(endpoints.into_iter().map(Into::into).collect()))
+        .expect("admin client")
+}
+
+/// Node `id`'s certificates directory.
+pub fn node_certs(id: u64) -> std::path::PathBuf {
+    zonekv_tls::local_node_dir(certs(), id)
+}
 
 /// A free port below the ephemeral range (32768+), so an outgoing connection cannot take it
 /// between this check and the server's bind. Distinct per call.
@@ -49,6 +88,8 @@ pub fn spawn_logged(id: u64, addr: &str, dir: &Path, extra: &[&str], stderr: Std
     Command::new(ZONEKV)
         .args(["start", "--node-id", &id.to_string(), "--listen", addr, "--data-dir"])
         .arg(dir.join(format!("node-{id}")))
+        .arg("--certs-dir")
+        .arg(node_certs(id))
         .args(extra)
         .env("RUST_LOG", std::env::var("ZONEKV_TEST_LOG").unwrap_or_else(|_| "info".into()))
         .stdout(Stdio::piped())
@@ -65,9 +106,19 @@ pub fn wait_serving(child: &mut Child) {
     assert!(line.contains("serving on"), "unexpected first line {line:?}");
 }
 
+/// `zonekv` with the test certificates (root's), unless `args` say `--insecure`.
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(ZONEKV);
+    if !args.contains(&"--insecure") {
+        cmd.arg("--certs-dir").arg(certs());
+    }
+    cmd.args(args);
+    cmd
+}
+
 /// Runs the `zonekv` command line and returns its standard output; fails the test if it fails.
 pub fn cli(args: &[&str]) -> String {
-    let out = Command::new(ZONEKV).args(args).output().expect("run zonekv");
+    let out = command(args).output().expect("run zonekv");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "zonekv {args:?}: {}{stdout}", String::from_utf8_lossy(&out.stderr));
     stdout
@@ -75,7 +126,7 @@ pub fn cli(args: &[&str]) -> String {
 
 /// Runs the `zonekv` command line expecting it to fail; returns its standard error.
 pub fn cli_fails(args: &[&str]) -> String {
-    let out = Command::new(ZONEKV).args(args).output().expect("run zonekv");
+    let out = command(args).output().expect("run zonekv");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "zonekv {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
     stderr
@@ -117,6 +168,8 @@ pub fn start_node(id: u64, addr: &str, dir: &Path, env: &[(&str, &str)]) -> Proc
     let mut cmd = Command::new(ZONEKV);
     cmd.args(["start", "--node-id", &id.to_string(), "--listen", addr, "--data-dir"])
         .arg(dir.join(format!("node-{id}")))
+        .arg("--certs-dir")
+        .arg(node_certs(id))
         .envs(env.iter().copied())
         .env("RUST_LOG", std::env::var("ZONEKV_TEST_LOG").unwrap_or_else(|_| "info".into()))
         .stdout(Stdio::piped())

@@ -11,6 +11,24 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// How to connect (docs/security.md): every command takes these.
+#[derive(Args, Clone, Debug)]
+pub struct SecurityArgs {
+    /// The certificates directory: `ca.crt` and, for `start`, `node.crt`/`node.key`; for
+    /// client commands, `client.USER.crt`/`.key`; for `cert`, where files are created.
+    #[arg(long, global = true, env = "ZONEKV_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// The client user whose certificate client commands present. Default: root.
+    #[arg(long, global = true, env = "ZONEKV_USER", default_value = "root")]
+    pub user: String,
+    /// No TLS and no authentication: `start` serves plaintext to anyone who reaches the port;
+    /// client commands dial plaintext. For a throwaway cluster on loopback only.
+    #[arg(long, global = true, env = "ZONEKV_INSECURE")]
+    pub insecure: bool,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +93,38 @@ pub enum Command {
     },
     /// Key-value commands.
     Kv(KvArgs),
+    /// Grants a client user reads (`--read-only`) or reads and writes (`--read-write`) of the
+    /// keys under a prefix, or with `--revoke` removes that grant. Users other than root
+    /// reach only the keys granted to them.
+    Grant {
+        /// A node of the cluster.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        addr: String,
+        /// The user (the common name of its client certificate).
+        user: String,
+        /// The key prefix ("" for every key).
+        #[arg(long)]
+        prefix: String,
+        /// Reads and writes.
+        #[arg(long, conflicts_with = "read_only")]
+        read_write: bool,
+        /// Reads only.
+        #[arg(long)]
+        read_only: bool,
+        /// Remove the grant of this prefix instead.
+        #[arg(long, conflicts_with_all = ["read_write", "read_only"])]
+        revoke: bool,
+    },
+    /// Lists every user's grants.
+    Grants {
+        /// A node of the cluster.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        addr: String,
+    },
+    /// Creates and lists certificates (docs/security.md): the CA, node and client certificates
+    /// in `--certs-dir`.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Replica placement.
     #[command(subcommand)]
     Placement(PlacementCommand),
@@ -246,4 +296,52 @@ pub enum KvCommand {
         #[arg(long)]
         new: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// Creates the cluster's CA: `ca.crt` and `ca.key` (keep the key off the nodes if you can).
+    CreateCa {
+        /// Validity in days. Default 3650 (10 years).
+        #[arg(long, default_value_t = 3650)]
+        lifetime_days: u32,
+        /// Replace an existing CA (every certificate it signed stops being trusted).
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Creates `node.crt` and `node.key` for one node, signed by the CA.
+    CreateNode {
+        /// The node's id (its `node-id`): the certificate lets it speak only for that node.
+        #[arg(long)]
+        node_id: u64,
+        /// A host name or IP address peers and clients dial the node at. Repeatable; at least one.
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        #[command(flatten)]
+        leaf: LeafArgs,
+    },
+    /// Creates `client.USER.crt` and `client.USER.key`, signed by the CA. `root` may call the
+    /// admin API; other users reach the keys granted to them (`zonekv grant`).
+    CreateClient {
+        /// The user name.
+        user: String,
+        #[command(flatten)]
+        leaf: LeafArgs,
+    },
+    /// Lists the certificates in `--certs-dir`: whom each identifies, hosts, validity.
+    List,
+}
+
+/// How a node or client certificate is issued.
+#[derive(Args)]
+pub struct LeafArgs {
+    /// Where `ca.crt` and `ca.key` are. Default: `--certs-dir`.
+    #[arg(long)]
+    pub ca_dir: Option<PathBuf>,
+    /// Validity in days. Default 1826 (5 years).
+    #[arg(long, default_value_t = 1826)]
+    pub lifetime_days: u32,
+    /// Replace an existing certificate (rotation).
+    #[arg(long)]
+    pub overwrite: bool,
 }

@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use anyhow::Result;
 use bytes::Bytes;
-use zonekv_client::{Client, ReadConsistency, ScanOptions};
+use zonekv_client::{ReadConsistency, ScanOptions};
 
 use crate::cli::{KvArgs, KvCommand};
 
@@ -17,7 +17,7 @@ fn show(b: &[u8]) -> String {
 }
 
 pub async fn run(args: KvArgs) -> Result<()> {
-    let client = Client::new(args.endpoints.split(',').map(str::trim).filter(|s| !s.is_empty()))?;
+    let client = crate::connect::client(args.endpoints.split(',').map(str::trim).filter(|s| !s.is_empty()))?;
     match args.command {
         KvCommand::Get { key, stale } => match client.get_with(key.clone(), consistency(stale)).await? {
             Some(v) => out!("{}", show(&v)),

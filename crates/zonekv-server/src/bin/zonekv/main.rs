@@ -19,7 +19,9 @@ macro_rules! out {
     }};
 }
 
+mod cert;
 mod cli;
+mod connect;
 mod kv;
 mod placement;
 
@@ -32,7 +34,6 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use cli::{Cli, Command, PlacementCommand, StartArgs};
 use tracing_subscriber::EnvFilter;
-use zonekv_client::AdminClient;
 use zonekv_server::{Node, NodeConfig};
 
 fn main() -> std::process::ExitCode {
@@ -64,20 +65,29 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let security = cli.security;
+    match &cli.command {
+        Command::Start(_)
+        | Command::Cert(_)
+        | Command::Demo { .. }
+        | Command::Placement(PlacementCommand::Simulate { addr: None, .. }) => {}
+        _ => connect::init(&security)?,
+    }
     match cli.command {
-        Command::Start(args) => start(args).await,
+        Command::Start(args) => start(args, &security).await,
+        Command::Cert(command) => cert::run(security.certs_dir.as_deref(), command),
         Command::Init { addr, nodes } => init(addr, &nodes).await,
         Command::Status { addr } => status(&addr).await,
         Command::Ranges { addr } => ranges(&addr).await,
         Command::Split { addr, key } => {
-            let admin = AdminClient::new([addr.clone()])?;
+            let admin = connect::admin([addr.clone()])?;
             let (left, right) =
                 admin.split(key.clone()).await.with_context(|| format!("splitting at {key:?}"))?;
             out!("range {left} split at {key:?}; the new range {right} starts there");
             Ok(())
         }
         Command::MoveReplica { addr, range, from, to } => {
-            let admin = AdminClient::new([addr])?;
+            let admin = connect::admin([addr])?;
             let voters = admin
                 .move_replica(range, from, to)
                 .await
@@ -86,7 +96,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Decommission { addr, node, cancel } => {
-            let admin = AdminClient::new([addr])?;
+            let admin = connect::admin([addr])?;
             admin.decommission(node, cancel).await.with_context(|| format!("decommissioning node {node}"))?;
             if cancel {
                 out!("node {node} is no longer decommissioning; it takes replicas again");
@@ -96,6 +106,33 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Kv(kv) => kv::run(kv).await,
+        Command::Grant { addr, user, prefix, read_write, read_only, revoke } => {
+            if !revoke && read_write == read_only {
+                bail!("pass --read-write or --read-only (or --revoke)");
+            }
+            let admin = connect::admin([addr])?;
+            admin
+                .grant(&user, prefix.clone().into(), read_write, revoke)
+                .await
+                .with_context(|| format!("granting user {user} the prefix {prefix:?}"))?;
+            match (revoke, read_write) {
+                (true, _) => out!("user {user} no longer has the prefix {prefix:?}"),
+                (false, true) => out!("user {user} may read and write the keys under {prefix:?}"),
+                (false, false) => out!("user {user} may read the keys under {prefix:?}"),
+            }
+            Ok(())
+        }
+        Command::Grants { addr } => {
+            let admin = connect::admin([addr.clone()])?;
+            for (user, prefix, rw) in admin.grants(&addr).await.with_context(|| format!("asking {addr}"))? {
+                out!(
+                    "{user}\t{:?}\t{}",
+                    String::from_utf8_lossy(&prefix),
+                    if rw { "read-write" } else { "read-only" }
+                );
+            }
+            Ok(())
+        }
         Command::Placement(PlacementCommand::Simulate { file, addr }) => {
             placement::simulate(&file, addr.as_deref()).await
         }
@@ -159,14 +196,43 @@ async fn start_node(config: NodeConfig) -> zonekv_server::Result<Node> {
     Node::start(config).await
 }
 
-async fn start(args: StartArgs) -> Result<()> {
-    let config = node_config(&args)?;
+async fn start(args: StartArgs, security: &cli::SecurityArgs) -> Result<()> {
+    let mut config = node_config(&args)?;
+    if let Some(dir) = &security.certs_dir {
+        config.certs_dir = Some(dir.clone());
+    }
+    match (&config.certs_dir, security.insecure) {
+        (Some(_), true) => {
+            bail!("--certs-dir (or certs-dir in the configuration) and --insecure exclude each other")
+        }
+        (None, false) => bail!(
+            "zonekv start needs --certs-dir DIR with ca.crt, node.crt and node.key (see `zonekv cert` and docs/security.md), or --insecure to serve without TLS or authentication"
+        ),
+        (None, true) => eprintln!(
+            "WARNING: running INSECURE: no TLS and no authentication. Anyone who can reach {} can read and write every key, call every admin RPC, and disrupt the cluster. Use only on a trusted loopback network.",
+            config.advertise_addr.clone().unwrap_or_else(|| config.listen.to_string())
+        ),
+        (Some(_), false) => {}
+    }
     let node = start_node(config).await.context("starting the node")?;
-    out!("zonekv node {} serving on {}", node.id(), node.addr());
+    out!(
+        "zonekv node {} serving on {}{}",
+        node.id(),
+        node.addr(),
+        if node.tls().is_some() { " (TLS)" } else { " (INSECURE)" }
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            // Rotation: the operator replaced the files; new connections use them.
+            _ = hup.recv() => match node.reload_certificates() {
+                Ok(()) => tracing::info!("SIGHUP: certificates reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: certificates not reloaded; the old ones stay in use"),
+            },
+        }
     }
     node.shutdown().await;
     Ok(())
@@ -190,7 +256,7 @@ fn parse_nodes(spec: &str) -> Result<Vec<(u64, String)>> {
 async fn init(addr: Option<String>, nodes: &str) -> Result<()> {
     let members = parse_nodes(nodes)?;
     let target = addr.unwrap_or_else(|| members[0].1.clone());
-    let admin = AdminClient::new([target.clone()])?;
+    let admin = connect::admin([target.clone()])?;
     admin.initialize(&target, &members).await.with_context(|| format!("initializing through {target}"))?;
     out!("initialized a cluster of {} nodes through {target}", members.len());
     Ok(())
@@ -198,7 +264,7 @@ async fn init(addr: Option<String>, nodes: &str) -> Result<()> {
 
 /// One line per range: `range ID [START, END)  leader ADDR  applied N  ~SIZE  replicas A,B,C`.
 async fn ranges(addr: &str) -> Result<()> {
-    let admin = AdminClient::new([addr.to_string()])?;
+    let admin = connect::admin([addr.to_string()])?;
     let s = admin.status(addr).await.with_context(|| format!("asking {addr}"))?;
     let show = |k: &[u8]| format!("{:?}", String::from_utf8_lossy(k));
     out!("node {} holds {} ranges", s.node_id, s.ranges.len());
@@ -220,7 +286,7 @@ async fn ranges(addr: &str) -> Result<()> {
 }
 
 async fn status(addr: &str) -> Result<()> {
-    let admin = AdminClient::new([addr.to_string()])?;
+    let admin = connect::admin([addr.to_string()])?;
     let s = admin.status(addr).await.with_context(|| format!("asking {addr}"))?;
     out!(
         "node {} at {} ({})",

@@ -122,7 +122,7 @@ fn replicas(cluster: &Cluster, r: &Range) -> String {
 
 /// Per range: replicas with their localities and whether the policy holds; then a summary.
 pub async fn show(addr: &str, policy_file: Option<&Path>) -> Result<()> {
-    let admin = AdminClient::new([addr.to_string()])?;
+    let admin = crate::connect::admin([addr.to_string()])?;
     let (cluster, starts) = view(&admin, addr).await?;
     let policies = Policies::load(&admin, addr, policy_file).await?;
     let mut checked = Vec::new();
@@ -156,7 +156,7 @@ pub async fn show(addr: &str, policy_file: Option<&Path>) -> Result<()> {
 /// Why each replica and the leader of `range_id` are where they are, and what the driver
 /// would do next.
 pub async fn explain(addr: &str, range_id: u64, policy_file: Option<&Path>) -> Result<()> {
-    let admin = AdminClient::new([addr.to_string()])?;
+    let admin = crate::connect::admin([addr.to_string()])?;
     let (cluster, starts) = view(&admin, addr).await?;
     let r = cluster.range(range_id).with_context(|| {
         format!("no node of the cluster reports range {range_id} (the first range, 1, is not placed: it is on every node)")
@@ -212,7 +212,7 @@ pub async fn simulate(file: &Path, addr: Option<&str>) -> Result<()> {
     let report = match addr {
         None => scenario.run(),
         Some(addr) => {
-            let admin = AdminClient::new([addr.to_string()])?;
+            let admin = crate::connect::admin([addr.to_string()])?;
             let (cluster, _) = view(&admin, addr).await?;
             scenario.run_on(cluster)
         }
@@ -224,7 +224,7 @@ pub async fn simulate(file: &Path, addr: Option<&str>) -> Result<()> {
 
 /// `zonekv placement set`.
 pub async fn set(args: crate::cli::SetPolicyArgs) -> Result<()> {
-    let admin = AdminClient::new([args.addr.clone()])?;
+    let admin = crate::connect::admin([args.addr.clone()])?;
     let span =
         format!("[{:?}, {})", args.start, args.end.as_ref().map_or("∞".to_string(), |e| format!("{e:?}")));
     let policy = (!args.clear).then(|| pb::Policy {
@@ -250,7 +250,7 @@ pub async fn set(args: crate::cli::SetPolicyArgs) -> Result<()> {
 
 /// `zonekv placement policies`.
 pub async fn policies(addr: &str) -> Result<()> {
-    let admin = AdminClient::new([addr.to_string()])?;
+    let admin = crate::connect::admin([addr.to_string()])?;
     let list = admin.policies(addr).await.with_context(|| format!("asking {addr}"))?;
     let default = zonekv_server::placement::spec_from_pb(list.default_policy.unwrap_or_default());
     let default = default.to_policy().map_or_else(|e| format!("unreadable: {e}"), |p| p.to_string());
