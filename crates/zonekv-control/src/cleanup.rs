@@ -89,21 +89,15 @@ impl<E: Engine> Cleanup<E> {
         let removed = match judge(&local, known.as_ref(), me, in_membership) {
             Verdict::Keep => false,
             // The directory alone never deletes a replica: an entry can be wrong (a forged or
-            // buggy report). The range's leader confirms, asked through the voters the entry
-            // names or else those the replica itself knows.
-            Verdict::Removed => {
-                let asked = match self.leader_says_member(known.as_ref().unwrap_or(&local), me).await {
-                    Some(member) => Some(member),
-                    None => self.leader_says_member(&local, me).await,
-                };
-                match asked {
-                    Some(member) => !member,
-                    None => {
-                        tracing::warn!(range = %local.range_id, replica = %me, "the directory shows the replica removed, but no leader confirmed it");
-                        return Ok(false);
-                    }
+            // buggy report). The range's leader confirms, asked through the voters the replica
+            // itself knows (never those of the entry, which a forger chooses).
+            Verdict::Removed => match self.leader_says_member(r, &local, me).await {
+                Some(member) => !member,
+                None => {
+                    tracing::warn!(range = %local.range_id, replica = %me, "the directory shows the replica removed, but no leader confirmed it");
+                    return Ok(false);
                 }
-            }
+            },
             Verdict::AskLeader { orphan } => {
                 let since = *orphans.get(&(local.range_id, me)).unwrap_or(&Instant::now());
                 if orphan {
@@ -112,7 +106,7 @@ impl<E: Engine> Cleanup<E> {
                 if orphan && since.elapsed() < ORPHAN_GRACE {
                     false
                 } else {
-                    match self.leader_says_member(known.as_ref().unwrap_or(&local), me).await {
+                    match self.leader_says_member(r, &local, me).await {
                         Some(member) => !member,
                         // Asked again at the next tick (an orphan is looked at every tick anyway).
                         None if orphan => false,
@@ -130,12 +124,21 @@ impl<E: Engine> Cleanup<E> {
         Ok(true)
     }
 
-    /// Asks the nodes of the range's other voters whether `replica` is a member; the one that
-    /// leads answers. `None` if none did.
-    async fn leader_says_member(&self, desc: &RangeDescriptor, replica: ReplicaId) -> Option<bool> {
+    /// Asks the nodes of the range's other voters (as `desc`, the replica's own descriptor,
+    /// has them) whether `replica` is a member; the one that leads answers. The node this
+    /// replica takes for the leader is asked first: the others are asked only if it cannot
+    /// answer. `None` if none did.
+    async fn leader_says_member(
+        &self,
+        r: &Replica<E>,
+        desc: &RangeDescriptor,
+        replica: ReplicaId,
+    ) -> Option<bool> {
         let me = self.store.node_id();
-        let voters = desc.replicas.iter().filter(|x| !x.learner && x.node_id != me);
-        let addrs: Vec<String> = voters.filter_map(|x| self.members.address_of(x.node_id)).collect();
+        let leader = r.leader_hint().map(|h| h.node_id);
+        let mut voters: Vec<_> = desc.replicas.iter().filter(|x| !x.learner && x.node_id != me).collect();
+        voters.sort_by_key(|x| Some(x.node_id) != leader);
+        let addrs: Vec<String> = voters.iter().filter_map(|x| self.members.address_of(x.node_id)).collect();
         for addr in addrs {
             let ask = self.peers.is_member(&addr, desc.range_id, replica);
             if let Ok(Ok(member)) = tokio::time::timeout(Duration::from_secs(2), ask).await {

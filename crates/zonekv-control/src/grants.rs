@@ -1,12 +1,16 @@
 //! Key grants (docs/security.md, "Authorization"): which keys a client user other than
 //! `root` may read, or read and write — like etcd's key-range permissions, by key prefix. One
-//! placement record per user in the meta range, replaced whole by `zonekv grant` and `revoke`
-//! (through the registrar); every node reads them from its copy of the meta range.
+//! placement record per user and prefix in the meta range, set and cleared by `zonekv grant`
+//! (through the registrar, on the meta range's leader only: a node never forwards a grant);
+//! every node reads them from its copy of the meta range.
 //!
 //! ```text
-//! record key  "grant/" ++ user
-//! value       repeated (mode: u8 (0 read, 1 read-write) ++ len: u32be ++ prefix)
+//! record key  "grant/" ++ user ++ 0x00 ++ prefix
+//! value       mode: u8 (0 read, 1 read-write)
 //! ```
+//!
+//! A record per prefix (not a list per user) makes every change one blind write: two changes
+//! of one user's grants cannot undo each other.
 
 use std::collections::BTreeMap;
 
@@ -28,43 +32,30 @@ pub struct Grant {
     pub write: bool,
 }
 
-/// Every user's grants, by user name.
+/// Every user's grants, by user name, each user's by prefix.
 pub type Grants = BTreeMap<String, Vec<Grant>>;
 
-/// The record key of `user`'s grants.
-pub(crate) fn grant_key(user: &str) -> Bytes {
-    [GRANT, user.as_bytes()].concat().into()
+/// The record key of `user`'s grant of `prefix`.
+pub(crate) fn grant_key(user: &str, prefix: &[u8]) -> Bytes {
+    [GRANT, user.as_bytes(), &[0], prefix].concat().into()
 }
 
-pub(crate) fn encode(grants: &[Grant]) -> Bytes {
-    let mut out = Vec::new();
-    for g in grants {
-        out.push(u8::from(g.write));
-        out.extend_from_slice(&(g.prefix.len() as u32).to_be_bytes());
-        out.extend_from_slice(&g.prefix);
-    }
-    out.into()
+/// The record value of a grant.
+pub(crate) fn grant_value(write: bool) -> Bytes {
+    Bytes::from(vec![u8::from(write)])
 }
 
-pub(crate) fn decode(mut value: &[u8]) -> std::result::Result<Vec<Grant>, String> {
-    let mut grants = Vec::new();
-    while let Some((&mode, rest)) = value.split_first() {
-        if mode > 1 || rest.len() < 4 {
-            return Err(format!("grant {} is cut short or has mode {mode}", grants.len()));
-        }
-        let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let rest = &rest[4..];
-        if rest.len() < len {
-            return Err(format!(
-                "grant {} names a {len}-byte prefix, {} bytes left",
-                grants.len(),
-                rest.len()
-            ));
-        }
-        grants.push(Grant { prefix: Bytes::copy_from_slice(&rest[..len]), write: mode == 1 });
-        value = &rest[len..];
-    }
-    Ok(grants)
+/// A grant record's user and grant, or why it is not one.
+fn decode(key: &[u8], value: &[u8]) -> std::result::Result<(String, Grant), String> {
+    let rest = key.strip_prefix(GRANT).ok_or("not a grant record")?;
+    let at = rest.iter().position(|&b| b == 0).ok_or("no NUL between user and prefix")?;
+    let user = std::str::from_utf8(&rest[..at]).map_err(|_| "the user name is not UTF-8")?;
+    let write = match value {
+        [0] => false,
+        [1] => true,
+        other => return Err(format!("mode {other:?} (0 read, 1 read-write)")),
+    };
+    Ok((user.to_string(), Grant { prefix: Bytes::copy_from_slice(&rest[at + 1..]), write }))
 }
 
 /// Every user's grants as this node's copy of the meta range has them. A damaged record
@@ -72,21 +63,37 @@ pub(crate) fn decode(mut value: &[u8]) -> std::result::Result<Vec<Grant>, String
 pub fn read<E: Engine>(engine: &E) -> Result<Grants> {
     let mut all = Grants::new();
     for (key, value) in placement::records(engine, FIRST_RANGE).map_err(zonekv_store::Error::from)? {
-        let Some(user) = key.strip_prefix(GRANT) else { continue };
-        let user = String::from_utf8_lossy(user).into_owned();
-        match decode(&value) {
-            Ok(g) => {
-                all.insert(user, g);
-            }
-            Err(e) => {
-                tracing::error!(%user, error = %e, "a grant record is unreadable; the user is granted nothing")
-            }
+        if !key.starts_with(GRANT) {
+            continue;
+        }
+        match decode(&key, &value) {
+            Ok((user, grant)) => all.entry(user).or_default().push(grant),
+            Err(e) => tracing::error!(?key, error = %e, "a grant record is unreadable; it grants nothing"),
         }
     }
     Ok(all)
 }
 
-/// Checks a grant record's value (`check_record`).
-pub(crate) fn check(value: &[u8]) -> Result<()> {
-    decode(value).map(drop).map_err(|e| Error::InvalidArgument(format!("grant record: {e}")))
+/// Checks a grant record (`check_record`).
+pub(crate) fn check(key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    let Some(value) = value else { return Ok(()) };
+    decode(key, value).map(drop).map_err(|e| Error::InvalidArgument(format!("grant record {key:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grant_record_round_trips_and_a_damaged_one_is_refused() {
+        let key = grant_key("alice", b"users/\x00x");
+        assert_eq!(
+            decode(&key, &grant_value(true)),
+            Ok(("alice".to_string(), Grant { prefix: Bytes::from_static(b"users/\x00x"), write: true }))
+        );
+        assert!(decode(&key, b"\x07").is_err());
+        assert!(decode(b"grant/nonul", b"\x01").is_err());
+        assert!(check(&key, Some(b"")).is_err());
+        assert!(check(&key, None).is_ok());
+    }
 }

@@ -14,10 +14,11 @@ use crate::{Error, Result};
 /// Whether a peer may ask this node to propose `op` to the meta range: only the ops the meta
 /// range takes from other nodes, each well-formed — an id count within
 /// [`meta::allocator::MAX_IDS_PER_OP`], directory entries that pass
-/// [`meta::directory::check`], placement records the registry can read. `caller`, the node
-/// that asks (known from its certificate; `None` in insecure mode), must host a replica of
-/// every range whose directory entry it reports, as the range's leader reporting a split or
-/// membership change does.
+/// [`meta::directory::check`], placement records the registry can read, no grants. `caller`,
+/// the node that asks (known from its certificate; `None` in insecure mode), must host a
+/// replica of the range the directory has now where each reported descriptor starts (the
+/// range itself, or a split's parent), as the range's leader reporting a split or membership
+/// change does.
 pub(crate) fn check_meta_op<E: Engine>(store: &Store<E>, op: &Op, caller: Option<NodeId>) -> Result<()> {
     match op {
         Op::AllocateIds { count } if (1..=meta::allocator::MAX_IDS_PER_OP).contains(count) => Ok(()),
@@ -30,10 +31,13 @@ pub(crate) fn check_meta_op<E: Engine>(store: &Store<E>, op: &Op, caller: Option
             let Some(node) = caller else { return Ok(()) };
             let hosts = |d: &RangeDescriptor| d.replicas.iter().any(|r| r.node_id == node);
             for d in descs {
+                // The entry that covers the descriptor's start now: the range itself, or, for
+                // the right-hand side of a split, its parent. A caller that does not host it
+                // cannot have performed the change it reports (listing itself in the new
+                // descriptor proves nothing: the caller wrote it).
                 let known = meta::directory::lookup(store.engine(), FIRST_RANGE, &d.start)
-                    .map_err(zonekv_store::Error::from)?
-                    .filter(|k| k.range_id == d.range_id);
-                if !hosts(d) && !known.as_ref().is_some_and(hosts) {
+                    .map_err(zonekv_store::Error::from)?;
+                if !known.as_ref().is_some_and(hosts) {
                     return Err(Error::PermissionDenied(format!(
                         "node {node} reports range {} but hosts no replica of it",
                         d.range_id
@@ -42,6 +46,9 @@ pub(crate) fn check_meta_op<E: Engine>(store: &Store<E>, op: &Op, caller: Option
             }
             Ok(())
         }
+        Op::SetPlacement { key, .. } if key.starts_with(crate::grants::GRANT) => Err(Error::PermissionDenied(
+            "grants are written only at the meta range's leader, by root's own call; a node may not forward one".into(),
+        )),
         Op::SetPlacement { key, value } => crate::registry::check_record(key, value.as_deref()),
         other => Err(Error::InvalidArgument(format!(
             "ProposeMeta takes AllocateIds, UpdateDirectory or SetPlacement, not {other:?}"

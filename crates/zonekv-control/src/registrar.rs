@@ -69,25 +69,21 @@ impl<E: Engine> Registrar<E> {
 
     /// Grants `user` reads (and with `write`, writes) of the keys under `prefix`, replacing
     /// a grant of the same prefix; with `revoke`, removes that grant instead (`NotFound` if
-    /// there is none). Recorded in the meta range; every node enforces it.
+    /// there is none). Written through this node's replica of the meta range, which must lead
+    /// (`NotLeader` names the leader, where the caller retries): a grant is never forwarded
+    /// between nodes, so only root's own call can make one.
     pub async fn grant(&self, user: &str, prefix: Bytes, write: bool, revoke: bool) -> Result<()> {
         // The server checks the name's shape (the TLS layer's rule for certificates).
         if user.is_empty() || user == "root" {
             return Err(Error::InvalidArgument(format!("{user:?} takes no grants (root may do everything)")));
         }
-        let mut grants = crate::grants::read(self.store.engine())?.remove(user).unwrap_or_default();
-        let before = grants.len();
-        grants.retain(|g| g.prefix != prefix);
-        if revoke {
-            if grants.len() == before {
-                return Err(Error::NotFound(format!("user {user} has no grant of prefix {prefix:?}")));
-            }
-        } else {
-            grants.push(crate::grants::Grant { prefix: prefix.clone(), write });
-            grants.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+        let has = self.grants()?.get(user).is_some_and(|g| g.iter().any(|g| g.prefix == prefix));
+        if revoke && !has {
+            return Err(Error::NotFound(format!("user {user} has no grant of prefix {prefix:?}")));
         }
-        let value = (!grants.is_empty()).then(|| crate::grants::encode(&grants));
-        self.meta.propose(Op::SetPlacement { key: crate::grants::grant_key(user), value }).await?;
+        let value = (!revoke).then(|| crate::grants::grant_value(write));
+        let op = Op::SetPlacement { key: crate::grants::grant_key(user, &prefix), value };
+        self.store.first().propose(op).await?;
         tracing::info!(%user, ?prefix, write, revoke, "grant recorded");
         Ok(())
     }

@@ -131,7 +131,7 @@ pub(crate) fn check_record(key: &[u8], value: Option<&[u8]>) -> Result<()> {
         return p.policy.to_policy().map(drop).map_err(|e| Error::InvalidArgument(e.to_string()));
     }
     if key.starts_with(crate::grants::GRANT) {
-        return value.map_or(Ok(()), crate::grants::check);
+        return crate::grants::check(key, value);
     }
     bad("not a node, policy or grant record".into())
 }

@@ -89,6 +89,13 @@ async fn meta_ops_from_a_member_are_checked_before_they_are_proposed() {
         );
     }
     assert!(leader.policies().is_ok() && leader.decommissioning().is_ok(), "the registry no longer reads");
+    // A grant, well-formed, forwarded by a node: only root's own call at the meta leader writes one.
+    let grant = raft::op::SetPlacement {
+        key: Bytes::from_static(b"grant/mallory\0"),
+        value: Some(Bytes::from_static(b"\x01")),
+    };
+    assert_eq!(code(propose(&as_node2, raft::op::Op::SetPlacement(grant)).await), Code::PermissionDenied);
+    assert!(leader.grants().unwrap().is_empty(), "a forwarded grant was written");
 
     // A directory entry without voters.
     leader.split(b"f/".as_slice()).await.unwrap();

@@ -65,8 +65,8 @@ fn assert_refused_at_handshake(r: Result<impl std::fmt::Debug, tonic::Status>, w
 
 /// The Raft batch stream's answer to one pre-vote sent with `header` (the error code of its
 /// answer frame, if it was refused).
-async fn pre_vote(ch: &Channel, header: raft::RaftHeader) -> Option<i32> {
-    let vote = Some(raft::Vote { term: 1, node_id: header.from_node, committed: false });
+async fn pre_vote(ch: &Channel, header: raft::RaftHeader, voter: u64) -> Option<i32> {
+    let vote = Some(raft::Vote { term: 1, node_id: voter, committed: false });
     let request = raft::VoteRequest { header: Some(header), vote, ..Default::default() };
     let batch =
         raft::RaftBatch { frames: vec![raft::RaftFrame { id: 1, body: Some(Body::PreVote(request)) }] };
@@ -151,9 +151,24 @@ async fn each_certificate_reaches_exactly_what_it_may() {
     assert_code(ping(&node2, 1).await, Code::PermissionDenied, "node 2 pinging as node 1");
     ping(&node2, 2).await.unwrap();
     let as_node1 = raft::RaftHeader { group_id: 1, from_node: 1, to_node: 1, from_node_id: 1 };
-    assert_eq!(pre_vote(&node2, as_node1).await, Some(Code::PermissionDenied as i32), "claimed node id");
+    assert_eq!(pre_vote(&node2, as_node1, 1).await, Some(Code::PermissionDenied as i32), "claimed node id");
     let node1_replica = raft::RaftHeader { group_id: 1, from_node: 1, to_node: 1, from_node_id: 2 };
-    assert_eq!(pre_vote(&node2, node1_replica).await, Some(Code::PermissionDenied as i32), "claimed replica");
+    assert_eq!(
+        pre_vote(&node2, node1_replica, 1).await,
+        Some(Code::PermissionDenied as i32),
+        "claimed replica"
+    );
+    // Its own replica carrying node 1's vote; a replica of another node.
+    let own = raft::RaftHeader { group_id: 1, from_node: 2, to_node: 1, from_node_id: 2 };
+    assert_eq!(pre_vote(&node2, own, 1).await, Some(Code::PermissionDenied as i32), "another replica's vote");
+    let stranger = raft::RaftHeader { group_id: 1, from_node: 999_999, to_node: 1, from_node_id: 2 };
+    // (In the first range a replica's id is its node's: replica 999999 would be node 999999's.)
+    assert_eq!(
+        pre_vote(&node2, stranger, 999_999).await,
+        Some(Code::PermissionDenied as i32),
+        "unknown replica"
+    );
+    assert_eq!(pre_vote(&node2, own, 2).await, None, "node 2's own pre-vote is answered");
     let add = admin::AddNodeRequest {
         member: Some(admin::Member { node_id: 9, addr: "127.0.0.1:1".into() }),
         learner_only: true,

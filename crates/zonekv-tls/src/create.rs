@@ -224,17 +224,22 @@ fn write_pair(dir: &CertsDir, created: &Created, cert: &str, key: &str) -> Resul
 
 fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    // A fresh name of our own (never an existing file or a symlink someone left there), created
+    // with its final mode before a byte is written.
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}-{nanos}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)
         .map_err(Error::io(&tmp))?;
-    f.write_all(data).and_then(|()| f.sync_all()).map_err(Error::io(&tmp))?;
-    // `mode` applies only to a file that did not exist: set it for one left by a failed run.
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .map_err(Error::io(&tmp))?;
+    let written = f.write_all(data).and_then(|()| f.sync_all()).map_err(Error::io(&tmp));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     std::fs::rename(&tmp, path).map_err(Error::io(path))
 }

@@ -65,31 +65,61 @@ pub(super) fn fatal(range: RangeId, e: impl std::fmt::Display) -> Error {
 }
 
 /// Checks the addressing of a message and finds the replica it is for.
-/// The sender it names must be the calling node (`caller`, from its certificate).
+///
+/// With TLS the message must come from where it says (docs/security.md, "A node speaks only
+/// for itself"): the header's sending node is the caller's certificate's; the vote it carries
+/// (a leader's or a candidate's) is the sending replica's own; and that replica is hosted on
+/// the caller's node by the range as this replica has it (its applied descriptor, or its
+/// log's latest membership), or else by this node's copy of the range directory (in the
+/// first range, replica ids are node ids). A sender known to neither is refused as
+/// not yet known (UNAVAILABLE; the sender retries): no node can speak as the leader of a
+/// range it holds no replica of.
 pub(super) fn replica_for(
     store: &Store<Engine>,
     header: Option<&pb::RaftHeader>,
+    vote: Option<&pb::Vote>,
     caller: &Caller,
 ) -> crate::Result<Replica<Engine>> {
     let h = header.ok_or_else(|| Error::Malformed("raft message without a header".into()))?;
     caller.speaks_for(NodeId::new(h.from_node_id), "a raft message")?;
     let r = store.replica_for_message(RangeId::new(h.group_id), ReplicaId::new(h.to_node))?;
-    // A sending replica this replica knows must be on the caller's node. (One it does not
-    // know yet — a leader added after what this replica applied — is taken on the header's
-    // word, which the certificate bound to the caller's node.)
+    let Some(node) = caller.node() else { return Ok(r) };
     let from = ReplicaId::new(h.from_node);
-    if let Some(node) = caller.node() {
-        let host = r.with_descriptor(|d| d.replicas.iter().find(|x| x.replica_id == from).map(|x| x.node_id));
-        let host = host.or_else(|| (r.range_id() == FIRST_RANGE).then(|| NodeId::of_first_range(from)));
-        if host.is_some_and(|h| h != node) {
-            return Err(Error::PermissionDenied(format!(
-                "node {node} sent a raft message as replica {from} of range {}, which node {} hosts",
-                r.range_id(),
-                host.unwrap_or(node)
-            )));
-        }
+    if let Some(v) = vote
+        && v.node_id != h.from_node
+    {
+        return Err(Error::PermissionDenied(format!(
+            "a raft message from replica {from} carries the vote of replica {}",
+            v.node_id
+        )));
     }
-    Ok(r)
+    // Where the range says the sender is: its applied descriptor, else its log's latest
+    // membership (a replica added after what it applied), else the directory.
+    let host = r
+        .with_descriptor(|d| d.replicas.iter().find(|x| x.replica_id == from).map(|x| x.node_id))
+        .or_else(|| {
+            r.with_metrics(|m| m.membership_config.membership().get_node(&from).and_then(|n| n.node_id))
+        })
+        .or_else(|| {
+            let desc = r.descriptor();
+            let entry =
+                zonekv_raft::meta::directory::lookup(store.engine(), FIRST_RANGE, &desc.start).ok().flatten();
+            entry
+                .filter(|e| e.range_id == desc.range_id)
+                .and_then(|e| e.replicas.iter().find(|x| x.replica_id == from).map(|x| x.node_id))
+        })
+        .or_else(|| (r.range_id() == FIRST_RANGE).then(|| NodeId::of_first_range(from)));
+    match host {
+        Some(h) if h == node => Ok(r),
+        Some(h) => Err(Error::PermissionDenied(format!(
+            "node {node} sent a raft message as replica {from} of range {}, which node {h} hosts",
+            r.range_id()
+        ))),
+        None => Err(Error::Unavailable(format!(
+            "replica {from} of range {} is not known here (yet): neither the range's membership nor this node's directory names it",
+            r.range_id()
+        ))),
+    }
 }
 
 /// An open append stream: its header, which every request must repeat, and the queue its
@@ -191,7 +221,7 @@ impl Demux {
     }
 
     fn vote(&self, req: pb::VoteRequest, pre: bool) -> Answer {
-        let r = replica_for(&self.store, req.header.as_ref(), &self.caller)?;
+        let r = replica_for(&self.store, req.header.as_ref(), req.vote.as_ref(), &self.caller)?;
         let rpc = codec::vote_request_from_pb(req).map_err(malformed)?;
         r.heard_campaign();
         Ok(Box::pin(async move {
@@ -202,7 +232,7 @@ impl Demux {
     }
 
     fn append_entries(&self, req: pb::AppendEntriesRequest) -> Answer {
-        let r = replica_for(&self.store, req.header.as_ref(), &self.caller)?;
+        let r = replica_for(&self.store, req.header.as_ref(), req.vote.as_ref(), &self.caller)?;
         let rpc = codec::append_request_from_pb(req).map_err(malformed)?;
         Ok(Box::pin(async move {
             let resp = r.raft().append_entries(rpc).await.map_err(|e| raft_refused(r.range_id(), e))?;
@@ -211,7 +241,7 @@ impl Demux {
     }
 
     fn transfer_leader(&self, req: pb::TransferLeaderRequest) -> Answer {
-        let r = replica_for(&self.store, req.header.as_ref(), &self.caller)?;
+        let r = replica_for(&self.store, req.header.as_ref(), req.from_leader.as_ref(), &self.caller)?;
         let rpc = codec::transfer_request_from_pb(req).map_err(malformed)?;
         Ok(Box::pin(async move {
             let resp = r.raft().handle_transfer_leader(rpc).await.map_err(|f| fatal(r.range_id(), f))?;
@@ -237,6 +267,8 @@ impl Demux {
         let Some(s) = self.streams.get(&id) else { return };
         let result = if s.header != req.header {
             Err(Error::Malformed(format!("append stream {id} changed its header")))
+        } else if req.vote.as_ref().zip(req.header.as_ref()).is_some_and(|(v, h)| v.node_id != h.from_node) {
+            Err(Error::PermissionDenied(format!("append stream {id} carries another replica's vote")))
         } else {
             codec::append_request_from_pb(req).map_err(malformed).map(|rpc| {
                 // Raft may have ended the stream already (its answer `end` is on the way).
@@ -249,7 +281,7 @@ impl Demux {
     }
 
     fn open_append(&mut self, id: u64, req: pb::AppendEntriesRequest) -> Result<(), Error> {
-        let r = replica_for(&self.store, req.header.as_ref(), &self.caller)?;
+        let r = replica_for(&self.store, req.header.as_ref(), req.vote.as_ref(), &self.caller)?;
         let header = req.header;
         let first = codec::append_request_from_pb(req).map_err(malformed)?;
         let (tx, rx) = mpsc::unbounded_channel();

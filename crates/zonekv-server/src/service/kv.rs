@@ -20,9 +20,10 @@ use crate::{Error, Result};
 /// Replies sent in one stream message, at most.
 const MAX_REPLIES_PER_MESSAGE: usize = 1024;
 
-/// Calls of one stream in progress at once, at most: past it the stream's next message is
-/// not read until a call finishes (HTTP/2 flow control then holds the client), so a client
-/// cannot make the node hold more than this many calls per stream.
+/// Calls of one stream in progress at once, and replies queued for it, at most: past it the
+/// stream's next message is not read until a call finishes and its reply is taken (HTTP/2
+/// flow control then holds the client), so a client cannot make the node hold more than this
+/// many calls and replies per stream.
 const MAX_CALLS_PER_STREAM: usize = 4096;
 
 #[derive(Clone)]
@@ -212,7 +213,9 @@ impl Kv for KvService {
         let who = Caller::of(&req)?;
         let stopped = futures::FutureExt::shared(self.store.stopped());
         let mut incoming = req.into_inner().take_until(stopped.clone());
-        let (tx, rx) = mpsc::unbounded_channel::<pb::Reply>();
+        // Bounded like the calls: a client that stops reading its replies stops the stream's
+        // calls (the send below waits), it does not make the node queue replies for ever.
+        let (tx, rx) = mpsc::channel::<pb::Reply>(MAX_CALLS_PER_STREAM);
         let service = self.clone();
         // One task per stream runs all of its calls concurrently: a task per call cost a spawn
         // (and a copy of the call's future into it) per request.
@@ -226,7 +229,9 @@ impl Kv for KvService {
                         _ => open = false,
                     },
                     Some(reply) = calls.next(), if !calls.is_empty() => {
-                        let _ = tx.send(reply);
+                        if tx.send(reply).await.is_err() {
+                            break;
+                        }
                     }
                     else => break,
                 }

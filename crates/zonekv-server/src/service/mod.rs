@@ -49,6 +49,7 @@ pub(crate) fn router(
         snapshot_recv: node.snapshot_recv().clone(),
         snapshot_slots: Arc::new(tokio::sync::Semaphore::new(SNAPSHOTS_AT_ONCE)),
         max_snapshot_bytes: config.raft.max_snapshot_bytes,
+        snapshot_timeout: config.snapshot_timeout(),
         stats: node.net().stats().clone(),
     };
     tonic::transport::Server::builder()

@@ -32,6 +32,9 @@ pub(crate) struct RaftService {
     pub(crate) snapshot_slots: Arc<tokio::sync::Semaphore>,
     /// Largest snapshot accepted, in bytes (`raft.max-snapshot-bytes`).
     pub(crate) max_snapshot_bytes: u64,
+    /// Longest a snapshot may take to arrive (`raft.snapshot-timeout-ms`): a stalled sender
+    /// does not hold a receive slot for ever.
+    pub(crate) snapshot_timeout: std::time::Duration,
     pub(crate) stats: Arc<TransportStats>,
 }
 
@@ -56,7 +59,7 @@ impl RaftService {
             .await
             .ok_or_else(|| Error::Malformed("empty snapshot stream".into()))?
             .map_err(Error::Stream)?;
-        let r = replica_for(&self.store, first.header.as_ref(), &caller)?;
+        let r = replica_for(&self.store, first.header.as_ref(), first.vote.as_ref(), &caller)?;
         let _slot = self.snapshot_slots.acquire().await.map_err(|_| Error::ShuttingDown)?;
         let vote = first
             .vote
@@ -125,7 +128,17 @@ impl RaftTransport for RaftService {
         req: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let caller = Caller::of(&req)?;
-        self.until_stopped(self.receive_snapshot(req.into_inner(), caller)).await.map(Response::new)
+        let receive = async {
+            tokio::time::timeout(self.snapshot_timeout, self.receive_snapshot(req.into_inner(), caller))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Unavailable(format!(
+                        "the snapshot did not arrive within raft.snapshot-timeout-ms ({} ms); nothing was installed",
+                        self.snapshot_timeout.as_millis()
+                    )))
+                })
+        };
+        self.until_stopped(receive).await.map(Response::new)
     }
 
     async fn propose_meta(&self, req: Request<pb::Op>) -> Result<Response<pb::ProposeMetaResponse>, Status> {
