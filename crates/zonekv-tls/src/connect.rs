@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use http::Uri;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use tokio::io::BufWriter;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -31,7 +32,7 @@ impl Connector {
 }
 
 impl tower::Service<Uri> for Connector {
-    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Response = TokioIo<BufWriter<TlsStream<TcpStream>>>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -51,7 +52,8 @@ impl tower::Service<Uri> for Connector {
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
             let tls = TlsConnector::from(config).connect(name, tcp).await?;
-            Ok(TokioIo::new(tls))
+            // Buffered as the server side is (serve.rs): small HTTP/2 writes share a record.
+            Ok(TokioIo::new(BufWriter::with_capacity(crate::serve::WRITE_BUFFER, tls)))
         })
     }
 }

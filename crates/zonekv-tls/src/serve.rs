@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
@@ -35,11 +35,16 @@ pub struct Peer {
     pub identity: Result<Identity, String>,
 }
 
-/// One established TLS connection of the server.
+/// One established TLS connection of the server. Writes go through a buffer: HTTP/2 writes a
+/// frame's header and payload as separate small writes, and each would otherwise become its
+/// own TLS record and its own `write` system call; buffered, a flush sends them as one.
 pub struct TlsConn {
-    io: TlsStream<TcpStream>,
+    io: BufWriter<TlsStream<TcpStream>>,
     peer: Peer,
 }
+
+/// The write buffer of a TLS connection: one full TLS record.
+pub(crate) const WRITE_BUFFER: usize = 16 << 10;
 
 impl Connected for TlsConn {
     type ConnectInfo = Peer;
@@ -132,6 +137,7 @@ pub fn incoming(tls: Tls, listener: TcpListener) -> ReceiverStream<io::Result<Tl
                     Some(cert) => crate::identity_of(cert),
                     None => Err("no client certificate".to_string()),
                 };
+                let io = BufWriter::with_capacity(WRITE_BUFFER, io);
                 let _ = tx.send(Ok(TlsConn { io, peer: Peer { remote: Some(remote), identity } })).await;
             });
         }
