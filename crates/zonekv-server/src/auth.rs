@@ -112,7 +112,8 @@ fn admit(secure: bool, path: &str, peer: Option<&Peer>) -> Result<Caller> {
             return Err(Error::Unauthenticated(format!("the client certificate identifies nobody: {why}")));
         }
     };
-    let allowed = match (need(path), &caller) {
+    let need = need(path);
+    let allowed = match (need, &caller) {
         (Need::Node, Caller::Node(_))
         | (Need::RootOrNode, Caller::Node(_))
         | (Need::User, Caller::User(_)) => true,
@@ -125,7 +126,7 @@ fn admit(secure: bool, path: &str, peer: Option<&Peer>) -> Result<Caller> {
             Caller::User(u) => format!("user {u}"),
             Caller::Insecure => "anyone".into(),
         };
-        let needs = match need(path) {
+        let needs = match need {
             Need::Node => "a node certificate",
             Need::Root => "the root user",
             Need::RootOrNode => "the root user or a node certificate",

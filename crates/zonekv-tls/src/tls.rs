@@ -109,11 +109,6 @@ impl Tls {
         self.current.read().unwrap_or_else(|p| p.into_inner()).not_after.clone()
     }
 
-    /// The certificates directory.
-    pub fn dir(&self) -> &CertsDir {
-        &self.dir
-    }
-
     pub(crate) fn server_config(&self) -> Option<Arc<ServerConfig>> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).server.clone()
     }
