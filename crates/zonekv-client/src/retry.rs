@@ -33,6 +33,8 @@ enum Action {
     Fail(ClientError),
     Redirect(String),
     Rotate,
+    /// The node shed the request (overloaded, nothing applied): ask it again after a backoff.
+    Backoff,
     /// The range moved (split): look it up again.
     Refresh,
 }
@@ -128,6 +130,8 @@ fn classify(s: &Status, kind: Kind) -> Action {
                 )))
             }
         }
+        // Load shedding: the leader is the right node, it is busy; the backoff paces the retry.
+        Code::ResourceExhausted if not_applied => Action::Backoff,
         // A read can go to another replica: this one may be shutting down or stopped.
         Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Internal if kind != Kind::Write => {
             Action::Rotate
@@ -283,6 +287,10 @@ impl Router {
                         if attempts == 1 && Instant::now() < deadline {
                             continue;
                         }
+                        format!("{addr}: {}", status.message())
+                    }
+                    Action::Backoff => {
+                        tracing::debug!(addr = %addr, msg = status.message(), "node overloaded; backing off");
                         format!("{addr}: {}", status.message())
                     }
                     Action::Redirect(_) | Action::Rotate => {

@@ -28,6 +28,8 @@ pub struct LogReader<E: Engine> {
     engine: E,
     group: RangeId,
     cache: Arc<Mutex<EntryCache>>,
+    /// Most entry bytes (as encoded on the wire) one replication message carries.
+    max_append_bytes: usize,
 }
 
 /// Entries of the log tail kept decoded in memory (see `entry_cache`).
@@ -37,7 +39,16 @@ impl<E: Engine> LogStore<E> {
     /// The log of `group` in `engine`, made durable by `syncer` (one per engine).
     pub fn new(engine: E, group: RangeId, syncer: LogSyncer) -> Self {
         let cache = Arc::new(Mutex::new(EntryCache::new(CACHED_ENTRIES)));
-        Self { reader: LogReader { engine, group, cache }, syncer }
+        Self { reader: LogReader { engine, group, cache, max_append_bytes: usize::MAX }, syncer }
+    }
+
+    /// Caps what one replication message carries at `bytes` of encoded entries (at least one
+    /// entry, however large): openraft reads what it replicates through
+    /// `limited_get_log_entries`, which stops before the entry that would pass the cap.
+    /// Unlimited by default.
+    pub fn with_max_append_bytes(mut self, bytes: usize) -> Self {
+        self.reader.max_append_bytes = bytes;
+        self
     }
 
     fn cache(&self) -> MutexGuard<'_, EntryCache> {
@@ -155,6 +166,15 @@ impl<E: Engine> RaftLogReader<TypeConfig> for LogReader<E> {
 
     async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
         self.vote().map_err(|e| log_error(self.group, e))
+    }
+
+    /// What replication sends: entries `[start, end)`, cut to the longest prefix whose encoded
+    /// size stays within the cap (never empty).
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        let mut entries = self.read_range(start, Some(end)).map_err(|e| log_error(self.group, e))?;
+        let keep = codec::prefix_within(&entries, self.max_append_bytes);
+        entries.truncate(keep);
+        Ok(entries)
     }
 }
 

@@ -98,3 +98,34 @@ async fn groups_sharing_an_engine_do_not_see_each_other() {
     assert_eq!(n, 6 + 2);
     assert!(syncer.stats().syncs.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }
+
+fn big_entry(term: u64, index: u64, value_bytes: usize) -> Entry {
+    let op = Op::Put { key: Bytes::from(format!("k{index}")), value: Bytes::from(vec![7u8; value_bytes]) };
+    Entry { log_id: log_id(term, index), payload: EntryPayload::Normal(Command::single(op)) }
+}
+
+#[tokio::test]
+async fn replication_reads_stop_at_the_byte_cap_but_never_return_nothing() {
+    let engine = MemEngine::new();
+    let one = zonekv_raft::codec::entry_wire_bytes(&big_entry(1, 1, 100_000));
+    // Room for two entries and a half.
+    let cap = 2 * one + one / 2;
+    let mut log = LogStore::new(engine.clone(), RangeId::new(1), LogSyncer::start(engine.clone()))
+        .with_max_append_bytes(cap);
+    append(&mut log, (1..=10).map(|i| big_entry(1, i, 100_000)).collect()).await;
+    let mut reader = log.get_log_reader().await;
+    let got = reader.limited_get_log_entries(1, 11).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![1, 2]);
+    let got = reader.limited_get_log_entries(9, 11).await.unwrap();
+    assert_eq!(got.len(), 2, "what fits is returned whole");
+    // Unlimited reads are not cut.
+    assert_eq!(reader.try_get_log_entries(1..11).await.unwrap().len(), 10);
+
+    // An entry larger than the cap goes alone.
+    let mut tight = LogStore::new(engine.clone(), RangeId::new(1), LogSyncer::start(engine.clone()))
+        .with_max_append_bytes(one / 3);
+    let mut reader = tight.get_log_reader().await;
+    let got = reader.limited_get_log_entries(4, 11).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![4]);
+    assert_eq!(tight.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 10)));
+}

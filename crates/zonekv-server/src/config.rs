@@ -72,6 +72,11 @@ pub struct RaftConfig {
     pub keep_entries_after_snapshot: u64,
     /// Most entries per AppendEntries message. Default: 64.
     pub max_entries_per_append: u64,
+    /// Most bytes of entries (as encoded) per AppendEntries message; a message holds fewer
+    /// entries once they reach this, and a single larger entry goes alone. With the largest
+    /// entry it sets the size limit of the Raft transport's messages (`raft_message_limit`).
+    /// Default: 16777216 (16 MiB).
+    pub max_bytes_per_append: usize,
     /// Deadline for sending a whole snapshot to a follower, in milliseconds. Default: 60000.
     pub snapshot_timeout_ms: u64,
     /// Most snapshot bytes per second this node sends, and likewise receives, summed over all
@@ -86,14 +91,20 @@ pub struct RaftConfig {
     pub max_snapshot_bytes: u64,
     /// Most client writes batched into one log entry. Default: 1024.
     pub max_ops_per_entry: usize,
-    /// A batch stops growing once its keys and values reach this size, in bytes. Default:
-    /// 1 MiB (1048576).
+    /// A batch stops growing once its writes' encoding reaches this size, in bytes (an entry is
+    /// at most this plus one write). Default: 1 MiB (1048576).
     pub max_bytes_per_entry: usize,
     /// Log entries proposed and not yet applied at once; while they are in flight, new writes
     /// gather into the next batch. Default: 2 (one entry syncing while the next fills): on a
     /// 2-core machine, 2 gave 40k writes/s at 256 clients where 8 gave 29k (bigger batches,
     /// less per-entry work; see docs/benchmarks.md).
     pub max_proposals_in_flight: usize,
+    /// Bytes of client writes the node holds at once, waiting to be proposed or in flight,
+    /// over all its ranges (keys and values plus 256 bytes per write). A write past it is
+    /// refused at once with RESOURCE_EXHAUSTED (nothing applied, safe to retry after a
+    /// backoff), so the queues stay bounded however many clients send. Default: 268435456
+    /// (256 MiB).
+    pub max_queued_write_bytes: usize,
     /// Let idle ranges stop their Raft timers (no heartbeats, no election timers) while their
     /// leader's node is live; node liveness pings replace them, and any vote request wakes a
     /// replica (docs/multiraft.md, "Idle cost and failover"). Default: true.
@@ -154,12 +165,14 @@ impl Default for RaftConfig {
             snapshot_after_entries: 10_000,
             keep_entries_after_snapshot: 1000,
             max_entries_per_append: 64,
+            max_bytes_per_append: 16 << 20,
             snapshot_timeout_ms: 60_000,
             snapshot_max_bytes_per_sec: 64 << 20,
             max_snapshot_bytes: 1 << 30,
             max_ops_per_entry: 1024,
             max_bytes_per_entry: 1 << 20,
             max_proposals_in_flight: 2,
+            max_queued_write_bytes: 256 << 20,
             quiesce: true,
             node_liveness_interval_ms: 250,
             node_liveness_timeout_ms: 2000,
@@ -208,12 +221,17 @@ impl NodeConfig {
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
             return fail("raft.election-timeout-max-ms must exceed raft.election-timeout-min-ms".into());
         }
-        if r.max_entries_per_append == 0 || r.snapshot_after_entries == 0 {
+        if r.max_entries_per_append == 0 || r.snapshot_after_entries == 0 || r.max_bytes_per_append == 0 {
             return fail("raft.max-entries-per-append and raft.snapshot-after-entries must not be 0".into());
         }
-        if r.max_ops_per_entry == 0 || r.max_bytes_per_entry == 0 || r.max_proposals_in_flight == 0 {
+        if r.max_ops_per_entry == 0
+            || r.max_bytes_per_entry == 0
+            || r.max_proposals_in_flight == 0
+            || r.max_queued_write_bytes == 0
+        {
             return fail(
-                "raft.max-ops-per-entry, max-bytes-per-entry and max-proposals-in-flight must not be 0"
+                "raft.max-ops-per-entry, max-bytes-per-entry, max-proposals-in-flight and \
+                 max-queued-write-bytes must not be 0"
                     .into(),
             );
         }
@@ -291,12 +309,18 @@ impl NodeConfig {
         Duration::from_millis(self.raft.snapshot_timeout_ms)
     }
 
-    /// The largest Raft message a node accepts: whole log entries, each up to a full batch;
-    /// `max-entries-per-append` of them must fit.
+    /// The largest log entry, encoded: a batch grows until it reaches `max-bytes-per-entry`,
+    /// and its last write can be a whole client request (at most `max_message_bytes`; counted
+    /// twice, as the log's encoding of a request's writes is never twice its own).
+    pub fn max_entry_bytes(&self) -> usize {
+        self.raft.max_bytes_per_entry.saturating_add(self.max_message_bytes().saturating_mul(2))
+    }
+
+    /// The largest Raft message a node sends and accepts: an AppendEntries carries entries up
+    /// to `max-bytes-per-append`, or one larger entry alone (docs/security.md, "Bounded
+    /// resources"); a margin covers the message's own fields. About 20 MiB with the defaults.
     pub fn raft_message_limit(&self) -> usize {
-        (self.max_message_bytes() + self.raft.max_bytes_per_entry)
-            .saturating_mul(self.raft.max_entries_per_append as usize)
-            .max(64 << 20)
+        self.raft.max_bytes_per_append.max(self.max_entry_bytes()).saturating_add(1 << 20)
     }
 
     /// The node's id as the cluster knows it.
@@ -314,7 +338,9 @@ impl NodeConfig {
                 max_ops: r.max_ops_per_entry,
                 max_bytes: r.max_bytes_per_entry,
                 max_in_flight: r.max_proposals_in_flight,
+                max_queued_bytes: r.max_queued_write_bytes,
             },
+            max_append_bytes: r.max_bytes_per_append,
             apply_wait: Duration::from_millis(2 * r.election_timeout_max_ms),
             election_timeout_min: Duration::from_millis(r.election_timeout_min_ms),
             limits: self.limits.clone(),
@@ -375,6 +401,24 @@ mod tests {
         c.storage.max_wal_bytes = 1 << 20;
         assert!(c.validate().unwrap_err().to_string().contains("storage.max-wal-bytes"));
         NodeConfig::default().openraft().unwrap();
+    }
+
+    #[test]
+    fn the_raft_message_limit_follows_the_entry_and_append_limits() {
+        let c = NodeConfig::default();
+        let limit = c.raft_message_limit();
+        assert!(limit >= c.max_entry_bytes() && limit >= c.raft.max_bytes_per_append, "{limit}");
+        assert!(limit < 32 << 20, "the defaults give about 20 MiB, not {limit}");
+        // Bigger appends or values raise it; more entries per append do not.
+        let mut more = c.clone();
+        more.raft.max_entries_per_append = 10_000;
+        assert_eq!(more.raft_message_limit(), limit);
+        more.raft.max_bytes_per_append = 64 << 20;
+        assert_eq!(more.raft_message_limit(), (64 << 20) + (1 << 20));
+        let mut big = c.clone();
+        big.limits.max_value_bytes = 32 << 20;
+        big.limits.max_batch_bytes = 32 << 20;
+        assert!(big.raft_message_limit() > 2 * (32 << 20));
     }
 
     #[test]

@@ -288,3 +288,64 @@ async fn an_endless_snapshot_stream_is_cut_off_at_the_limit() {
     all_running(&s).await;
     s.cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_flooding_raft_requests_without_reading_answers_is_cut_off() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let s = Secure::start(3, NodeConfig::default()).await;
+    let n1 = s.cluster.node(1).unwrap();
+    let before = rss_bytes();
+    // Node 2 (its own certificate, a real member of range 1) sends 200,000 pre-votes, harmless
+    // one by one, and never reads an answer.
+    let header = raft::RaftHeader { group_id: 1, from_node: 2, to_node: 1, from_node_id: 2 };
+    let frame = move |id| raft::RaftFrame {
+        id,
+        body: Some(raft::raft_frame::Body::PreVote(raft::VoteRequest {
+            header: Some(header),
+            vote: Some(raft::Vote { term: 1, node_id: 2, committed: false }),
+            last_log_id: None,
+            leadership_transfer: false,
+        })),
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let batches = futures::stream::iter(0..200u64).map(move |b| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        raft::RaftBatch { frames: (0..1000).map(|i| frame(b * 1000 + i)).collect() }
+    });
+    let mut transport = RaftTransportClient::new(channel(s.node_tls(2), n1.addr()));
+    let mut answers = transport.batch(batches).await.unwrap().into_inner();
+    // Until everything is sent, or the node stops reading.
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now == 200 || now == last {
+            break;
+        }
+        last = now;
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    println!("200,000 raft requests, no answer read: the process grew by {} KiB", grown / 1024);
+    // What the node holds is bounded by its Raft receive budget (64 MiB by default) plus the
+    // unread answers; 200,000 requests in flight would take several times more.
+    assert!(grown < 128 << 20, "memory grew by {grown} bytes");
+    // The answers the node queued, then why it ended the stream.
+    let mut frames = 0usize;
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), answers.message()).await.expect("answers") {
+            Ok(Some(b)) => frames += b.frames.len(),
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    let status = end.expect("the stream ends with a refusal");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("unread"), "{status:?}");
+    assert!(frames < 200_000, "{frames} answers: the node answered everything");
+    client(&s).put("after", "ok").await.unwrap();
+    all_running(&s).await;
+    s.cluster.shutdown().await;
+}

@@ -53,6 +53,10 @@ pub struct BatchLimits {
     pub max_bytes: usize,
     /// Entries proposed and not yet applied at once, per replica.
     pub max_in_flight: usize,
+    /// Bytes of writes the whole node holds at once, queued or in flight, over all its
+    /// replicas (keys and values plus a fixed cost per write); past it, writes are shed with
+    /// [`crate::Error::Overloaded`].
+    pub max_queued_bytes: usize,
 }
 
 /// What a store is told by the node that opens it.
@@ -64,6 +68,8 @@ pub struct StoreConfig {
     pub raft: Arc<openraft::Config>,
     /// Write batching.
     pub batch: BatchLimits,
+    /// Most bytes of encoded entries one replication message carries (at least one entry).
+    pub max_append_bytes: usize,
     /// Longest a linearizable read waits for the local apply to reach its read index (and a
     /// quiet leader for the heartbeat round that renews its lease).
     pub apply_wait: Duration,
@@ -125,7 +131,13 @@ impl StoreConfig {
         Self {
             node_id,
             raft: Arc::new(raft),
-            batch: BatchLimits { max_ops: 1024, max_bytes: 1 << 20, max_in_flight: 2 },
+            batch: BatchLimits {
+                max_ops: 1024,
+                max_bytes: 1 << 20,
+                max_in_flight: 2,
+                max_queued_bytes: 256 << 20,
+            },
+            max_append_bytes: 16 << 20,
             apply_wait: Duration::from_secs(1),
             election_timeout_min: Duration::from_millis(150),
             limits: Limits::default(),

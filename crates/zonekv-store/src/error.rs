@@ -46,6 +46,10 @@ pub enum Error {
     /// The request could not be served now (e.g. no quorum). Nothing was changed.
     #[error("{0}")]
     Unavailable(String),
+    /// The node is holding as many writes as its budget allows (load shedding). Nothing was
+    /// proposed; retry later, after a backoff.
+    #[error("{0}")]
+    Overloaded(String),
     /// A write was proposed but its outcome is unknown (leadership changed before it was
     /// applied). It may or may not have been applied; read before retrying.
     #[error("write outcome unknown: {0}")]
@@ -87,6 +91,7 @@ impl Error {
             Error::NotFound(m) => Error::NotFound(m.clone()),
             Error::RangeKeyMismatch(d) => Error::RangeKeyMismatch(d.clone()),
             Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            Error::Overloaded(m) => Error::Overloaded(m.clone()),
             Error::OutcomeUnknown(m) => Error::OutcomeUnknown(m.clone()),
             Error::ReplicaStopped { range, reason } => {
                 Error::ReplicaStopped { range: *range, reason: reason.clone() }
@@ -106,6 +111,7 @@ impl Error {
                 | Error::NotInitialized(_)
                 | Error::InvalidArgument(_)
                 | Error::Unavailable(_)
+                | Error::Overloaded(_)
                 | Error::NotFound(_)
                 | Error::FailedPrecondition(_)
                 | Error::RangeKeyMismatch(_)

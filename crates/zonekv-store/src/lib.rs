@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 mod config;
 mod error;
 mod proposer;
@@ -39,6 +40,7 @@ mod status;
 mod store;
 mod transport;
 
+pub use budget::{Charge, MemoryBudget};
 pub use config::{BatchLimits, Limits, MAX_KEY_BYTES, StoreConfig, StoreHooks};
 pub use error::{Error, LeaderHint, Result};
 pub use read::{ReadConsistency, Scan, ScanPage};

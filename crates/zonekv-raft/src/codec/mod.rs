@@ -12,7 +12,7 @@ use prost::Message;
 pub use range::*;
 use zonekv_proto::raft::v1 as pb;
 
-use crate::{Entry, Error, LogId, NodeId, RangeId, Result, StoredMembership, Vote};
+use crate::{Entry, Error, LogId, NodeId, Op, RangeId, Result, StoredMembership, Vote};
 
 /// Wraps `payload` in a CRC32 frame.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
@@ -50,6 +50,32 @@ fn corrupt(group: RangeId, what: &dyn Fn() -> String, e: Error) -> Error {
 /// Encodes a log entry for the `raft-log` column family.
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     frame(&entry_to_pb(entry).encode_to_vec())
+}
+
+/// Bytes `entry` adds to a replication message: its encoding and the field framing around it.
+pub fn entry_wire_bytes(entry: &Entry) -> usize {
+    let len = entry_to_pb(entry).encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// Bytes `op` adds to a log entry: its encoding and the field framing around it. What the
+/// proposer counts when it fills an entry, so the entry's size on the wire is known.
+pub fn op_wire_bytes(op: &Op) -> usize {
+    let len = op_to_pb(op).encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// How many of `entries`, from the first, fit in `max_bytes` on the wire; at least one (a
+/// single entry larger than the cap still goes, alone).
+pub fn prefix_within(entries: &[Entry], max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        total = total.saturating_add(entry_wire_bytes(e));
+        if total > max_bytes {
+            return i.max(1);
+        }
+    }
+    entries.len()
 }
 
 /// Decodes and verifies a stored log entry.

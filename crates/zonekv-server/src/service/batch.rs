@@ -1,16 +1,24 @@
 //! `RaftTransport/Batch`, the receiving side of the batched Raft transport: hands each frame
 //! of a peer's stream to its range's Raft, keeping every append stream's requests in order,
 //! and batches the answers back (docs/multiraft.md "Transport").
+//!
+//! Bounded (docs/security.md, "Bounded resources"): every request waiting for a range's Raft
+//! (one-shot calls in flight, append-stream requests queued) and every open append stream
+//! holds a share of the node's Raft receive budget, shared by all peers. A request that does
+//! not fit is shed with RESOURCE_EXHAUSTED (its append stream ends; the sender's Raft retries
+//! after its backoff). A peer that stops reading its answers while it keeps sending loses its
+//! batch stream once [`MAX_UNREAD_ANSWERS`] are waiting.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use openraft::raft::AppendEntriesRequest;
-use tokio::sync::{mpsc, oneshot};
+use prost::Message;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tonic::{Status, Streaming};
 use zonekv_proto::raft::v1 as pb;
 use zonekv_proto::raft::v1::raft_frame::Body;
@@ -19,25 +27,40 @@ use zonekv_raft::{TypeConfig, codec};
 use openraft::errors::RaftError;
 use zonekv_raft::keys::FIRST_RANGE;
 use zonekv_raft::{NodeId, RangeId, ReplicaId};
-use zonekv_store::{Replica, Store};
+use zonekv_store::{Charge, MemoryBudget, Replica, Store};
 
 use crate::auth::Caller;
 use crate::handle::Engine;
 use crate::transport::{TransportStats, batches};
 use crate::{Error, status};
 
-/// Serves one peer's batch stream; the answers end when the node stops.
+/// What a request waiting for Raft costs beside its own encoding (its task, queue slot and
+/// decoded form), for the receive budget.
+const REQUEST_OVERHEAD_BYTES: usize = 4096;
+
+/// What an open append stream costs while it is open (its task and Raft's stream state).
+const STREAM_BYTES: usize = 8192;
+
+/// Answers a peer may leave unread while it keeps sending; past this its batch stream ends.
+/// Far above what a peer reading at any pace leaves (its own windows bound what it asks).
+pub(super) const MAX_UNREAD_ANSWERS: usize = 65_536;
+
+/// Serves one peer's batch stream; the answers end when the node stops. Requests waiting for
+/// Raft take their share of `budget` (the node's, shared by every peer).
 pub(super) fn serve(
     store: Store<Engine>,
     stats: Arc<TransportStats>,
     incoming: Streaming<pb::RaftBatch>,
     caller: Caller,
+    budget: Arc<MemoryBudget>,
 ) -> BoxStream<'static, Result<pb::RaftBatch, Status>> {
     let (out, rx) = mpsc::unbounded_channel();
     let (refused, refusal) = oneshot::channel();
     let stopped = store.stopped();
     stats.streams_in.fetch_add(1, Ordering::Relaxed);
-    let demux = Demux { store, caller, out: Answers(out), streams: HashMap::new() };
+    let out = Answers { tx: out, unread: Arc::default(), overflow: Arc::default() };
+    let unread = out.unread.clone();
+    let demux = Demux { store, caller, out, budget, streams: HashMap::new() };
     let serving = stats.clone();
     tokio::spawn(async move {
         demux.run(incoming, refused).await;
@@ -45,7 +68,11 @@ pub(super) fn serve(
     });
     // After the last answer: why the peer's stream was refused, if it was.
     let refusal = futures::stream::once(refusal).filter_map(|r| std::future::ready(r.ok().map(Err)));
-    Box::pin(batches(rx, stats).map(Ok).chain(refusal).take_until(stopped))
+    let answers = batches(rx, stats).map(move |b| {
+        unread.fetch_sub(b.frames.len(), Ordering::Relaxed);
+        Ok(b)
+    });
+    Box::pin(answers.chain(refusal).take_until(stopped))
 }
 
 /// A peer's message that does not decode.
@@ -122,21 +149,36 @@ pub(super) fn replica_for(
     }
 }
 
+/// A request queued for an append stream, holding its share of the receive budget until Raft
+/// takes it.
+type Queued = (AppendEntriesRequest<TypeConfig>, Charge);
+
 /// An open append stream: its header, which every request must repeat, and the queue its
 /// requests reach Raft through.
 struct AppendStream {
     header: Option<pb::RaftHeader>,
-    requests: mpsc::UnboundedSender<AppendEntriesRequest<TypeConfig>>,
+    requests: mpsc::UnboundedSender<Queued>,
 }
 
-/// The queue of answers to the peer.
+/// The queue of answers to the peer, and how many of them it has not taken yet.
 #[derive(Clone)]
-struct Answers(mpsc::UnboundedSender<pb::RaftFrame>);
+struct Answers {
+    tx: mpsc::UnboundedSender<pb::RaftFrame>,
+    unread: Arc<AtomicUsize>,
+    /// Told when the peer leaves more than [`MAX_UNREAD_ANSWERS`] unread.
+    overflow: Arc<Notify>,
+}
 
 impl Answers {
-    /// Queues `body` as the answer of exchange `id`; false once the peer's stream is gone.
+    /// Queues `body` as the answer of exchange `id`; false once the peer's stream is gone (or
+    /// is being ended for leaving its answers unread).
     fn send(&self, id: u64, body: Body) -> bool {
-        self.0.send(pb::RaftFrame { id, body: Some(body) }).is_ok()
+        if self.unread.fetch_add(1, Ordering::Relaxed) >= MAX_UNREAD_ANSWERS {
+            self.unread.fetch_sub(1, Ordering::Relaxed);
+            self.overflow.notify_one();
+            return false;
+        }
+        self.tx.send(pb::RaftFrame { id, body: Some(body) }).is_ok()
     }
 }
 
@@ -145,6 +187,8 @@ struct Demux {
     /// The node at the other end, from its certificate: every header must name it.
     caller: Caller,
     out: Answers,
+    /// The node's Raft receive budget.
+    budget: Arc<MemoryBudget>,
     streams: HashMap<u64, AppendStream>,
 }
 
@@ -157,10 +201,20 @@ impl Demux {
     async fn run(mut self, mut incoming: Streaming<pb::RaftBatch>, refused: oneshot::Sender<Status>) {
         let stopped = self.store.stopped();
         tokio::pin!(stopped);
+        let overflow = self.out.overflow.clone();
         loop {
             let batch = tokio::select! {
                 biased;
                 () = &mut stopped => break,
+                () = overflow.notified() => {
+                    let e = Error::ResourceExhausted(format!(
+                        "the peer left {MAX_UNREAD_ANSWERS} raft answers unread while it kept sending; \
+                         its batch stream is ended"
+                    ));
+                    tracing::warn!(error = %e, "refused a raft batch stream");
+                    let _ = refused.send(Status::from(e));
+                    break;
+                }
                 batch = incoming.next() => batch,
             };
             match batch {
@@ -176,8 +230,30 @@ impl Demux {
         }
     }
 
+    /// Takes `bytes` (plus a request's overhead) from the receive budget, or says why not.
+    fn charge(&self, bytes: usize, what: &str) -> Result<Charge, Error> {
+        self.budget.try_charge(bytes + REQUEST_OVERHEAD_BYTES).ok_or_else(|| {
+            Error::ResourceExhausted(format!(
+                "this node holds {} bytes of raft requests waiting for their ranges (limit {}); \
+                 {what} was shed, nothing was done: retry later",
+                self.budget.used(),
+                self.budget.limit()
+            ))
+        })
+    }
+
     fn frame(&mut self, frame: pb::RaftFrame) {
         let id = frame.id;
+        let bytes = frame.encoded_len();
+        if matches!(
+            frame.body,
+            Some(Body::Vote(_) | Body::PreVote(_) | Body::AppendEntries(_) | Body::TransferLeader(_))
+        ) {
+            match self.charge(bytes, "a raft request") {
+                Ok(charge) => return self.call(id, frame.body, charge),
+                Err(e) => return self.fail(id, e),
+            }
+        }
         let answer = match frame.body {
             Some(Body::Open(req)) => return self.open(id, req),
             Some(Body::Append(req)) => return self.append(id, req),
@@ -190,18 +266,27 @@ impl Demux {
                 }
                 return;
             }
+            Some(_) => Error::Malformed(format!("raft frame {id} is an answer, sent as a request")),
+            None => Error::Malformed(format!("raft frame {id} has no body")),
+        };
+        self.fail(id, answer);
+    }
+
+    /// A one-shot request: answered by its own task, which holds `charge` until it is done.
+    fn call(&mut self, id: u64, body: Option<Body>, charge: Charge) {
+        let answer = match body {
             Some(Body::Vote(req)) => self.vote(req, false),
             Some(Body::PreVote(req)) => self.vote(req, true),
             Some(Body::AppendEntries(req)) => self.append_entries(req),
             Some(Body::TransferLeader(req)) => self.transfer_leader(req),
-            Some(_) => Err(Error::Malformed(format!("raft frame {id} is an answer, sent as a request"))),
-            None => Err(Error::Malformed(format!("raft frame {id} has no body"))),
+            _ => Err(Error::Malformed(format!("raft frame {id} is not a one-shot request"))),
         };
         match answer {
             Ok(call) => {
                 let out = self.out.clone();
                 tokio::spawn(async move {
                     let body = call.await.unwrap_or_else(|e| Body::Error(status::frame_error(e)));
+                    drop(charge);
                     out.send(id, body);
                 });
             }
@@ -254,7 +339,10 @@ impl Demux {
         let result = if self.streams.contains_key(&id) {
             Err(Error::Malformed(format!("append stream {id} opened twice")))
         } else {
-            self.open_append(id, req)
+            let bytes = req.encoded_len();
+            self.charge(STREAM_BYTES, "a new append stream")
+                .and_then(|open| Ok((open, self.charge(bytes, "an append request")?)))
+                .and_then(|charges| self.open_append(id, req, charges))
         };
         if let Err(e) = result {
             self.refuse(id, e);
@@ -270,9 +358,12 @@ impl Demux {
         } else if req.vote.as_ref().zip(req.header.as_ref()).is_some_and(|(v, h)| v.node_id != h.from_node) {
             Err(Error::PermissionDenied(format!("append stream {id} carries another replica's vote")))
         } else {
-            codec::append_request_from_pb(req).map_err(malformed).map(|rpc| {
-                // Raft may have ended the stream already (its answer `end` is on the way).
-                let _ = s.requests.send(rpc);
+            let bytes = req.encoded_len();
+            self.charge(bytes, "an append request").and_then(|charge| {
+                codec::append_request_from_pb(req).map_err(malformed).map(|rpc| {
+                    // Raft may have ended the stream already (its answer `end` is on the way).
+                    let _ = s.requests.send((rpc, charge));
+                })
             })
         };
         if let Err(e) = result {
@@ -280,16 +371,25 @@ impl Demux {
         }
     }
 
-    fn open_append(&mut self, id: u64, req: pb::AppendEntriesRequest) -> Result<(), Error> {
+    /// Opens append stream `id` with its first request; `open` is the stream's share of the
+    /// receive budget (held by its task), `first` the first request's.
+    fn open_append(
+        &mut self,
+        id: u64,
+        req: pb::AppendEntriesRequest,
+        (open, first): (Charge, Charge),
+    ) -> Result<(), Error> {
         let r = replica_for(&self.store, req.header.as_ref(), req.vote.as_ref(), &self.caller)?;
         let header = req.header;
-        let first = codec::append_request_from_pb(req).map_err(malformed)?;
+        let rpc = codec::append_request_from_pb(req).map_err(malformed)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(first);
+        let _ = tx.send((rpc, first));
         self.streams.insert(id, AppendStream { header, requests: tx });
         let out = self.out.clone();
         tokio::spawn(async move {
-            let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+            let _open = open;
+            // A request gives its share back as Raft takes it.
+            let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|(rpc, _charge)| rpc);
             let mut results = std::pin::pin!(r.raft().stream_append(requests));
             while let Some(result) = results.next().await {
                 let body = match result {

@@ -29,6 +29,12 @@ pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 /// Snapshots a node receives at once; more wait (their senders are held by flow control).
 const SNAPSHOTS_AT_ONCE: usize = 2;
 
+/// The Raft receive budget (`batch.rs`): what requests from every peer waiting for their
+/// ranges may hold, at least two of the largest Raft messages.
+fn receive_budget(raft_limit: usize) -> usize {
+    raft_limit.saturating_mul(2).max(64 << 20)
+}
+
 /// Largest header block of one call: ample for gRPC's own headers and ours.
 const MAX_HEADER_BYTES: u32 = 16 << 10;
 
@@ -51,6 +57,7 @@ pub(crate) fn router(
         max_snapshot_bytes: config.raft.max_snapshot_bytes,
         snapshot_timeout: config.snapshot_timeout(),
         stats: node.net().stats().clone(),
+        receive_budget: zonekv_store::MemoryBudget::new(receive_budget(raft_limit)),
     };
     tonic::transport::Server::builder()
         .tcp_nodelay(true)

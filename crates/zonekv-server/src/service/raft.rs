@@ -36,6 +36,8 @@ pub(crate) struct RaftService {
     /// does not hold a receive slot for ever.
     pub(crate) snapshot_timeout: std::time::Duration,
     pub(crate) stats: Arc<TransportStats>,
+    /// What peers' Raft requests may hold while they wait for their ranges (`batch.rs`).
+    pub(crate) receive_budget: Arc<zonekv_store::MemoryBudget>,
 }
 
 impl RaftService {
@@ -120,6 +122,7 @@ impl RaftTransport for RaftService {
             self.stats.clone(),
             req.into_inner(),
             caller,
+            self.receive_budget.clone(),
         )))
     }
 

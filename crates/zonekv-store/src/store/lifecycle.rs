@@ -84,7 +84,8 @@ impl<E: Engine> Store<E> {
             None => return Ok(None),
         };
         let desc_rx = sm.watch_descriptor();
-        let log = LogStore::new(inner.engine.clone(), range, inner.syncer.clone());
+        let log = LogStore::new(inner.engine.clone(), range, inner.syncer.clone())
+            .with_max_append_bytes(inner.config.max_append_bytes);
         let network =
             GroupNetwork { transport: inner.transport.clone(), range, replica: id, desc: desc_rx.clone() };
         let raft = zonekv_raft::Raft::new(id, inner.config.raft.clone(), network, log, sm)
@@ -101,7 +102,7 @@ impl<E: Engine> Store<E> {
             desc: desc_rx,
             quiet: Default::default(),
         };
-        let proposer = Proposer::start(group.clone(), inner.config.batch);
+        let proposer = Proposer::start(group.clone(), inner.config.batch, inner.write_budget.clone());
         tracing::info!(%range, replica_id = %id, %desc, "range replica started");
         Ok(Some(Replica::new(group, proposer)))
     }

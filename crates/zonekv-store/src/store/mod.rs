@@ -16,6 +16,7 @@ use zonekv_raft::{LogSyncer, NodeId, RangeDescriptor, RangeId, ReplicaId, SyncSt
 
 pub use self::kv::{CasOutcome, RangeLocation, Served, validate};
 pub use self::lifecycle::stored_ranges;
+use crate::budget::MemoryBudget;
 use crate::replicas::Replicas;
 use crate::{Error, Replica, Result, StoreConfig, Transport};
 
@@ -45,6 +46,8 @@ struct Inner<E: Engine> {
     lifecycle: tokio::sync::Mutex<()>,
     /// Set when shutdown begins: no replica starts any more.
     stopping: watch::Sender<bool>,
+    /// The writes every replica's proposer holds, against `batch.max-queued-bytes`.
+    write_budget: Arc<MemoryBudget>,
 }
 
 impl<E: Engine> Store<E> {
@@ -55,8 +58,10 @@ impl<E: Engine> Store<E> {
         lifecycle::check_identity(&engine, config.node_id)?;
         let syncer = LogSyncer::start_with(engine.clone(), config.hooks.ack_before_sync());
         let (split_tx, split_rx) = mpsc::unbounded_channel();
+        let write_budget = MemoryBudget::new(config.batch.max_queued_bytes);
         let store = Store {
             inner: Arc::new(Inner {
+                write_budget,
                 config,
                 engine,
                 syncer,
