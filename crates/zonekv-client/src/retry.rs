@@ -318,3 +318,29 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: Code, not_applied: bool) -> Status {
+        let mut s = Status::new(code, "this node holds too many writes");
+        if not_applied {
+            s.metadata_mut().insert(metadata::NOT_APPLIED, "true".parse().unwrap());
+        }
+        s
+    }
+
+    #[test]
+    fn a_shed_request_is_retried_after_a_backoff_only_when_nothing_was_applied() {
+        for kind in [Kind::Write, Kind::Read, Kind::StaleRead] {
+            assert!(matches!(classify(&status(Code::ResourceExhausted, true), kind), Action::Backoff));
+        }
+        // Without the server's word that nothing was applied (a message over the size limit,
+        // refused by gRPC itself), retrying cannot help.
+        assert!(matches!(
+            classify(&status(Code::ResourceExhausted, false), Kind::Write),
+            Action::Fail(ClientError::Server { code: Code::ResourceExhausted, .. })
+        ));
+    }
+}

@@ -49,7 +49,7 @@ impl Default for Limits {
 pub struct BatchLimits {
     /// Most writes in one entry.
     pub max_ops: usize,
-    /// An entry stops growing once its keys and values reach this size.
+    /// An entry stops growing once its writes' encoding reaches this size.
     pub max_bytes: usize,
     /// Entries proposed and not yet applied at once, per replica.
     pub max_in_flight: usize,
