@@ -82,6 +82,7 @@ async fn main() -> Result<std::process::ExitCode> {
         None => (1..=cli.seeds).collect(),
     };
     let (mut ops, mut faults, mut lost, mut violations, mut failed) = (0, 0, 0, 0, Vec::new());
+    let mut inconclusive = 0;
     for seed in seeds {
         let config = RunConfig {
             seed,
@@ -111,6 +112,7 @@ async fn main() -> Result<std::process::ExitCode> {
         faults += report.injected.len();
         lost += report.lost_writes;
         violations += report.violations.len();
+        inconclusive += report.check_timeouts.len();
         if !report.passed() {
             std::fs::create_dir_all(&cli.out)?;
             let path = cli.out.join(format!("seed-{seed}.json"));
@@ -128,7 +130,8 @@ async fn main() -> Result<std::process::ExitCode> {
     }
     eprintln!(
         "total: {ops} operations, {faults} faults injected, {lost} lost acknowledged writes, \
-         {violations} linearizability violations, {} failing seeds {failed:?}",
+         {violations} linearizability violations, {inconclusive} inconclusive keys (the check gave \
+         up), {} failing seeds {failed:?}",
         failed.len()
     );
     Ok(if failed.is_empty() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
@@ -146,7 +149,7 @@ fn summary(r: &SeedReport) -> String {
         if r.check_timeouts.is_empty() {
             String::new()
         } else {
-            format!(", check gave up on keys {:?}", r.check_timeouts)
+            format!(", INCONCLUSIVE: the check gave up on keys {:?}", r.check_timeouts)
         },
         if r.sets.valid() {
             String::new()

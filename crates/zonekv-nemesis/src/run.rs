@@ -93,7 +93,7 @@ pub struct SeedReport {
     pub lost_writes: usize,
     /// Keys whose history is not linearizable.
     pub violations: Vec<KeyViolation>,
-    /// Keys the checker gave up on.
+    /// Keys the checker gave up on (inconclusive: the seed fails).
     pub check_timeouts: Vec<u32>,
     /// The set check.
     pub sets: SetReport,
@@ -107,10 +107,13 @@ pub struct SeedReport {
 }
 
 impl SeedReport {
-    /// True when nothing was lost, everything is linearizable and the cluster recovered.
+    /// True when nothing was lost, every key's history was checked and is linearizable, and
+    /// the cluster recovered. A key the checker gave up on (`check_timeouts`: its search hit
+    /// `max_states`) is inconclusive, and an inconclusive seed has not passed.
     pub fn passed(&self) -> bool {
         self.lost_writes == 0
             && self.violations.is_empty()
+            && self.check_timeouts.is_empty()
             && self.sets.valid()
             && self.recovered_after_s.is_some()
     }

@@ -26,8 +26,15 @@ fn config(seed: u64, unsafe_local_reads: bool) -> RunConfig {
 /// The seed passed, and faults and enough operations happened for that to mean something.
 fn assert_passed_with_work(seed: u64, r: &SeedReport) {
     let line = format!(
-        "seed {seed}: {} ops, {} unknown, faults {:?}, lost {}, violations {:?}, sets {:?}, recovered {:?}",
-        r.operations, r.unknown, r.injected, r.lost_writes, r.violations, r.sets, r.recovered_after_s
+        "seed {seed}: {} ops, {} unknown, faults {:?}, lost {}, violations {:?}, inconclusive keys {:?}, sets {:?}, recovered {:?}",
+        r.operations,
+        r.unknown,
+        r.injected,
+        r.lost_writes,
+        r.violations,
+        r.check_timeouts,
+        r.sets,
+        r.recovered_after_s
     );
     println!("{line}");
     assert!(r.passed(), "{line}");
@@ -52,6 +59,15 @@ async fn reads_without_a_leadership_check_are_caught() {
         r.injected
     );
     assert!(!r.passed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_check_that_gives_up_fails_the_seed() {
+    // A state budget no real history fits in: the search gives up on every key with work.
+    let r = run(RunConfig { max_states: 1, ..config(1, false) }).await.expect("run");
+    assert!(!r.check_timeouts.is_empty(), "the search never gave up: {} ops", r.operations);
+    assert!(r.violations.is_empty(), "giving up is not a violation: {:?}", r.violations);
+    assert!(!r.passed(), "a seed whose keys were not all checked passed");
 }
 
 fn process_config(seed: u64, unsafe_ack_before_sync: bool) -> RunConfig {
