@@ -25,7 +25,7 @@ use crate::budget::MemoryBudget;
 use crate::config::BatchLimits;
 use crate::{Error, Result};
 
-/// What one queued write costs beside its keys and values (its queue slot, reply channel and
+/// What one queued write costs beside its encoding (its queue slot, reply channel and decoded
 /// op), for the write budget.
 pub(crate) const WRITE_OVERHEAD_BYTES: usize = 256;
 
