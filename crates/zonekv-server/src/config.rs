@@ -100,7 +100,7 @@ pub struct RaftConfig {
     /// less per-entry work; see docs/benchmarks.md).
     pub max_proposals_in_flight: usize,
     /// Bytes of client writes the node holds at once, waiting to be proposed or in flight,
-    /// over all its ranges (keys and values plus 256 bytes per write). A write past it is
+    /// over all its ranges (each write's encoding plus 256 bytes). A write past it is
     /// refused at once with RESOURCE_EXHAUSTED (nothing applied, safe to retry after a
     /// backoff), so the queues stay bounded however many clients send. Default: 268435456
     /// (256 MiB).

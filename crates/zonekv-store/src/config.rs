@@ -54,7 +54,7 @@ pub struct BatchLimits {
     /// Entries proposed and not yet applied at once, per replica.
     pub max_in_flight: usize,
     /// Bytes of writes the whole node holds at once, queued or in flight, over all its
-    /// replicas (keys and values plus a fixed cost per write); past it, writes are shed with
+    /// replicas (each write's encoding plus a fixed cost); past it, writes are shed with
     /// [`crate::Error::Overloaded`].
     pub max_queued_bytes: usize,
 }

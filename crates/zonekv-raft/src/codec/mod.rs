@@ -52,17 +52,16 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     frame(&entry_to_pb(entry).encode_to_vec())
 }
 
-/// Bytes `entry` adds to a replication message: its encoding and the field framing around it.
+/// Bytes `entry` adds to a replication message: its encoding and the field framing around it
+/// (its field's tag is one byte, as every tag below 16 is).
 pub fn entry_wire_bytes(entry: &Entry) -> usize {
-    let len = entry_to_pb(entry).encoded_len();
-    1 + prost::length_delimiter_len(len) + len
+    prost::encoding::message::encoded_len(1, &entry_to_pb(entry))
 }
 
 /// Bytes `op` adds to a log entry: its encoding and the field framing around it. What the
 /// proposer counts when it fills an entry, so the entry's size on the wire is known.
 pub fn op_wire_bytes(op: &Op) -> usize {
-    let len = op_to_pb(op).encoded_len();
-    1 + prost::length_delimiter_len(len) + len
+    prost::encoding::message::encoded_len(1, &op_to_pb(op))
 }
 
 /// How many of `entries`, from the first, fit in `max_bytes` on the wire; at least one (a

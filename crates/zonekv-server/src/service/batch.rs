@@ -244,16 +244,12 @@ impl Demux {
 
     fn frame(&mut self, frame: pb::RaftFrame) {
         let id = frame.id;
-        let bytes = frame.encoded_len();
-        if matches!(
-            frame.body,
-            Some(Body::Vote(_) | Body::PreVote(_) | Body::AppendEntries(_) | Body::TransferLeader(_))
-        ) {
-            match self.charge(bytes, "a raft request") {
-                Ok(charge) => return self.call(id, frame.body, charge),
-                Err(e) => return self.fail(id, e),
-            }
-        }
+        // A one-shot request's size, for its share of the receive budget (stream frames are
+        // charged where they are queued).
+        let bytes = match &frame.body {
+            Some(Body::Open(_) | Body::Append(_) | Body::End(_)) => 0,
+            _ => frame.encoded_len(),
+        };
         let answer = match frame.body {
             Some(Body::Open(req)) => return self.open(id, req),
             Some(Body::Append(req)) => return self.append(id, req),
@@ -266,23 +262,17 @@ impl Demux {
                 }
                 return;
             }
-            Some(_) => Error::Malformed(format!("raft frame {id} is an answer, sent as a request")),
-            None => Error::Malformed(format!("raft frame {id} has no body")),
-        };
-        self.fail(id, answer);
-    }
-
-    /// A one-shot request: answered by its own task, which holds `charge` until it is done.
-    fn call(&mut self, id: u64, body: Option<Body>, charge: Charge) {
-        let answer = match body {
             Some(Body::Vote(req)) => self.vote(req, false),
             Some(Body::PreVote(req)) => self.vote(req, true),
             Some(Body::AppendEntries(req)) => self.append_entries(req),
             Some(Body::TransferLeader(req)) => self.transfer_leader(req),
-            _ => Err(Error::Malformed(format!("raft frame {id} is not a one-shot request"))),
+            Some(_) => Err(Error::Malformed(format!("raft frame {id} is an answer, sent as a request"))),
+            None => Err(Error::Malformed(format!("raft frame {id} has no body"))),
         };
-        match answer {
-            Ok(call) => {
+        // A one-shot request is answered by its own task, which holds its share of the
+        // receive budget until it is done.
+        match answer.and_then(|call| Ok((call, self.charge(bytes, "a raft request")?))) {
+            Ok((call, charge)) => {
                 let out = self.out.clone();
                 tokio::spawn(async move {
                     let body = call.await.unwrap_or_else(|e| Body::Error(status::frame_error(e)));
@@ -339,10 +329,7 @@ impl Demux {
         let result = if self.streams.contains_key(&id) {
             Err(Error::Malformed(format!("append stream {id} opened twice")))
         } else {
-            let bytes = req.encoded_len();
-            self.charge(STREAM_BYTES, "a new append stream")
-                .and_then(|open| Ok((open, self.charge(bytes, "an append request")?)))
-                .and_then(|charges| self.open_append(id, req, charges))
+            self.open_append(id, req)
         };
         if let Err(e) = result {
             self.refuse(id, e);
@@ -371,14 +358,11 @@ impl Demux {
         }
     }
 
-    /// Opens append stream `id` with its first request; `open` is the stream's share of the
-    /// receive budget (held by its task), `first` the first request's.
-    fn open_append(
-        &mut self,
-        id: u64,
-        req: pb::AppendEntriesRequest,
-        (open, first): (Charge, Charge),
-    ) -> Result<(), Error> {
+    /// Opens append stream `id` with its first request. The stream's share of the receive
+    /// budget is held by its task; each request's, until Raft takes it.
+    fn open_append(&mut self, id: u64, req: pb::AppendEntriesRequest) -> Result<(), Error> {
+        let open = self.charge(STREAM_BYTES, "a new append stream")?;
+        let first = self.charge(req.encoded_len(), "an append request")?;
         let r = replica_for(&self.store, req.header.as_ref(), req.vote.as_ref(), &self.caller)?;
         let header = req.header;
         let rpc = codec::append_request_from_pb(req).map_err(malformed)?;
