@@ -5,7 +5,9 @@
 //! Pings go through the transport's fault table like Raft messages. A ping also names the
 //! sender's stopped replicas (a fatal storage error stops one replica, not its node): a leader
 //! replica that stopped sends no vote request and no heartbeat, so without this its quiet
-//! followers would trust it while its node kept pinging.
+//! followers would trust it while its node kept pinging. And a node whose log sync hangs
+//! (longer than `storage.max-sync-stall-ms`) sends no pings at all: liveness vouches for the
+//! node's Raft I/O, not only for its process (docs/disk-faults.md).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -173,10 +175,27 @@ pub(crate) struct Pinger<E: Engine> {
 }
 
 impl<E: Engine> Pinger<E> {
-    /// Pings every other member of the cluster each `interval`, until the store stops.
+    /// Pings every other member of the cluster each `interval`, until the store stops. A node
+    /// whose log sync hangs sends no ping: liveness vouches for a node's Raft I/O, not just for
+    /// its process, so the quiet ranges it leads wake and elect elsewhere (a gray failure).
     pub(crate) async fn run(self) {
+        let mut silenced = false;
         while self.store.tick(self.interval).await {
-            self.ping_all();
+            let stall = self.store.io_stalled();
+            match (stall, silenced) {
+                (Some(d), false) => tracing::warn!(
+                    node_id = %self.store.node_id(),
+                    "a log sync has been running for {d:?}: liveness pings stop until it completes"
+                ),
+                (None, true) => {
+                    tracing::info!(node_id = %self.store.node_id(), "log syncs complete again: pinging")
+                }
+                _ => {}
+            }
+            silenced = stall.is_some();
+            if !silenced {
+                self.ping_all();
+            }
         }
     }
 

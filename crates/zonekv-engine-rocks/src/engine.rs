@@ -10,11 +10,14 @@ use rocksdb::{
 use zonekv_engine::{Cf, Engine, Error, KeyRange, KvIter, Reader, Result, WriteBatch, WriteOp};
 
 use crate::RocksOptions;
+use crate::synced::SyncedMark;
 
 /// A RocksDB-backed engine. Cloning shares the same database.
 #[derive(Clone)]
 pub struct RocksEngine {
     db: Arc<DB>,
+    /// How far the WAL is known synced (checked at the next open).
+    synced: Arc<SyncedMark>,
 }
 
 /// A consistent point-in-time view of a [`RocksEngine`].
@@ -32,7 +35,8 @@ impl std::fmt::Debug for RocksEngine {
 impl RocksEngine {
     /// Opens the database in `path`, creating it and its column families if missing.
     ///
-    /// Fails with [`Error::Corruption`] if RocksDB finds damaged files while opening, and with
+    /// Fails with [`Error::Corruption`] if RocksDB finds damaged files while opening or if the
+    /// write-ahead log replays to less than a sync once made durable (`synced.rs`), and with
     /// [`Error::Open`] if the directory cannot be used (locked by another process, not a
     /// directory, permissions).
     pub fn open(path: &Path, opts: &RocksOptions) -> Result<Self> {
@@ -63,8 +67,20 @@ impl RocksEngine {
             }
             _ => Error::Open { path: path.display().to_string(), reason: e.into_string() },
         })?;
-        tracing::debug!(path = %path.display(), "opened RocksDB engine");
-        Ok(Self { db: Arc::new(db) })
+        let (synced, synced_seq) = SyncedMark::open(path)?;
+        let replayed = db.latest_sequence_number();
+        if replayed < synced_seq {
+            return Err(Error::Corruption(format!(
+                "{}: the write-ahead log lost writes that were synced: a sync covered sequence number \
+                 {synced_seq}, but the log replays only to {replayed} (a damaged or truncated WAL file). \
+                 This node may have forgotten Raft entries and votes it acknowledged, so it must not \
+                 serve or vote with this data: remove the node from the cluster, then wipe the directory \
+                 and join it again as a new node (docs/disk-faults.md)",
+                path.display()
+            )));
+        }
+        tracing::debug!(path = %path.display(), replayed, synced_seq, "opened RocksDB engine");
+        Ok(Self { db: Arc::new(db), synced: Arc::new(synced) })
     }
 
     /// The directory of the database.
@@ -88,6 +104,10 @@ fn cf_handle(db: &DB, cf: Cf) -> &ColumnFamily {
 fn map_err(e: rocksdb::Error) -> Error {
     match e.kind() {
         rocksdb::ErrorKind::Corruption => Error::Corruption(e.into_string()),
+        // RocksDB reports ENOSPC as an I/O error with this text (its `kNoSpace` subcode).
+        rocksdb::ErrorKind::IOError if e.as_ref().contains("No space left on device") => {
+            Error::NoSpace(e.into_string())
+        }
         rocksdb::ErrorKind::IOError => Error::Io(std::io::Error::other(e.into_string())),
         _ => Error::Backend(e.into_string()),
     }
@@ -164,7 +184,12 @@ impl Engine for RocksEngine {
     }
 
     fn sync(&self) -> Result<()> {
-        self.db.flush_wal(true).map_err(map_err)
+        // Every write with a sequence number up to `seq` is in the WAL (or its buffer) already:
+        // RocksDB publishes a sequence number after the write's WAL record.
+        let seq = self.db.latest_sequence_number();
+        self.db.flush_wal(true).map_err(map_err)?;
+        self.synced.record(seq);
+        Ok(())
     }
 
     fn snapshot(&self) -> RocksSnapshot<'_> {

@@ -9,12 +9,17 @@
 //! fsyncs the WAL before returning, which also makes every earlier write durable, because the
 //! WAL is one sequential log for all column families. Recovery uses RocksDB's default
 //! point-in-time mode: a torn, never-acknowledged tail of the WAL is dropped, anything synced
-//! is replayed. RocksDB's block checksums are verified on every read
+//! is replayed — and checked: every sync records the sequence number it covered in a mark
+//! kept outside the WAL (`synced.rs`), so damage that drops *synced* writes (a bit flip or a
+//! cut inside the live WAL) fails the open with [`Error::Corruption`] instead of coming back
+//! as a shorter log. RocksDB's block checksums are verified on every read
 //! (`paranoid_checks` stays on), so damaged files surface as [`Error::Corruption`].
 
 mod engine;
 mod options;
+mod synced;
 
 pub use engine::{RocksEngine, RocksSnapshot};
 pub use options::RocksOptions;
+pub use synced::FILE_NAME as SYNCED_MARK_FILE;
 pub use zonekv_engine::{Cf, Error, Result};

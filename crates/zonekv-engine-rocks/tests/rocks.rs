@@ -165,12 +165,7 @@ fn a_truncated_older_write_ahead_log_fails_the_open() {
         engine.write(&b, true).unwrap();
     }
     drop(engine);
-    let mut wals: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    wals.sort();
+    let wals = wal_files(&dir);
     assert!(wals.len() >= 2, "the writes should have rotated the WAL: {wals:?}");
     // Cut the oldest WAL, which holds the synced vote, by a few hundred bytes.
     let oldest = std::fs::OpenOptions::new().write(true).open(&wals[0]).unwrap();
@@ -179,4 +174,88 @@ fn a_truncated_older_write_ahead_log_fails_the_open() {
     drop(oldest);
     let err = RocksEngine::open(dir.path(), &opts).expect_err("opened on a truncated synced WAL");
     assert!(matches!(err, zonekv_engine::Error::Corruption(_) | zonekv_engine::Error::Open { .. }), "{err}");
+}
+
+/// The write-ahead log files in `dir`, oldest first.
+fn wal_files(dir: &TempDir) -> Vec<std::path::PathBuf> {
+    let mut wals: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    wals.sort();
+    wals
+}
+
+/// Writes `n` keys to the data column family, each made durable the way Raft appends are (an
+/// unsynced write, then `sync`), closes the engine and returns the path of the live WAL file.
+fn synced_keys_then_close(dir: &TempDir, n: u32) -> std::path::PathBuf {
+    let engine = open(dir);
+    for i in 0..n {
+        let mut b = WriteBatch::new();
+        b.put(Cf::Data, i.to_be_bytes().to_vec(), vec![7u8; 100]);
+        engine.write(&b, false).unwrap();
+        engine.sync().unwrap();
+    }
+    drop(engine);
+    wal_files(dir).pop().expect("a live WAL file")
+}
+
+/// Asserts the open fails as lost synced writes; then, as the negative control, that without
+/// the synced mark the same damaged directory opens and silently lacks key `n - 1` (the damage
+/// is real and only the mark catches it).
+fn assert_lost_synced_writes_are_refused(dir: &TempDir, n: u32) {
+    let err = RocksEngine::open(dir.path(), &RocksOptions::default())
+        .expect_err("opened a WAL that lost synced writes");
+    assert!(
+        matches!(&err, zonekv_engine::Error::Corruption(m) if m.contains("lost writes that were synced")),
+        "{err}"
+    );
+    std::fs::remove_file(dir.path().join(zonekv_engine_rocks::SYNCED_MARK_FILE)).unwrap();
+    let engine = open(dir);
+    assert_eq!(
+        engine.get(Cf::Data, &(n - 1).to_be_bytes()).unwrap(),
+        None,
+        "without the mark the damage should drop synced writes silently (else this test proves nothing)"
+    );
+}
+
+/// A cut inside the synced part of the live WAL (docs/disk-faults.md): RocksDB's point-in-time
+/// recovery would replay up to the cut and drop the rest silently; the synced mark refuses it.
+#[test]
+fn a_cut_in_the_live_write_ahead_log_is_refused_as_lost_synced_writes() {
+    let dir = TempDir::new().unwrap();
+    let wal = synced_keys_then_close(&dir, 200);
+    let file = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len / 2).unwrap();
+    drop(file);
+    assert_lost_synced_writes_are_refused(&dir, 200);
+}
+
+/// A bit flip inside the synced part of the live WAL: replay stops at the damaged record.
+#[test]
+fn a_bit_flip_in_the_live_write_ahead_log_is_refused_as_lost_synced_writes() {
+    let dir = TempDir::new().unwrap();
+    let wal = synced_keys_then_close(&dir, 200);
+    let mut bytes = std::fs::read(&wal).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&wal, &bytes).unwrap();
+    assert_lost_synced_writes_are_refused(&dir, 200);
+}
+
+/// What a crash may legitimately leave — a torn record after the last sync — is not damage:
+/// the open succeeds with every synced write.
+#[test]
+fn a_torn_tail_after_the_last_sync_opens_with_every_synced_write() {
+    let dir = TempDir::new().unwrap();
+    let wal = synced_keys_then_close(&dir, 200);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&wal).unwrap();
+    std::io::Write::write_all(&mut file, &[0x5a; 21]).unwrap();
+    drop(file);
+    let engine = open(&dir);
+    for i in 0..200u32 {
+        assert!(engine.get(Cf::Data, &i.to_be_bytes()).unwrap().is_some(), "synced key {i} lost");
+    }
 }

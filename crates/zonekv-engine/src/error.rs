@@ -22,6 +22,10 @@ pub enum Error {
     /// An I/O error from the operating system or the engine's file layer.
     #[error("storage I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The disk is full: the write was refused and changed nothing. Not damage; writes work
+    /// again once space is freed.
+    #[error("storage is full: {0}")]
+    NoSpace(String),
     /// Any other failure reported by the underlying engine.
     #[error("storage engine error: {0}")]
     Backend(String),

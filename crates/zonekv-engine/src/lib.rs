@@ -22,6 +22,8 @@
 mod batch;
 mod error;
 pub mod export;
+#[cfg(feature = "faults")]
+mod faulty;
 mod mem;
 mod range;
 #[cfg(any(test, feature = "testsuite"))]
@@ -29,6 +31,8 @@ pub mod testsuite;
 
 pub use batch::{WriteBatch, WriteOp};
 pub use error::{Error, Result};
+#[cfg(feature = "faults")]
+pub use faulty::{DiskFaults, FaultyEngine};
 pub use mem::MemEngine;
 pub use range::KeyRange;
 

@@ -39,7 +39,7 @@ pub use range::{RangeDescriptor, RangeEpoch, ReplicaDesc};
 pub use snapshot::SnapshotBuilder;
 pub use state_machine::StateMachine;
 pub use stored::{read_descriptor, read_user_value};
-pub use syncer::{LogSyncer, SyncStats};
+pub use syncer::{LogSyncer, SyncStats, SyncerOptions};
 pub use types::{
     Entry, LeaderId, LogId, Membership, NodeInfo, Raft, SnapshotData, SnapshotMeta, StoredMembership,
     TypeConfig, Vote,

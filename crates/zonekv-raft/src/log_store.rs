@@ -208,7 +208,11 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let mut b = WriteBatch::new();
         b.put(Cf::RaftMeta, meta_key(self.group(), MetaKey::Vote), codec::encode_vote(vote));
-        self.engine().write(&b, true).map_err(|e| log_error(self.group(), e.into()))
+        self.engine().write(&b, false).map_err(|e| log_error(self.group(), e.into()))?;
+        // Durable in the next group commit, like appends: the election of many ranges at once
+        // shares fsyncs, no runtime thread blocks on one, and after a failed sync nothing is
+        // made durable any more (`LogSyncer`).
+        self.syncer.sync().await.map_err(|e| log_error(self.group(), Error::Engine(e.into())))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {

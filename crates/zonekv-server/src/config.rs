@@ -135,6 +135,11 @@ pub struct StorageConfig {
     /// synced first, so this only decides whether a crashed process loses what it never
     /// promised to keep. Default: true.
     pub manual_wal_flush: bool,
+    /// A log sync (fsync) running longer than this makes the node stop vouching for itself in
+    /// liveness pings, so the quiet ranges it leads elect leaders on healthy nodes (a hung
+    /// disk is a gray failure: the process runs, its Raft I/O does not). Milliseconds; must be
+    /// above 0. Default: 2000.
+    pub max_sync_stall_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -188,6 +193,7 @@ impl Default for StorageConfig {
             write_buffer_bytes: d.write_buffer_bytes,
             max_wal_bytes: d.max_wal_bytes,
             manual_wal_flush: d.manual_wal_flush,
+            max_sync_stall_ms: 2000,
         }
     }
 }
@@ -261,6 +267,9 @@ impl NodeConfig {
         let p = &self.placement;
         if p.interval_ms == 0 || p.max_snapshots == 0 {
             return fail("placement.interval-ms and placement.max-snapshots must not be 0".into());
+        }
+        if self.storage.max_sync_stall_ms == 0 {
+            return fail("storage.max-sync-stall-ms must be above 0".into());
         }
         if p.dead_after_ms <= r.node_liveness_timeout_ms {
             return fail(format!(
@@ -343,6 +352,7 @@ impl NodeConfig {
             max_append_bytes: r.max_bytes_per_append,
             apply_wait: Duration::from_millis(2 * r.election_timeout_max_ms),
             election_timeout_min: Duration::from_millis(r.election_timeout_min_ms),
+            max_sync_stall: Duration::from_millis(self.storage.max_sync_stall_ms),
             limits: self.limits.clone(),
             hooks,
         })

@@ -1,4 +1,5 @@
-//! Fault injection for the Raft transport of in-process clusters (tests and the nemesis).
+//! Fault injection for in-process clusters (tests and the nemesis): the Raft transport's
+//! [`NetFaults`] and the engines' [`DiskFaultTable`].
 //!
 //! Only with the `test-hooks` feature. A [`NetFaults`] table is shared by every node of a
 //! [`crate::LocalCluster`]. Before a node
@@ -199,5 +200,25 @@ mod tests {
         assert!(delivered.iter().all(|(d, _)| (1..=9).contains(&d.as_millis())));
         let dups = delivered.iter().filter(|(_, dup)| *dup).count();
         assert!(dups * 3 > delivered.len() && dups * 3 < 2 * delivered.len(), "{dups} duplicates");
+    }
+}
+
+/// The disk faults of every node of a cluster: each node's engine consults its own
+/// [`DiskFaults`] switchboard (created on first use, kept across restarts).
+#[derive(Debug, Clone, Default)]
+pub struct DiskFaultTable {
+    nodes: Arc<Mutex<HashMap<NodeId, zonekv_engine::DiskFaults>>>,
+}
+
+impl DiskFaultTable {
+    /// No faults on any node.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Node `id`'s switchboard.
+    pub fn node(&self, id: impl Into<NodeId>) -> zonekv_engine::DiskFaults {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.entry(id.into()).or_default().clone()
     }
 }

@@ -21,7 +21,12 @@ use crate::transport::{RaftNet, RateLimiter};
 use crate::{NodeConfig, Result};
 
 /// The engine a node runs on.
+#[cfg(not(feature = "test-hooks"))]
 pub(crate) type Engine = RocksEngine;
+/// The engine a node runs on: in test builds, wrapped so tests can inject disk faults
+/// (`NodeOptions::disk_faults`; without faults it forwards every call).
+#[cfg(feature = "test-hooks")]
+pub(crate) type Engine = zonekv_engine::FaultyEngine<RocksEngine>;
 
 /// A cheap, cloneable handle to a running node's API (key-value, admin, status), for sharing
 /// across tasks. Everything [`crate::Node`] offers besides start and shutdown lives here;
@@ -258,6 +263,18 @@ impl NodeHandle {
     /// node `to`, a voter.
     pub async fn transfer_leader(&self, range: impl Into<RangeId>, to: impl Into<NodeId>) -> Result<()> {
         Ok(self.control().members().transfer_leader(range.into(), to.into()).await?)
+    }
+
+    /// Why this node stopped for good, if it did: a log sync failed, so it runs no replica and
+    /// must be restarted once its disk is checked (docs/disk-faults.md).
+    pub fn storage_failure(&self) -> Option<String> {
+        self.inner.store.failure().map(str::to_string)
+    }
+
+    /// Completes with the reason once this node has stopped for good (see
+    /// [`NodeHandle::storage_failure`]); never otherwise.
+    pub fn storage_failed(&self) -> impl Future<Output = String> + Send + use<> {
+        self.inner.store.failed()
     }
 
     /// Stops this node's replica of `range` as a fatal storage error would, leaving the node

@@ -101,6 +101,9 @@ pub struct NodeOptions {
     /// **Unsafe, for proving the crash tests can fail:** report Raft log appends durable
     /// without an fsync.
     pub unsafe_ack_before_sync: bool,
+    /// Disk faults to inject into the nodes' engines (failed or stalled syncs, a full disk),
+    /// one switchboard per node, switched at run time through this table.
+    pub disk_faults: Option<crate::DiskFaultTable>,
 }
 
 /// What a node is started with: its hooks, all off without the `test-hooks` feature.
@@ -108,6 +111,9 @@ pub struct NodeOptions {
 pub(crate) struct Hooks {
     pub(crate) faults: FaultTable,
     pub(crate) store: zonekv_store::StoreHooks,
+    /// The switchboard of the node's engine wrapper.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) disk: crate::DiskFaultTable,
 }
 
 #[cfg(feature = "test-hooks")]
@@ -119,6 +125,7 @@ impl From<NodeOptions> for Hooks {
                 unsafe_local_reads: o.unsafe_local_reads,
                 unsafe_ack_before_sync: o.unsafe_ack_before_sync,
             },
+            disk: o.disk_faults.unwrap_or_default(),
         }
     }
 }

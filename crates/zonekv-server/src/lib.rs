@@ -35,7 +35,7 @@ pub use config::{
 };
 pub use error::{ControlError, Error, Result, StoreError};
 #[cfg(feature = "test-hooks")]
-pub use faults::{FaultStats, LinkRule, NetFaults};
+pub use faults::{DiskFaultTable, FaultStats, LinkRule, NetFaults};
 pub use handle::{NodeHandle, NodeStatus};
 #[cfg(feature = "test-hooks")]
 pub use hooks::NodeOptions;
@@ -43,6 +43,8 @@ pub use hooks::Verdict;
 pub use node::{FIRST_RANGE, Node};
 pub use transport::TransportStats;
 pub use zonekv_control::{Peer, SpanPolicy};
+#[cfg(feature = "test-hooks")]
+pub use zonekv_engine::DiskFaults;
 pub use zonekv_raft::{Mutation, NodeId, RangeDescriptor, RangeId, ReplicaId};
 pub use zonekv_store::{
     CasOutcome, LeaderHint, Member, RangeLocation, RangeStatus, ReadConsistency, Role, Scan, ScanPage,

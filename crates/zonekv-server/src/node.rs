@@ -76,6 +76,8 @@ impl Node {
         config.validate()?;
         let tls = load_tls(&config)?;
         let engine = open_engine(&config).map_err(zonekv_store::Error::from)?;
+        #[cfg(feature = "test-hooks")]
+        let engine = zonekv_engine::FaultyEngine::new(engine, hooks.disk.node(config.id()));
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;

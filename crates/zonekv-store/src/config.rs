@@ -76,6 +76,9 @@ pub struct StoreConfig {
     /// The shortest election timeout: how long a new range's preferred first leader is given
     /// before the parent's leader campaigns in its place (`lifecycle.rs`).
     pub election_timeout_min: Duration,
+    /// A log sync running longer than this means the node's disk is stalled: requests are
+    /// refused at once (`Unavailable`, nothing done) and liveness stops vouching for the node.
+    pub max_sync_stall: Duration,
     /// Request limits.
     pub limits: Limits,
     /// Unsafe switches for negative controls; all off by default.
@@ -140,6 +143,7 @@ impl StoreConfig {
             max_append_bytes: 16 << 20,
             apply_wait: Duration::from_secs(1),
             election_timeout_min: Duration::from_millis(150),
+            max_sync_stall: Duration::from_secs(2),
             limits: Limits::default(),
             hooks: StoreHooks::default(),
         }

@@ -12,7 +12,7 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::sync::{mpsc, watch};
 use zonekv_engine::Engine;
 use zonekv_raft::keys::FIRST_RANGE;
-use zonekv_raft::{LogSyncer, NodeId, RangeDescriptor, RangeId, ReplicaId, SyncStats};
+use zonekv_raft::{LogSyncer, NodeId, RangeDescriptor, RangeId, ReplicaId, SyncStats, SyncerOptions};
 
 pub use self::kv::{CasOutcome, RangeLocation, Served, validate};
 pub use self::lifecycle::stored_ranges;
@@ -48,6 +48,8 @@ struct Inner<E: Engine> {
     stopping: watch::Sender<bool>,
     /// The writes every replica's proposer holds, against `batch.max-queued-bytes`.
     write_budget: Arc<MemoryBudget>,
+    /// Why the store stopped for good (a failed log sync): set once, then every replica stops.
+    failure: std::sync::OnceLock<String>,
 }
 
 impl<E: Engine> Store<E> {
@@ -56,7 +58,11 @@ impl<E: Engine> Store<E> {
     /// always). Replicas talk to their peers through `transport`.
     pub async fn open(engine: E, config: StoreConfig, transport: Arc<dyn Transport>) -> Result<Store<E>> {
         lifecycle::check_identity(&engine, config.node_id)?;
-        let syncer = LogSyncer::start_with(engine.clone(), config.hooks.ack_before_sync());
+        let syncer = LogSyncer::start_with(
+            engine.clone(),
+            SyncerOptions { ack_before_sync: config.hooks.ack_before_sync(), ..SyncerOptions::default() },
+        );
+        let sync_failed = syncer.failed();
         let (split_tx, split_rx) = mpsc::unbounded_channel();
         let write_budget = MemoryBudget::new(config.batch.max_queued_bytes);
         let store = Store {
@@ -70,8 +76,10 @@ impl<E: Engine> Store<E> {
                 split_tx,
                 lifecycle: Default::default(),
                 stopping: watch::Sender::new(false),
+                failure: std::sync::OnceLock::new(),
             }),
         };
+        tokio::spawn(fail_stop(Arc::downgrade(&store.inner), sync_failed));
         if let Err(e) = store.start_stored().await {
             // Release the storage before reporting, so the directory can be reopened.
             store.shutdown().await;
@@ -97,6 +105,35 @@ impl<E: Engine> Store<E> {
     /// How the store runs.
     pub fn config(&self) -> &StoreConfig {
         &self.inner.config
+    }
+
+    /// Why this store stopped for good, if it did: a log sync failed, so no replica runs and
+    /// the node must be restarted (docs/disk-faults.md).
+    pub fn failure(&self) -> Option<&str> {
+        self.inner.failure.get().map(String::as_str)
+    }
+
+    /// Completes with the reason once the store has stopped for good (never, otherwise).
+    pub fn failed(&self) -> impl Future<Output = String> + Send + use<E> {
+        let mut rx = self.inner.stopping.subscribe();
+        let inner = Arc::downgrade(&self.inner);
+        async move {
+            loop {
+                if let Some(reason) = inner.upgrade().and_then(|i| i.failure.get().cloned()) {
+                    return reason;
+                }
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
+    /// How long the log sync in progress has been running, if longer than
+    /// `max_sync_stall`: the node's disk is stalled, so requests are refused and liveness
+    /// stops vouching for the node until the sync completes (a gray failure).
+    pub fn io_stalled(&self) -> Option<Duration> {
+        self.inner.syncer.sync_running_for().filter(|d| *d > self.inner.config.max_sync_stall)
     }
 
     /// The log syncer's counters (syncs, appends made durable).
@@ -141,8 +178,25 @@ impl<E: Engine> Store<E> {
         self.replicas().iter().filter(|r| r.leads()).map(Replica::range_id).collect()
     }
 
+    /// `Unavailable`, naming the cause, once the store has stopped for good or while its disk
+    /// is stalled: a request would wait on the disk, so it is refused at once (nothing done)
+    /// and the client tries another node.
+    fn check_running(&self) -> Result<()> {
+        if let Some(reason) = self.failure() {
+            return Err(Error::Unavailable(format!("node {} has stopped: {reason}", self.node_id())));
+        }
+        if let Some(d) = self.io_stalled() {
+            return Err(Error::Unavailable(format!(
+                "node {}: its disk is stalled (a log sync has been running for {d:?}); nothing was done, ask another node",
+                self.node_id()
+            )));
+        }
+        Ok(())
+    }
+
     /// The replica of the range holding user key `key`, as of its last apply.
     pub fn replica_for_key(&self, key: &[u8]) -> Result<Replica<E>> {
+        self.check_running()?;
         self.inner.replicas.for_key(key).ok_or_else(|| {
             Error::Unavailable(format!(
                 "node {} holds no replica of the range of key {key:?} (now); ask another node",
@@ -153,6 +207,7 @@ impl<E: Engine> Store<E> {
 
     /// The replica whose descriptor satisfies `pred`.
     pub fn find(&self, pred: impl Fn(&RangeDescriptor) -> bool) -> Result<Replica<E>> {
+        self.check_running()?;
         self.inner.replicas.find(pred).ok_or_else(|| {
             Error::Unavailable(format!(
                 "node {} holds no replica of the range asked for; ask another node",
@@ -295,6 +350,9 @@ impl<E: Engine> Store<E> {
     /// handle to it goes.
     pub fn close(&self) {
         self.inner.syncer.close();
+        if self.failure().is_some() {
+            return; // no sync after a failed one (see `LogSyncer`)
+        }
         if let Err(e) = self.inner.engine.sync() {
             tracing::warn!(node_id = %self.node_id(), error = %e, "final WAL sync failed");
         }
@@ -310,4 +368,19 @@ impl<E: Engine> Store<E> {
     pub fn meta_applied(&self) -> Option<zonekv_raft::LogId> {
         self.first().raft().metrics().borrow_watched().last_applied
     }
+}
+
+/// Stops the store for good once its log syncer fails: every replica stops (a replica with an
+/// append in flight has already stopped on its error), requests get `Unavailable` naming the
+/// cause, background loops end, and liveness pings stop, so peers elect leaders elsewhere.
+async fn fail_stop<E: Engine>(
+    inner: std::sync::Weak<Inner<E>>,
+    sync_failed: impl Future<Output = Option<String>>,
+) {
+    let Some(reason) = sync_failed.await else { return };
+    let Some(inner) = inner.upgrade() else { return };
+    let store = Store { inner };
+    tracing::error!(node_id = %store.node_id(), "{reason}");
+    let _ = store.inner.failure.set(reason);
+    store.shutdown().await;
 }

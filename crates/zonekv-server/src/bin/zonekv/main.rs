@@ -223,8 +223,14 @@ async fn start(args: StartArgs, security: &cli::SecurityArgs) -> Result<()> {
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let failed = node.storage_failed();
+    tokio::pin!(failed);
     loop {
         tokio::select! {
+            reason = &mut failed => {
+                node.shutdown().await;
+                bail!("node stopped: {reason}");
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             // Rotation: the operator replaced the files; new connections use them.
