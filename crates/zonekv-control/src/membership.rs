@@ -112,6 +112,15 @@ impl<E: Engine> Membership<E> {
         Ok(())
     }
 
+    /// Makes exactly `voters` the first range's voters; voters left out stay members, as
+    /// learners (the placement driver keeps the meta range's quorum on live nodes with it).
+    /// Must run on the first range's leader.
+    pub async fn set_voters(&self, voters: BTreeSet<NodeId>) -> Result<()> {
+        let ids = voters.into_iter().map(ReplicaId::of_first_range).collect();
+        self.store.first().change_voters_keeping_learners(ids).await?;
+        Ok(())
+    }
+
     /// Asks the leader of `range` (this node's replica) to hand leadership to its replica on
     /// node `to`, a voter.
     pub async fn transfer_leader(&self, range: RangeId, to: NodeId) -> Result<()> {

@@ -13,8 +13,8 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use tokio::sync::{Mutex, RwLock};
 pub use zonekv_server::NodeId;
 use zonekv_server::{
-    Error, FIRST_RANGE, LinkRule, LocalCluster, NetFaults, NodeHandle, RangeId, ReadConsistency, Role,
-    StoreError,
+    DiskFaultTable, Error, FIRST_RANGE, LinkRule, LocalCluster, NetFaults, NodeHandle, RangeId,
+    ReadConsistency, Role, StoreError,
 };
 
 use crate::backend::Backend;
@@ -30,6 +30,8 @@ pub struct Cluster {
     pub nodes: RwLock<LocalCluster>,
     /// The Raft transport's fault table.
     pub net: NetFaults,
+    /// Each node's disk faults.
+    pub disks: DiskFaultTable,
     /// Every node id.
     pub ids: Vec<NodeId>,
     /// Nodes removed from the membership by a fault, to be added back on heal.
@@ -37,10 +39,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Wraps a started cluster whose nodes use `net`.
-    pub fn new(nodes: LocalCluster, net: NetFaults) -> Self {
+    /// Wraps a started cluster whose nodes use `net` and `disks`.
+    pub fn new(nodes: LocalCluster, net: NetFaults, disks: DiskFaultTable) -> Self {
         let ids = nodes.members().into_iter().map(|(id, _)| id).collect();
-        Self { nodes: RwLock::new(nodes), net, ids, removed: Mutex::default() }
+        Self { nodes: RwLock::new(nodes), net, disks, ids, removed: Mutex::default() }
     }
 
     /// A handle to node `id` if it runs. Hold it only for one call: a held handle keeps a
@@ -255,6 +257,59 @@ impl Fault<Cluster> for StopStart {
     }
 }
 
+/// How long each fsync takes while a node's disk is stalled (the longest a fault is held).
+const STALL: Duration = Duration::from_secs(3);
+
+/// Disk faults on one node (a minority): `disk-stall` makes every fsync of the leader (or of a
+/// random node) take 3 s, past `storage.max-sync-stall-ms`, so it refuses requests and its
+/// liveness pings stop; `fail-sync` makes a random node's fsyncs fail, so it stops for good
+/// until the heal clears the fault and restarts it (an operator replacing the disk).
+struct Disk {
+    fail: bool,
+}
+
+#[async_trait]
+impl Fault<Cluster> for Disk {
+    fn name(&self) -> &'static str {
+        if self.fail { "fail-sync" } else { "disk-stall" }
+    }
+
+    async fn inject(&self, c: &Cluster, rng: &mut StdRng) -> Option<String> {
+        let id = match (self.fail, rng.random_bool(0.5)) {
+            (false, true) => c.leader().await?,
+            _ => c.ids[rng.random_range(0..c.ids.len())],
+        };
+        c.handle(id).await?;
+        if self.fail {
+            c.disks.node(id).fail_syncs(true);
+            Some(format!("node {id}: fsyncs fail (EIO)"))
+        } else {
+            c.disks.node(id).stall_syncs(STALL);
+            Some(format!("node {id}: every fsync takes {STALL:?}"))
+        }
+    }
+
+    async fn heal(&self, c: &Cluster) {
+        let mut nodes = c.nodes.write().await;
+        for &id in &c.ids {
+            let disk = c.disks.node(id);
+            if self.fail {
+                disk.fail_syncs(false);
+            } else {
+                disk.stall_syncs(Duration::ZERO);
+            }
+            // A node that stopped on a failed fsync runs again only after a restart.
+            let failed = nodes.node(id).is_some_and(|n| n.storage_failure().is_some());
+            if failed {
+                nodes.stop_node(id).await;
+                if let Err(e) = nodes.restart_node(id).await {
+                    tracing::error!(node = %id, error = %e, "restarting a node after its fsync failed");
+                }
+            }
+        }
+    }
+}
+
 /// The leader and a random other node.
 async fn leader_and_other(c: &Cluster, rng: &mut StdRng) -> Option<(NodeId, NodeId)> {
     let leader = c.leader().await?;
@@ -463,5 +518,7 @@ pub fn catalogue() -> Vec<Arc<dyn Fault<Cluster>>> {
         Arc::new(SplitRange),
         Arc::new(MoveReplica),
         Arc::new(TransferRangeLeader),
+        Arc::new(Disk { fail: false }),
+        Arc::new(Disk { fail: true }),
     ]
 }

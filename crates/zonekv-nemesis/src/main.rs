@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use zonekv_nemesis::run::{Mode, RunConfig, SeedReport, run};
+use zonekv_nemesis::run::{Mode, RunConfig, SeedReport, Timings, run};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Fault injection and linearizability checking for ZoneKV")]
@@ -63,6 +63,11 @@ struct Cli {
     /// the mode.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
+    /// Node timings: `default` (the node's defaults, with a 3 s `placement.dead-after-ms` so
+    /// dead-node replacement runs under faults) or `fast` (short Raft timeouts, snapshots every
+    /// 500 entries).
+    #[arg(long, default_value = "default", value_parser = parse_timings)]
+    timings: Timings,
     /// Directory for the reports of failing seeds.
     #[arg(long, default_value = "nemesis-results")]
     out: PathBuf,
@@ -99,6 +104,7 @@ async fn main() -> Result<std::process::ExitCode> {
             // Process mode: node logs kept next to the report if the seed fails.
             logs: cli.processes.then(|| cli.out.join(format!("seed-{seed}-logs"))),
             faults: cli.faults.clone(),
+            timings: cli.timings,
         };
         let logs = config.logs.clone();
         let report = run(config).await.with_context(|| format!("seed {seed}"))?;
@@ -171,6 +177,7 @@ fn replay_flags(cli: &Cli) -> String {
         (cli.processes, " --processes"),
         (cli.unsafe_local_reads, " --unsafe-local-reads"),
         (cli.unsafe_ack_before_sync, " --unsafe-ack-before-sync"),
+        (cli.timings == Timings::Fast, " --timings fast"),
     ] {
         if set {
             f.push_str(flag);
@@ -180,4 +187,12 @@ fn replay_flags(cli: &Cli) -> String {
         f.push_str(&format!(" --faults {}", cli.faults.join(",")));
     }
     f
+}
+
+fn parse_timings(s: &str) -> std::result::Result<Timings, String> {
+    match s {
+        "default" => Ok(Timings::Default),
+        "fast" => Ok(Timings::Fast),
+        other => Err(format!("{other:?}: the timings are `default` and `fast`")),
+    }
 }

@@ -22,14 +22,6 @@ use crate::nemesis::Fault;
 use crate::{Error, Result};
 
 /// Node settings for fault runs, as a config file (same as the in-process template).
-const NODE_CONFIG: &str = "[raft]
-heartbeat-interval-ms = 100
-election-timeout-min-ms = 400
-election-timeout-max-ms = 800
-snapshot-after-entries = 500
-keep-entries-after-snapshot = 100
-";
-
 struct ProcNode {
     id: u64,
     addr: String,
@@ -104,7 +96,12 @@ fn signal(child: &Child, sig: &str) {
 impl Processes {
     /// Starts `n` nodes and initialises them as one cluster.
     /// Node logs go to `logs` if given (kept for a failing seed), else next to the data.
-    pub async fn start(n: u64, unsafe_ack_before_sync: bool, logs: Option<&Path>) -> Result<Self> {
+    pub async fn start(
+        n: u64,
+        node_toml: &str,
+        unsafe_ack_before_sync: bool,
+        logs: Option<&Path>,
+    ) -> Result<Self> {
         let bin = find_zonekv()?;
         let dir = tempfile::Builder::new()
             .prefix("zonekv-nemesis-")
@@ -112,8 +109,7 @@ impl Processes {
             .map_err(|e| Error::Client(e.to_string()))?;
         let logs = logs.map_or_else(|| dir.path().to_path_buf(), Path::to_path_buf);
         std::fs::create_dir_all(&logs).map_err(|e| Error::Client(format!("{}: {e}", logs.display())))?;
-        std::fs::write(dir.path().join("node.toml"), NODE_CONFIG)
-            .map_err(|e| Error::Client(e.to_string()))?;
+        std::fs::write(dir.path().join("node.toml"), node_toml).map_err(|e| Error::Client(e.to_string()))?;
         zonekv_tls::local_pki(&dir.path().join("certs"), n)
             .map_err(|e| Error::Client(format!("certificates: {e}")))?;
         let tls = zonekv_tls::Tls::client(

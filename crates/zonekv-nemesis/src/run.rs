@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use zonekv_server::{LocalCluster, NetFaults, NodeConfig, NodeOptions, RaftConfig};
+use zonekv_server::{DiskFaultTable, LocalCluster, NetFaults, NodeConfig, NodeOptions, RaftConfig};
 
 use crate::backend::Backend;
 use crate::history::{self, History, Record, Status};
@@ -61,6 +61,9 @@ pub struct RunConfig {
     /// Only these faults, by name (e.g. `kill-all`); empty: every fault of the mode.
     #[serde(default)]
     pub faults: Vec<String>,
+    /// The nodes' timings.
+    #[serde(default)]
+    pub timings: Timings,
 }
 
 /// A key whose history is not linearizable.
@@ -119,19 +122,54 @@ impl SeedReport {
     }
 }
 
-/// Node settings for fault runs: short timeouts, so elections happen within the schedule, and
-/// frequent snapshots, so snapshot installs and log purges happen too.
-fn node_template() -> NodeConfig {
-    NodeConfig {
-        raft: RaftConfig {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
-            snapshot_after_entries: 500,
-            keep_entries_after_snapshot: 100,
-            ..RaftConfig::default()
-        },
-        ..NodeConfig::default()
+/// The node timings of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Timings {
+    /// The node's defaults — what production runs — except a short `placement.dead-after-ms`
+    /// (3 s), so a node stopped or killed by a fault is declared dead and its replicas are
+    /// replaced while faults go on.
+    #[default]
+    Default,
+    /// Short Raft timeouts, so elections happen many times within a schedule, and frequent
+    /// snapshots, so snapshot installs and log purges happen too (what the runs before
+    /// 2026-12-04 used; the regression seeds keep it).
+    Fast,
+}
+
+impl Timings {
+    /// The node configuration these timings give (ids, addresses and directories aside).
+    pub fn node_config(self) -> NodeConfig {
+        let mut c = NodeConfig::default();
+        c.placement.dead_after_ms = 3000;
+        if self == Timings::Fast {
+            c.raft = RaftConfig {
+                heartbeat_interval_ms: 100,
+                election_timeout_min_ms: 400,
+                election_timeout_max_ms: 800,
+                snapshot_after_entries: 500,
+                keep_entries_after_snapshot: 100,
+                ..RaftConfig::default()
+            };
+            c.placement.dead_after_ms = NodeConfig::default().placement.dead_after_ms;
+        }
+        c
+    }
+
+    /// [`Timings::node_config`] as a `zonekv start --config` file, for process runs.
+    pub fn node_toml(self) -> String {
+        let c = self.node_config();
+        let r = &c.raft;
+        format!(
+            "[raft]\nheartbeat-interval-ms = {}\nelection-timeout-min-ms = {}\nelection-timeout-max-ms = {}\n\
+             snapshot-after-entries = {}\nkeep-entries-after-snapshot = {}\n[placement]\ndead-after-ms = {}\n",
+            r.heartbeat_interval_ms,
+            r.election_timeout_min_ms,
+            r.election_timeout_max_ms,
+            r.snapshot_after_entries,
+            r.keep_entries_after_snapshot,
+            c.placement.dead_after_ms
+        )
     }
 }
 
@@ -140,22 +178,29 @@ pub async fn run(config: RunConfig) -> Result<SeedReport> {
     match config.mode {
         Mode::InProcess => {
             let net = NetFaults::new(config.seed);
+            let disks = DiskFaultTable::new();
             let options = NodeOptions {
                 faults: Some(net.clone()),
+                disk_faults: Some(disks.clone()),
                 unsafe_local_reads: config.unsafe_local_reads,
                 ..NodeOptions::default()
             };
             let nodes =
-                LocalCluster::start_with_options(config.nodes, None, node_template(), options).await?;
+                LocalCluster::start_with_options(config.nodes, None, config.timings.node_config(), options)
+                    .await?;
             nodes.wait_for_leader(Duration::from_secs(30)).await?;
             let faults = select(local::catalogue(), &config.faults)?;
-            run_with(Arc::new(Cluster::new(nodes, net)), faults, config).await
+            run_with(Arc::new(Cluster::new(nodes, net, disks)), faults, config).await
         }
         Mode::Processes => {
             let faults = select(procs::catalogue(), &config.faults)?;
-            let nodes =
-                Processes::start(config.nodes as u64, config.unsafe_ack_before_sync, config.logs.as_deref())
-                    .await?;
+            let nodes = Processes::start(
+                config.nodes as u64,
+                &config.timings.node_toml(),
+                config.unsafe_ack_before_sync,
+                config.logs.as_deref(),
+            )
+            .await?;
             run_with(Arc::new(nodes), faults, config).await
         }
     }
@@ -362,4 +407,20 @@ async fn read_sets(cluster: &dyn Backend, sets: u32) -> Result<Vec<Vec<u64>>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_config_file_says_what_the_in_process_nodes_run_with() {
+        for t in [Timings::Default, Timings::Fast] {
+            let c = t.node_config();
+            let parsed: NodeConfig = toml::from_str(&t.node_toml()).unwrap();
+            assert_eq!(parsed.raft, c.raft, "{t:?}");
+            assert_eq!(parsed.placement, c.placement, "{t:?}");
+        }
+        assert_eq!(Timings::Default.node_config().raft, RaftConfig::default());
+    }
 }

@@ -213,6 +213,14 @@ impl<E: Engine> Replica<E> {
         self.g().leader_write(|| raft.change_membership(change.clone(), false)).await.map(drop)
     }
 
+    /// Makes exactly `voters` the range's voters (one joint-consensus change); voters left out
+    /// stay in the membership as learners. Must run on the leader.
+    pub async fn change_voters_keeping_learners(&self, voters: BTreeSet<ReplicaId>) -> Result<()> {
+        let raft = &self.g().raft;
+        let change = ChangeMembers::ReplaceAllVoters(voters);
+        self.g().leader_write(|| raft.change_membership(change.clone(), true)).await.map(drop)
+    }
+
     /// Asks this replica, the leader, to hand leadership to `to` (a voter of the range).
     pub async fn transfer_leader(&self, to: ReplicaId) -> Result<()> {
         let g = self.g();

@@ -7,6 +7,7 @@
 //! stateless but for what is in flight and when each range last moved (the cooldown); a new
 //! meta leader starts over from the replicated state.
 
+mod meta;
 mod plan;
 mod view;
 
@@ -116,6 +117,7 @@ impl<E: Engine> Driver<E> {
                 }
             };
             self.retire(&view).await;
+            self.keep_meta_quorum(&view, now).await;
             let steps = {
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                 let policy_of = |range: u64| view.policies.get(&range).unwrap_or(&policy);
@@ -161,6 +163,29 @@ impl<E: Engine> Driver<E> {
                     }
                 });
             }
+        }
+    }
+
+    /// Keeps the first range's voters on live nodes (`meta.rs`): one voter change per pass,
+    /// demoted voters stay members as learners.
+    async fn keep_meta_quorum(&self, view: &View, now: Millis) {
+        let (voters, learners) = self.store.first().with_metrics(|m| {
+            let membership = m.membership_config.membership();
+            let voters: std::collections::BTreeSet<u64> = membership.voter_ids().map(|v| v.get()).collect();
+            let learners = membership.learner_ids().map(|v| v.get()).collect();
+            (voters, learners)
+        });
+        let dead_after = self.config.dead_after_ms;
+        let Some(next) = meta::next_voters(&voters, &learners, |id| view.cluster.node(id), now, dead_after)
+        else {
+            return;
+        };
+        tracing::info!(?voters, ?next, "the first range's voters change to keep its quorum on live nodes");
+        let change = self.members.set_voters(next.iter().map(|id| NodeId::new(*id)).collect());
+        match tokio::time::timeout(Duration::from_secs(10), change).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the first range's voters did not change"),
+            Err(_) => tracing::warn!("the first range's voters did not change within 10 s"),
         }
     }
 

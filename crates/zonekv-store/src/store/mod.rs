@@ -380,7 +380,7 @@ async fn fail_stop<E: Engine>(
     let Some(reason) = sync_failed.await else { return };
     let Some(inner) = inner.upgrade() else { return };
     let store = Store { inner };
-    tracing::error!(node_id = %store.node_id(), "{reason}");
+    tracing::error!(node_id = %store.node_id(), "the node stops every replica: a log sync failed");
     let _ = store.inner.failure.set(reason);
     store.shutdown().await;
 }
