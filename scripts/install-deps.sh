@@ -12,6 +12,8 @@ command -v make >/dev/null 2>&1 || need_apt+=(make)
 dpkg -s libclang-dev >/dev/null 2>&1 || ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
+# libfaketime: the process nemesis runs a node under a clock that runs fast or slow.
+dpkg -s faketime >/dev/null 2>&1 || need_apt+=(faketime)
 if ((${#need_apt[@]})); then
     echo "installing ${need_apt[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive

@@ -27,6 +27,17 @@ struct ProcNode {
     addr: String,
     child: Option<Child>,
     paused: bool,
+    /// The rate its clock runs at under libfaketime (`x1.05`), if skewed; kept across restarts.
+    clock: Option<&'static str>,
+}
+
+/// libfaketime's preload library for threaded programs (Debian package `faketime`), if
+/// installed.
+pub fn faketime_lib() -> Option<PathBuf> {
+    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| PathBuf::from(format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1")))
+        .find(|p| p.exists())
 }
 
 /// `zonekv` processes on loopback, each with its own data directory under a temporary one.
@@ -59,7 +70,14 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::Client(format!("no free port: {e}")))
 }
 
-fn spawn(bin: &Path, dir: &Path, logs: &Path, id: u64, addr: &str, unsafe_ack: bool) -> Result<Child> {
+/// How a node process starts: its test hook and its clock.
+#[derive(Clone, Copy)]
+struct Launch {
+    unsafe_ack: bool,
+    clock: Option<&'static str>,
+}
+
+fn spawn(bin: &Path, dir: &Path, logs: &Path, id: u64, addr: &str, launch: Launch) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -76,8 +94,16 @@ fn spawn(bin: &Path, dir: &Path, logs: &Path, id: u64, addr: &str, unsafe_ack: b
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
-    if unsafe_ack {
+    if launch.unsafe_ack {
         cmd.env("ZONEKV_UNSAFE_ACK_BEFORE_SYNC", "1");
+    }
+    if let Some(rate) = launch.clock {
+        let lib = faketime_lib().ok_or_else(|| {
+            Error::Config("the clock-rate fault needs libfaketime: apt-get install faketime".into())
+        })?;
+        // Every clock the process reads, CLOCK_MONOTONIC included (Rust's `Instant`, tokio's
+        // timers), runs at `rate` from now on.
+        cmd.env("LD_PRELOAD", lib).env("FAKETIME", format!("+0 {rate}"));
     }
     let mut child = cmd.spawn().map_err(|e| Error::Client(format!("starting {}: {e}", bin.display())))?;
     let mut line = String::new();
@@ -120,8 +146,9 @@ impl Processes {
         let mut nodes = Vec::new();
         for id in 1..=n {
             let addr = format!("127.0.0.1:{}", free_port()?);
-            let child = spawn(&bin, dir.path(), &logs, id, &addr, unsafe_ack_before_sync)?;
-            nodes.push(ProcNode { id, addr, child: Some(child), paused: false });
+            let launch = Launch { unsafe_ack: unsafe_ack_before_sync, clock: None };
+            let child = spawn(&bin, dir.path(), &logs, id, &addr, launch)?;
+            nodes.push(ProcNode { id, addr, child: Some(child), paused: false, clock: None });
         }
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
         let members: Vec<(u64, String)> = nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
@@ -179,14 +206,8 @@ impl Processes {
                 n.paused = false;
             }
             if n.child.is_none() {
-                match spawn(
-                    &self.bin,
-                    self.dir.path(),
-                    &self.logs,
-                    n.id,
-                    &n.addr,
-                    self.unsafe_ack_before_sync,
-                ) {
+                let launch = Launch { unsafe_ack: self.unsafe_ack_before_sync, clock: n.clock };
+                match spawn(&self.bin, self.dir.path(), &self.logs, n.id, &n.addr, launch) {
                     Ok(c) => n.child = Some(c),
                     Err(e) => tracing::error!(node = n.id, error = %e, "restart failed"),
                 }
@@ -387,6 +408,42 @@ impl Fault<Processes> for MoveReplica {
     async fn heal(&self, _: &Processes) {}
 }
 
+/// The clock rates of the `clock-rate` fault: ±5 %, the default
+/// `raft.max-clock-rate-error-percent` (a larger error is outside the lease model).
+const RATES: [&str; 2] = ["x1.05", "x0.95"];
+
+/// Restarts one node (the leader, or the node already skewed) with a clock that runs 5 %
+/// fast or slow, every clock it reads included; it keeps that clock for the rest of the run,
+/// restarts included. At most one node is skewed, so no two clocks differ by more than 5 %.
+/// Permanent: healing restarts nodes other faults stopped, nothing else.
+struct ClockRate;
+
+#[async_trait]
+impl Fault<Processes> for ClockRate {
+    fn name(&self) -> &'static str {
+        "clock-rate"
+    }
+
+    async fn inject(&self, c: &Processes, rng: &mut StdRng) -> Option<String> {
+        let skewed = c.nodes.lock().await.iter().find(|n| n.clock.is_some()).map(|n| n.id);
+        let id = match skewed {
+            Some(id) => id,
+            None => c.leader().await?,
+        };
+        let rate = *RATES.choose(rng)?;
+        c.kill(&[id]).await;
+        if let Some(n) = c.nodes.lock().await.iter_mut().find(|n| n.id == id) {
+            n.clock = Some(rate);
+        }
+        c.restart_all().await;
+        Some(format!("node {id} restarted with its clocks at {rate}"))
+    }
+
+    async fn heal(&self, c: &Processes) {
+        c.restart_all().await;
+    }
+}
+
 /// Every process fault.
 pub fn catalogue() -> Vec<Arc<dyn Fault<Processes>>> {
     vec![
@@ -398,5 +455,6 @@ pub fn catalogue() -> Vec<Arc<dyn Fault<Processes>>> {
         Arc::new(Kill(Target::All)),
         Arc::new(SplitRange),
         Arc::new(MoveReplica),
+        Arc::new(ClockRate),
     ]
 }

@@ -194,6 +194,13 @@ pub async fn run(config: RunConfig) -> Result<SeedReport> {
         }
         Mode::Processes => {
             let faults = select(procs::catalogue(), &config.faults)?;
+            if faults.iter().any(|f| f.name() == "clock-rate") && procs::faketime_lib().is_none() {
+                return Err(Error::Config(
+                    "the clock-rate fault needs libfaketime (apt-get install faketime, or scripts/install-deps.sh); \
+                     leave it out with --faults"
+                        .into(),
+                ));
+            }
             let nodes = Processes::start(
                 config.nodes as u64,
                 &config.timings.node_toml(),

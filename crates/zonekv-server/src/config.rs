@@ -62,9 +62,17 @@ pub struct RaftConfig {
     pub heartbeat_interval_ms: u64,
     /// Lower bound of the randomised election timeout, in milliseconds. Default: 1000.
     pub election_timeout_min_ms: u64,
-    /// Upper bound of the election timeout, in milliseconds; also the leader lease used by
-    /// lease reads. Default: 2000.
+    /// Upper bound of the election timeout, in milliseconds; also the leader lease: followers
+    /// refuse to vote for this long after hearing from their leader, and a leader serves lease
+    /// reads for this long, shortened by `max-clock-rate-error-percent`, after a quorum
+    /// acknowledged it. Default: 2000.
     pub election_timeout_max_ms: u64,
+    /// The largest rate difference between two nodes' monotonic clocks that lease reads stay
+    /// safe under, in percent: a leader serves lease reads for the lease × (100 − this) / 100
+    /// (a leader whose clock runs this much slower than a follower's still stops serving
+    /// before the follower may vote for someone else). A larger rate error is outside the
+    /// model. 0–50. Default: 5.
+    pub max_clock_rate_error_percent: u32,
     /// Build a snapshot (and purge the log) after this many applied entries. Default: 10000.
     pub snapshot_after_entries: u64,
     /// Log entries kept after a snapshot, so slightly lagging followers catch up from the log.
@@ -167,6 +175,7 @@ impl Default for RaftConfig {
             heartbeat_interval_ms: 200,
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
+            max_clock_rate_error_percent: 5,
             snapshot_after_entries: 10_000,
             keep_entries_after_snapshot: 1000,
             max_entries_per_append: 64,
@@ -222,6 +231,12 @@ impl NodeConfig {
             return fail(format!(
                 "raft.election-timeout-min-ms ({}) must exceed raft.heartbeat-interval-ms ({}), which must not be 0",
                 r.election_timeout_min_ms, r.heartbeat_interval_ms
+            ));
+        }
+        if r.max_clock_rate_error_percent > 50 {
+            return fail(format!(
+                "raft.max-clock-rate-error-percent ({}) must be at most 50",
+                r.max_clock_rate_error_percent
             ));
         }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
@@ -353,6 +368,9 @@ impl NodeConfig {
             apply_wait: Duration::from_millis(2 * r.election_timeout_max_ms),
             election_timeout_min: Duration::from_millis(r.election_timeout_min_ms),
             max_sync_stall: Duration::from_millis(self.storage.max_sync_stall_ms),
+            lease_read_max_age: Duration::from_millis(
+                r.election_timeout_max_ms * u64::from(100 - r.max_clock_rate_error_percent.min(50)) / 100,
+            ),
             limits: self.limits.clone(),
             hooks,
         })
@@ -410,7 +428,23 @@ mod tests {
         let mut c = NodeConfig::default();
         c.storage.max_wal_bytes = 1 << 20;
         assert!(c.validate().unwrap_err().to_string().contains("storage.max-wal-bytes"));
+        let mut c = NodeConfig::default();
+        c.storage.max_sync_stall_ms = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("storage.max-sync-stall-ms"));
+        let mut c = NodeConfig::default();
+        c.raft.max_clock_rate_error_percent = 51;
+        assert!(c.validate().unwrap_err().to_string().contains("raft.max-clock-rate-error-percent"));
         NodeConfig::default().openraft().unwrap();
+    }
+
+    #[test]
+    fn lease_reads_trust_the_lease_shortened_by_the_clock_rate_error() {
+        let mut c = NodeConfig::default();
+        let lease =
+            |c: &NodeConfig| c.store_config(zonekv_store::StoreHooks::default()).unwrap().lease_read_max_age;
+        assert_eq!(lease(&c), Duration::from_millis(1900), "2000 ms less 5 %");
+        c.raft.max_clock_rate_error_percent = 0;
+        assert_eq!(lease(&c), Duration::from_millis(c.raft.election_timeout_max_ms));
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub struct StoreConfig {
     /// A log sync running longer than this means the node's disk is stalled: requests are
     /// refused at once (`Unavailable`, nothing done) and liveness stops vouching for the node.
     pub max_sync_stall: Duration,
+    /// Longest a leader serves lease reads after a quorum acknowledged it: the leader lease
+    /// (openraft's, the election timeout's upper bound) shortened by the maximum clock-rate
+    /// error between nodes.
+    pub lease_read_max_age: Duration,
     /// Request limits.
     pub limits: Limits,
     /// Unsafe switches for negative controls; all off by default.
@@ -144,6 +148,7 @@ impl StoreConfig {
             apply_wait: Duration::from_secs(1),
             election_timeout_min: Duration::from_millis(150),
             max_sync_stall: Duration::from_secs(2),
+            lease_read_max_age: Duration::from_millis(285),
             limits: Limits::default(),
             hooks: StoreHooks::default(),
         }

@@ -4,15 +4,16 @@
 //! with every stored value's checksum verified.
 
 use std::ops::Bound;
+use std::time::Duration;
 
 use bytes::Bytes;
 use zonekv_engine::{Cf, Engine, KeyRange};
 use zonekv_raft::keys::{self, DATA_PREFIX};
 use zonekv_raft::{RangeDescriptor, RangeId};
 
-use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{LinearizableReadError, RaftError};
+use openraft::{LinearizerOption, ReadPolicy};
 
 use crate::replica::RaftGroup;
 use crate::{Error, Limits, Replica, Result};
@@ -192,8 +193,11 @@ impl<E: Engine> RaftGroup<E> {
             }
             return Ok(self.raft.metrics().borrow_watched().last_applied.map_or(0, |id| id.index));
         }
-        // Lease read first: no network round when the leader's lease is fresh.
-        let lease = self.raft.get_read_linearizer(ReadPolicy::LeaseRead).await;
+        // Lease read first: no network round when the leader's lease is fresh. The lease is
+        // openraft's, shortened by the clock-rate error the cluster is configured to tolerate
+        // (`lease`): openraft's own `LeaseRead` trusts the whole lease.
+        let lease_read = LinearizerOption::new(Some(self.lease), false).with_wait_timeout(Duration::ZERO);
+        let lease = self.raft.get_read_linearizer(lease_read).await;
         let linearizer = match lease {
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
                 self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await

@@ -98,6 +98,7 @@ impl<E: Engine> Store<E> {
             raft,
             engine: inner.engine.clone(),
             apply_wait: inner.config.apply_wait,
+            lease: inner.config.lease_read_max_age,
             local_reads: inner.config.hooks.local_reads(),
             desc: desc_rx,
             quiet: Default::default(),
