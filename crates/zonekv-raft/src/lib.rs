@@ -35,10 +35,10 @@ pub use command::{Command, CommandResponse, Mutation, Op, OpResult, Split};
 pub use error::{Error, Result};
 pub use ids::{NodeId, RangeId, ReplicaId};
 pub use log_store::{LogReader, LogStore};
-pub use range::{RangeDescriptor, RangeEpoch, ReplicaDesc};
+pub use range::{RangeDescriptor, RangeEpoch, ReplicaDesc, spans_owned_by_no_other};
 pub use snapshot::SnapshotBuilder;
 pub use state_machine::StateMachine;
-pub use stored::{read_descriptor, read_user_value};
+pub use stored::{read_descriptor, read_user_value, stored_descriptors};
 pub use syncer::{LogSyncer, SyncStats, SyncerOptions};
 pub use types::{
     Entry, LeaderId, LogId, Membership, NodeInfo, Raft, SnapshotData, SnapshotMeta, StoredMembership,

@@ -138,6 +138,43 @@ impl fmt::Display for RangeDescriptor {
     }
 }
 
+/// The parts of `spans` (bounded data spans) that no range in `others` owns, as half-open
+/// `[start, end)` pairs in order: what may be deleted when a range stops owning `spans` on a
+/// node that also stores `others` (a removed replica's span; the part of a parent a
+/// post-split snapshot no longer covers).
+pub fn spans_owned_by_no_other(spans: &[KeyRange], others: &[RangeDescriptor]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let owned: Vec<(Vec<u8>, Vec<u8>)> =
+        others.iter().flat_map(|d| d.data_spans()).filter_map(|s| half_open(&s)).collect();
+    spans.iter().filter_map(half_open).flat_map(|span| subtract(span, &owned)).collect()
+}
+
+fn half_open(span: &KeyRange) -> Option<(Vec<u8>, Vec<u8>)> {
+    match span.to_half_open() {
+        (Some(s), Some(e)) => Some((s, e)),
+        _ => None,
+    }
+}
+
+/// The parts of `[start, end)` that none of `others` covers, in order.
+fn subtract((start, end): (Vec<u8>, Vec<u8>), others: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut cuts: Vec<&(Vec<u8>, Vec<u8>)> = others.iter().filter(|(s, e)| s < &end && e > &start).collect();
+    cuts.sort();
+    let mut out = Vec::new();
+    let mut at = start;
+    for (s, e) in cuts {
+        if *s > at {
+            out.push((at.clone(), s.clone()));
+        }
+        if *e > at {
+            at = e.clone();
+        }
+    }
+    if at < end {
+        out.push((at, end));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +240,18 @@ mod tests {
             assert!(!l[1].contains(&data_key(k)) && r[0].contains(&data_key(k)), "{k:?}");
         }
         assert!(l[0].contains(&keys::system_key(b"anything")) && !r[0].contains(&keys::system_key(b"x")));
+    }
+
+    #[test]
+    fn subtraction_keeps_only_what_no_other_span_covers() {
+        let span = |s: &str, e: &str| (s.as_bytes().to_vec(), e.as_bytes().to_vec());
+        let whole = span("b", "t");
+        assert_eq!(subtract(whole.clone(), &[]), vec![whole.clone()]);
+        assert_eq!(
+            subtract(whole.clone(), &[span("a", "c"), span("f", "h"), span("g", "k"), span("s", "z")]),
+            vec![span("c", "f"), span("k", "s")]
+        );
+        assert_eq!(subtract(whole.clone(), &[span("a", "z")]), vec![]);
+        assert_eq!(subtract(whole, &[span("t", "z"), span("a", "b")]), vec![span("b", "t")]);
     }
 }

@@ -16,8 +16,8 @@ use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch, export};
 
 use crate::codec::{AppliedState, decode_descriptor, encode_applied};
 use crate::keys::{MetaKey, meta_key};
-use crate::range::RangeDescriptor;
-use crate::stored::{read_applied, read_descriptor};
+use crate::range::{RangeDescriptor, spans_owned_by_no_other};
+use crate::stored::{read_applied, read_descriptor, stored_descriptors};
 use crate::{Error, RangeId, Result, SnapshotData, SnapshotMeta, TypeConfig};
 
 /// Builds snapshots of one group.
@@ -122,11 +122,14 @@ fn check_value(group: RangeId, key: &[u8], stored: &[u8]) -> Result<()> {
 
 /// Replaces the group's spans with the snapshot's contents and sets its descriptor and applied
 /// state, in one synced write. The spans are those of the descriptor in the snapshot (the
-/// range as of the snapshot, which a split may have made smaller than this replica knew it).
-/// The whole stream is verified before anything is written. Returns the installed descriptor.
+/// range as of the snapshot, which a split may have made smaller than this replica knew it:
+/// the part of `old`, the descriptor this replica had, that the snapshot no longer covers is
+/// deleted too, unless another range stored on this node owns it). The whole stream is
+/// verified before anything is written. Returns the installed descriptor.
 pub(crate) fn install<E: Engine>(
     engine: &E,
     group: RangeId,
+    old: &RangeDescriptor,
     applied: &AppliedState,
     data: &[u8],
 ) -> Result<RangeDescriptor> {
@@ -159,6 +162,18 @@ pub(crate) fn install<E: Engine>(
             return Err(Error::Malformed(format!("{desc} has an unbounded data span {span:?}")));
         };
         batch.delete_range(Cf::Data, start, end);
+    }
+    // Missed split: this replica never applied the split the snapshot is past, so the right
+    // half's data is still here, owned by nothing (the right-hand range's replica on this
+    // node, if it runs or is seeded here, keeps its part).
+    if old.data_spans() != spans {
+        let mut owners: Vec<RangeDescriptor> =
+            stored_descriptors(engine)?.into_iter().filter(|d| d.range_id != group).collect();
+        owners.push(desc.clone());
+        for (start, end) in spans_owned_by_no_other(&old.data_spans(), &owners) {
+            tracing::info!(%group, range = %desc, start = ?start, end = ?end, "deleting data the range no longer owns");
+            batch.delete_range(Cf::Data, start, end);
+        }
     }
     for (cf, k, v) in records {
         if cf == Cf::Data && !spans.iter().any(|s| s.contains(&k)) {

@@ -282,7 +282,8 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotData) -> io::Result<()> {
         let applied =
             AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
-        let desc = snapshot::install(&self.engine, self.group, &applied, &data).map_err(|e| self.fail(e))?;
+        let desc = snapshot::install(&self.engine, self.group, &self.desc, &applied, &data)
+            .map_err(|e| self.fail(e))?;
         tracing::info!(group = %self.group, last_log_id = ?meta.last_log_id, bytes = data.len(), range = %desc, "installed snapshot");
         self.applied = applied;
         if desc != self.desc {

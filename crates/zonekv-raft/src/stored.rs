@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
+use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch};
 
 use crate::codec::{AppliedState, decode_applied, decode_descriptor};
 use crate::keys::{MetaKey, data_key, meta_key};
@@ -70,6 +70,19 @@ pub(crate) fn read_applied<R: Reader + ?Sized>(reader: &R, group: RangeId) -> Re
         Some(v) => decode_applied(group, &v),
         None => Ok(AppliedState::default()),
     }
+}
+
+/// The descriptor of every group that has one stored in `reader`, in group order.
+pub fn stored_descriptors<R: Reader + ?Sized>(reader: &R) -> Result<Vec<RangeDescriptor>> {
+    let mut out = Vec::new();
+    for pair in reader.scan(Cf::RaftMeta, &KeyRange::all(), false)? {
+        let (k, v) = pair?;
+        if k.len() == 9 && k[8] == MetaKey::Descriptor as u8 {
+            let group = RangeId::new(u64::from_be_bytes(k[..8].try_into().expect("8 bytes")));
+            out.push(decode_descriptor(group, &v)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Reads the stored descriptor of `group`, if there is one.

@@ -81,3 +81,57 @@ async fn a_policy_snapshot_carries_the_applied_state_and_no_data() {
     let pairs: Vec<_> = target.scan(Cf::Data, &KeyRange::all(), false).unwrap().collect();
     assert_eq!(pairs.len(), 1, "the refused install must not have written anything");
 }
+
+/// A replica that missed a split installs a snapshot of its range taken after it: the part of
+/// the span it held that the snapshot no longer covers is deleted (nothing else owns it), while
+/// data owned by another range stored on the node stays (docs/disk-faults.md §4).
+#[tokio::test]
+async fn a_narrower_snapshot_deletes_the_data_no_range_owns_any_more() {
+    use bytes::Bytes;
+    use zonekv_raft::{RangeDescriptor, codec, read_user_value};
+
+    let group = RangeId::new(1);
+    let put = |engine: &MemEngine, group: RangeId, desc: Option<&RangeDescriptor>, keys_: &[&str]| {
+        let mut b = WriteBatch::new();
+        if let Some(d) = desc {
+            b.put(
+                Cf::RaftMeta,
+                keys::meta_key(group, keys::MetaKey::Descriptor),
+                codec::encode_descriptor(d),
+            );
+        }
+        for k in keys_ {
+            b.put(Cf::Data, keys::data_key(k.as_bytes()), value::encode(b"v"));
+        }
+        engine.write(&b, true).unwrap();
+    };
+    // The leader's side: the range after the split, [.., m), holding "a".
+    let narrowed =
+        RangeDescriptor { end: Some(Bytes::from_static(b"m")), ..RangeDescriptor::whole_keyspace(group) };
+    let source = MemEngine::new();
+    put(&source, group, Some(&narrowed), &["a"]);
+    let mut leader = StateMachine::open(source, group).unwrap();
+    let snap = leader.try_create_snapshot_builder(true).await.unwrap().build_snapshot().await.unwrap();
+
+    // The follower: still the whole keyspace with "a" and "x" (the split's right half, which
+    // no range here owns any more) and "y", which range 7 stored here owns.
+    let target = MemEngine::new();
+    let seven = RangeDescriptor {
+        start: Bytes::from_static(b"y"),
+        ..RangeDescriptor::whole_keyspace(RangeId::new(7))
+    };
+    put(&target, RangeId::new(7), Some(&seven), &[]);
+    put(&target, group, None, &["a", "x", "y"]);
+    let mut follower = StateMachine::open(target.clone(), group).unwrap();
+    let meta = SnapshotMeta {
+        last_log_id: Some(LogId::new(LeaderId { term: 1, node_id: ReplicaId::new(1) }, 7)),
+        ..SnapshotMeta::default()
+    };
+    follower.install_snapshot(&meta, snap.snapshot).await.unwrap();
+    assert!(read_user_value(&target, group, b"a").unwrap().is_some());
+    assert_eq!(read_user_value(&target, group, b"x").unwrap(), None, "orphaned data of the right half kept");
+    assert!(
+        read_user_value(&target, RangeId::new(7), b"y").unwrap().is_some(),
+        "another range's data deleted"
+    );
+}

@@ -330,3 +330,83 @@ async fn a_quiet_range_whose_leader_replica_stops_elects_a_new_leader() {
     assert_eq!(client.get("x").await.unwrap().as_deref(), Some(&b"1"[..]));
     cluster.shutdown().await;
 }
+
+/// A follower cut off while its range splits, until the left half's log has been purged past
+/// the split, catches up by a snapshot taken after it and so never applies the split that
+/// would start the right-hand range there (docs/disk-faults.md §4). Messages from that range's
+/// leader make it create the replica it missed, which catches up by snapshot: after healing
+/// the right-hand range runs on all 3 nodes, and the node serves what the range holds now (a
+/// key deleted while it was cut off is gone, a key written then is there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_missed_a_split_gets_the_right_hand_range() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("zonekv_store=info,zonekv_raft=info")
+        .with_test_writer()
+        .try_init();
+    let mut template = fast_raft();
+    template.raft.snapshot_after_entries = 50;
+    template.raft.keep_entries_after_snapshot = 5;
+    let (faults, cluster) = start_with_faults(21, template).await;
+    let meta = leader_of(&cluster, 1).await;
+    for k in ["a", "n", "x"] {
+        meta.put(k, "before").await.unwrap();
+    }
+    let cut = cluster.running().map(|n| n.id()).find(|&id| id != meta.id()).unwrap();
+    let others: Vec<NodeId> = cluster.running().map(|n| n.id()).filter(|&id| id != cut).collect();
+    // Everything so far is on the follower before it is cut off.
+    let follower = cluster.node(cut).unwrap().handle();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stale(&follower, "x").await.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the follower never got the first writes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    faults.partition(&[cut], &others);
+    let (_, right) = meta.split("m").await.unwrap();
+    let range_one =
+        |s: zonekv_server::NodeStatus| s.ranges.into_iter().find(|r| r.range_id == FIRST_RANGE).unwrap();
+    let split_index = range_one(meta.status().await).last_log_index;
+    let majority =
+        zonekv_client::Client::new(cluster.running().filter(|n| n.id() != cut).map(|n| n.addr().to_string()))
+            .unwrap();
+    majority.delete("x").await.unwrap();
+    majority.put("y", "during").await.unwrap();
+    // Enough entries in the left half that its log is purged past the split (openraft holds
+    // the purge while a replication to the cut-off node is in flight).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while range_one(meta.status().await).purged_index <= split_index {
+        assert!(tokio::time::Instant::now() < deadline, "range 1's log was never purged past the split");
+        for _ in 0..50 {
+            majority.put(format!("b{i:03}"), "left").await.unwrap();
+            i += 1;
+        }
+    }
+    let last = format!("b{:03}", i - 1);
+    faults.heal();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = follower.status().await.ranges.iter().any(|r| r.range_id == right.range_id);
+        // A replica created empty answers "not initialized" until its snapshot arrives.
+        let y = follower.get(b"y", ReadConsistency::Stale).await.ok().and_then(|s| s.0);
+        if runs && y.as_deref() == Some(&b"during"[..]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {cut} never ran range {} (it missed the split) with its data",
+            right.range_id
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stale(&follower, "x").await, None, "a key deleted in the right-hand range is back");
+    while stale(&follower, &last).await.as_deref() != Some(&b"left"[..]) {
+        assert!(tokio::time::Instant::now() < deadline, "node {cut} never caught up with the left half");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The right-hand range's leader counts 3 voters, the follower's caught up.
+    let leader = leader_of(&cluster, right.range_id).await;
+    let status = leader.status().await;
+    let r = status.ranges.iter().find(|r| r.range_id == right.range_id).unwrap();
+    assert_eq!(r.members.len(), 3, "{:?}", r.members);
+    cluster.shutdown().await;
+}

@@ -13,6 +13,7 @@ use zonekv_raft::keys::{self, FIRST_RANGE, MetaKey, NODE_GROUP};
 use zonekv_raft::meta::allocator::FIRST_ALLOCATED_ID;
 use zonekv_raft::{
     LogStore, NodeId, RangeDescriptor, RangeId, ReplicaDesc, ReplicaId, StateMachine, codec, read_descriptor,
+    spans_owned_by_no_other, stored_descriptors,
 };
 
 use super::Store;
@@ -181,6 +182,56 @@ impl<E: Engine> Store<E> {
         }
     }
 
+    /// A Raft message came for replica `to` of `range`, which this node does not run. If this
+    /// node's copy of the directory places `to` here and no replica running here overlaps the
+    /// range, the replica was missed: this node installed a snapshot of the parent taken after
+    /// the split that made the range, so it never applied the split that would have started it
+    /// (docs/disk-faults.md §4). It is created empty and catches up from its leader by
+    /// snapshot. At most one attempt per range a second, off the message path.
+    pub(super) fn adopt_missed_replica(&self, range: RangeId, to: ReplicaId) {
+        if range == FIRST_RANGE || range == NODE_GROUP || self.is_stopping() {
+            return;
+        }
+        {
+            let mut tried = self.inner.adoptions.lock().unwrap_or_else(|p| p.into_inner());
+            if tried.get(&range).is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            if tried.len() > 10_000 {
+                tried.clear();
+            }
+            tried.insert(range, std::time::Instant::now());
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            match store.try_adopt(range, to).await {
+                Ok(true) => {
+                    tracing::info!(%range, replica_id = %to, "created a replica this node missed (a split it skipped)")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(%range, replica_id = %to, error = %e, "a missed replica was not created")
+                }
+            }
+        });
+    }
+
+    async fn try_adopt(&self, range: RangeId, to: ReplicaId) -> Result<bool> {
+        let me = self.node_id();
+        let entries = zonekv_raft::meta::directory::entries(self.engine(), FIRST_RANGE)?;
+        let Some(desc) = entries.into_iter().find(|d| d.range_id == range) else { return Ok(false) };
+        if !desc.replicas.iter().any(|r| r.replica_id == to && r.node_id == me) {
+            return Ok(false);
+        }
+        // A replica here still covering part of the span (a parent that has not applied the
+        // split or installed a snapshot past it yet) owns that data: wait for it.
+        if self.replicas().iter().any(|r| r.with_descriptor(|d| overlap(d, &desc))) {
+            return Ok(false);
+        }
+        self.create_replica(desc, to).await?;
+        Ok(true)
+    }
+
     /// Stops this node's replica of `range` and deletes everything it stored: its log and
     /// Raft state (`keys::clear_group`) and the data of its span that no other range stored
     /// here owns, in one synced write. The replica was moved off this node; a later move back
@@ -198,18 +249,12 @@ impl<E: Engine> Store<E> {
         // No replica is created meanwhile (one could cover part of this span).
         let _one_at_a_time = self.inner.lifecycle.lock().await;
         let engine = self.engine();
-        let mut others = Vec::new();
-        for id in stored_ranges(engine)?.into_iter().filter(|id| *id != range) {
-            if let Some(d) = read_descriptor(engine, id)? {
-                others.extend(d.data_spans().iter().filter_map(half_open));
-            }
-        }
+        let others: Vec<RangeDescriptor> =
+            stored_descriptors(engine)?.into_iter().filter(|d| d.range_id != range).collect();
         let mut b = WriteBatch::new();
         keys::clear_group(&mut b, range);
-        for span in desc.data_spans().iter().filter_map(half_open) {
-            for (start, end) in subtract(span, &others) {
-                b.delete_range(Cf::Data, start, end);
-            }
+        for (start, end) in spans_owned_by_no_other(&desc.data_spans(), &others) {
+            b.delete_range(Cf::Data, start, end);
         }
         engine.write(&b, true)?;
         tracing::info!(%range, %desc, "removed replica deleted: it was moved off this node");
@@ -217,31 +262,10 @@ impl<E: Engine> Store<E> {
     }
 }
 
-fn half_open(span: &KeyRange) -> Option<(Vec<u8>, Vec<u8>)> {
-    match span.to_half_open() {
-        (Some(s), Some(e)) => Some((s, e)),
-        _ => None,
-    }
-}
-
-/// The parts of `[start, end)` that none of `others` covers, in order.
-fn subtract((start, end): (Vec<u8>, Vec<u8>), others: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut cuts: Vec<&(Vec<u8>, Vec<u8>)> = others.iter().filter(|(s, e)| s < &end && e > &start).collect();
-    cuts.sort();
-    let mut out = Vec::new();
-    let mut at = start;
-    for (s, e) in cuts {
-        if *s > at {
-            out.push((at.clone(), s.clone()));
-        }
-        if *e > at {
-            at = e.clone();
-        }
-    }
-    if at < end {
-        out.push((at, end));
-    }
-    out
+/// Whether the key spans of two ranges share a key.
+fn overlap(a: &RangeDescriptor, b: &RangeDescriptor) -> bool {
+    let below = |start: &[u8], end: &Option<bytes::Bytes>| end.as_ref().is_none_or(|e| start < &e[..]);
+    below(&a.start, &b.end) && below(&b.start, &a.end)
 }
 
 /// Starts the group of every range a local split creates, until the store stops or is gone.
@@ -305,25 +329,4 @@ fn campaign_for_new_range<E: Engine>(store: &Store<E>, right: &Replica<E>) {
             tracing::debug!(error = %e, "campaigning for a range made by a split failed");
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::subtract;
-
-    fn span(s: &str, e: &str) -> (Vec<u8>, Vec<u8>) {
-        (s.as_bytes().to_vec(), e.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn subtraction_keeps_only_what_no_other_span_covers() {
-        let whole = span("b", "t");
-        assert_eq!(subtract(whole.clone(), &[]), vec![whole.clone()]);
-        assert_eq!(
-            subtract(whole.clone(), &[span("a", "c"), span("f", "h"), span("g", "k"), span("s", "z")]),
-            vec![span("c", "f"), span("k", "s")]
-        );
-        assert_eq!(subtract(whole.clone(), &[span("a", "z")]), vec![]);
-        assert_eq!(subtract(whole, &[span("t", "z"), span("a", "b")]), vec![span("b", "t")]);
-    }
 }

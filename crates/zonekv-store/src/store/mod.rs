@@ -50,6 +50,8 @@ struct Inner<E: Engine> {
     write_budget: Arc<MemoryBudget>,
     /// Why the store stopped for good (a failed log sync): set once, then every replica stops.
     failure: std::sync::OnceLock<String>,
+    /// When a missed replica of each range was last looked for (`adopt_missed_replica`).
+    adoptions: std::sync::Mutex<std::collections::HashMap<RangeId, std::time::Instant>>,
 }
 
 impl<E: Engine> Store<E> {
@@ -77,6 +79,7 @@ impl<E: Engine> Store<E> {
                 lifecycle: Default::default(),
                 stopping: watch::Sender::new(false),
                 failure: std::sync::OnceLock::new(),
+                adoptions: Default::default(),
             }),
         };
         tokio::spawn(fail_stop(Arc::downgrade(&store.inner), sync_failed));
@@ -219,7 +222,7 @@ impl<E: Engine> Store<E> {
     /// The replica a Raft message for replica `to` of `range` is for: it must be this node's
     /// replica of the range, and running.
     pub fn replica_for_message(&self, range: RangeId, to: ReplicaId) -> Result<Replica<E>> {
-        let r = self.replica(range)?;
+        let r = self.replica(range).inspect_err(|_| self.adopt_missed_replica(range, to))?;
         if to != r.replica_id() {
             return Err(Error::FailedPrecondition(format!(
                 "raft message for replica {to} of range {range} reached node {}, whose replica is {}: \
