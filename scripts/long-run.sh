@@ -35,8 +35,8 @@ run() {
   [ "$status" -eq 0 ] || failed=1
   local total unknown recovery
   total=$(grep '^total:' "$log" || echo "total: no summary (exit $status)")
-  unknown=$(grep -o '([0-9]* unknown)' "$log" | tr -dc '0-9\n' | awk '{s += $1} END {print s + 0}')
-  recovery=$(grep -o 'recovered in [0-9.]* s' "$log" | awk '{if ($3 > m) m = $3} END {printf "%.1f s", m}')
+  unknown=$( (grep -o '([0-9]* unknown)' "$log" || true) | tr -dc '0-9\n' | awk '{s += $1} END {print s + 0}')
+  recovery=$( (grep -o 'recovered in [0-9.]* s' "$log" || true) | awk '{if ($3 > m) m = $3} END {printf "%.1f s", m}')
   if grep -q 'NOT within' "$log"; then recovery="NOT within 30 s (see $log)"; fi
   # total: N operations, F faults injected, L lost …, V linearizability violations, I inconclusive keys …, K failing seeds [...]
   local ops faults lost violations inconclusive failing

@@ -58,7 +58,8 @@ impl<E: Engine> Membership<E> {
 
     /// Adds a node to the cluster: as a learner of the first range that catches up, then as a
     /// voter unless `learner_only`. Must run on the first range's leader. Adding a current
-    /// member again is a no-op.
+    /// member again is a no-op. Which members vote later is the placement driver's choice
+    /// (`driver/meta.rs`).
     pub async fn add_node(&self, node_id: NodeId, addr: &str, learner_only: bool) -> Result<()> {
         if node_id == 0 {
             return Err(Error::InvalidArgument("node id 0 is reserved".into()));

@@ -120,6 +120,9 @@ fn check_value(group: RangeId, key: &[u8], stored: &[u8]) -> Result<()> {
     })
 }
 
+/// Serializes snapshot installs (see `install`). Process-wide: installs are rare.
+static INSTALLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Replaces the group's spans with the snapshot's contents and sets its descriptor and applied
 /// state, in one synced write. The spans are those of the descriptor in the snapshot (the
 /// range as of the snapshot, which a split may have made smaller than this replica knew it:
@@ -165,7 +168,10 @@ pub(crate) fn install<E: Engine>(
     }
     // Missed split: this replica never applied the split the snapshot is past, so the right
     // half's data is still here, owned by nothing (the right-hand range's replica on this
-    // node, if it runs or is seeded here, keeps its part).
+    // node, if it runs or is seeded here, keeps its part). Installs run one at a time, from
+    // reading which ranges are stored to the write: a replica of the right half created
+    // meanwhile gets its data by an install too, so it cannot land in between and be deleted.
+    let _one_at_a_time = INSTALLS.lock().unwrap_or_else(|p| p.into_inner());
     if old.data_spans() != spans {
         let mut owners: Vec<RangeDescriptor> =
             stored_descriptors(engine)?.into_iter().filter(|d| d.range_id != group).collect();

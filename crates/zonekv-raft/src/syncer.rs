@@ -278,8 +278,12 @@ mod tests {
         (LogSyncer::start_with(engine, options), faults)
     }
 
+    /// An append's completion, as `LogStore::append` hands it over.
     async fn append(s: &LogSyncer) -> Result<(), std::io::Error> {
-        s.sync().await
+        use openraft::type_config::TypeConfigExt;
+        let (tx, rx) = TypeConfig::oneshot();
+        s.submit(IOFlushed::signal(tx));
+        rx.await.expect("the syncer completes every callback")
     }
 
     #[tokio::test]
@@ -310,6 +314,20 @@ mod tests {
         let reason = tokio::time::timeout(Duration::from_secs(1), s.failed()).await.unwrap().unwrap();
         assert!(reason.contains("EIO") || reason.contains("Input/output error"), "{reason}");
         s.close();
+    }
+
+    #[tokio::test]
+    async fn votes_are_synced_even_when_appends_are_acknowledged_early() {
+        let faults = DiskFaults::new();
+        let engine = FaultyEngine::new(MemEngine::new(), faults.clone());
+        let options = SyncerOptions { probe_interval: None, ack_before_sync: true };
+        let s = LogSyncer::start_with(engine, options);
+        faults.fail_syncs(true);
+        append(&s).await.expect("the unsafe switch acknowledges appends without a sync");
+        assert_eq!(faults.failed_syncs(), 0);
+        assert!(s.sync().await.is_err(), "a vote's sync must really run");
+        assert_eq!(faults.failed_syncs(), 1);
+        assert!(s.sync().await.is_err(), "and the failure latches");
     }
 
     #[tokio::test]

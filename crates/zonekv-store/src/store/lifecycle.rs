@@ -173,6 +173,11 @@ impl<E: Engine> Store<E> {
         b.put(Cf::RaftMeta, keys::meta_key(range, MetaKey::Descriptor), codec::encode_descriptor(&stored));
         engine.write(&b, true)?;
         match self.start_group(range).await? {
+            // Shutdown began while the group started: it must not outlive the store.
+            Some(r) if self.is_stopping() => {
+                r.stop().await;
+                Err(Error::Unavailable("the node is shutting down".into()))
+            }
             Some(r) => {
                 self.inner.replicas.insert(r);
                 tracing::info!(%range, %replica_id, "created an empty replica; waiting for its snapshot");
@@ -225,7 +230,8 @@ impl<E: Engine> Store<E> {
         }
         // A replica here still covering part of the span (a parent that has not applied the
         // split or installed a snapshot past it yet) owns that data: wait for it.
-        if self.replicas().iter().any(|r| r.with_descriptor(|d| overlap(d, &desc))) {
+        if let Some(r) = self.replicas().into_iter().find(|r| r.with_descriptor(|d| overlap(d, &desc))) {
+            tracing::debug!(%range, covering = %r.descriptor(), "a missed replica waits for the replica covering its span");
             return Ok(false);
         }
         self.create_replica(desc, to).await?;

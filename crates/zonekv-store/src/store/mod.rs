@@ -353,8 +353,10 @@ impl<E: Engine> Store<E> {
     /// handle to it goes.
     pub fn close(&self) {
         self.inner.syncer.close();
-        if self.failure().is_some() {
-            return; // no sync after a failed one (see `LogSyncer`)
+        // No sync after a failed one (see `LogSyncer`); the syncer's latch is set before the
+        // store's `failure`, which its fail-stop task records a moment later.
+        if self.inner.syncer.failure().is_some() || self.failure().is_some() {
+            return;
         }
         if let Err(e) = self.inner.engine.sync() {
             tracing::warn!(node_id = %self.node_id(), error = %e, "final WAL sync failed");
