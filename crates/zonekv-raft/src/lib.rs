@@ -38,7 +38,7 @@ pub use log_store::{LogReader, LogStore};
 pub use range::{RangeDescriptor, RangeEpoch, ReplicaDesc, spans_owned_by_no_other};
 pub use snapshot::SnapshotBuilder;
 pub use state_machine::StateMachine;
-pub use stored::{read_descriptor, read_user_value, stored_descriptors};
+pub use stored::{read_descriptor, read_user_value, stored_descriptors, stored_groups};
 pub use syncer::{LogSyncer, SyncStats, SyncerOptions};
 pub use types::{
     Entry, LeaderId, LogId, Membership, NodeInfo, Raft, SnapshotData, SnapshotMeta, StoredMembership,

@@ -95,6 +95,12 @@ impl RangeDescriptor {
             .map_or(ReplicaId::of_first_range(node_id), |r| r.replica_id)
     }
 
+    /// Whether this range and `other` share a user key.
+    pub fn overlaps(&self, other: &RangeDescriptor) -> bool {
+        let below = |start: &[u8], end: &Option<Bytes>| end.as_ref().is_none_or(|e| start < &e[..]);
+        below(&self.start, &other.end) && below(&other.start, &self.end)
+    }
+
     /// Whether `key` may split the range: strictly inside it, so both halves are non-empty.
     pub fn can_split_at(&self, key: &[u8]) -> bool {
         key > &self.start[..] && self.contains(key)

@@ -75,14 +75,36 @@ pub(crate) fn read_applied<R: Reader + ?Sized>(reader: &R, group: RangeId) -> Re
 /// The descriptor of every group that has one stored in `reader`, in group order.
 pub fn stored_descriptors<R: Reader + ?Sized>(reader: &R) -> Result<Vec<RangeDescriptor>> {
     let mut out = Vec::new();
+    for_each_stored_descriptor(reader, |group, v| {
+        out.push(decode_descriptor(group, v)?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// The id of every group that has a descriptor stored in `reader`, in group order (nothing
+/// decoded).
+pub fn stored_groups<R: Reader + ?Sized>(reader: &R) -> Result<Vec<RangeId>> {
+    let mut out = Vec::new();
+    for_each_stored_descriptor(reader, |group, _| {
+        out.push(group);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with every stored descriptor record: the group and the encoded descriptor.
+fn for_each_stored_descriptor<R: Reader + ?Sized>(
+    reader: &R,
+    mut f: impl FnMut(RangeId, &[u8]) -> Result<()>,
+) -> Result<()> {
     for pair in reader.scan(Cf::RaftMeta, &KeyRange::all(), false)? {
         let (k, v) = pair?;
         if k.len() == 9 && k[8] == MetaKey::Descriptor as u8 {
-            let group = RangeId::new(u64::from_be_bytes(k[..8].try_into().expect("8 bytes")));
-            out.push(decode_descriptor(group, &v)?);
+            f(RangeId::new(u64::from_be_bytes(k[..8].try_into().expect("8 bytes"))), &v)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Reads the stored descriptor of `group`, if there is one.

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use tokio::sync::mpsc;
-use zonekv_engine::{Cf, Engine, KeyRange, Reader, WriteBatch};
+use zonekv_engine::{Cf, Engine, Reader, WriteBatch};
 use zonekv_raft::keys::{self, FIRST_RANGE, MetaKey, NODE_GROUP};
 use zonekv_raft::meta::allocator::FIRST_ALLOCATED_ID;
 use zonekv_raft::{
     LogStore, NodeId, RangeDescriptor, RangeId, ReplicaDesc, ReplicaId, StateMachine, codec, read_descriptor,
-    spans_owned_by_no_other, stored_descriptors,
+    spans_owned_by_no_other, stored_descriptors, stored_groups,
 };
 
 use super::Store;
@@ -47,15 +47,7 @@ pub(super) fn check_identity<E: Engine>(engine: &E, node_id: NodeId) -> Result<(
 /// included.
 pub fn stored_ranges<R: Reader>(engine: &R) -> Result<Vec<RangeId>> {
     let mut ids = vec![FIRST_RANGE];
-    for pair in engine.scan(Cf::RaftMeta, &KeyRange::all(), false)? {
-        let (k, _) = pair?;
-        if k.len() == 9 && k[8] == MetaKey::Descriptor as u8 {
-            let id = RangeId::new(u64::from_be_bytes(k[..8].try_into().expect("8 bytes")));
-            if id != FIRST_RANGE {
-                ids.push(id);
-            }
-        }
-    }
+    ids.extend(stored_groups(engine)?.into_iter().filter(|id| *id != FIRST_RANGE));
     Ok(ids)
 }
 
@@ -230,7 +222,7 @@ impl<E: Engine> Store<E> {
         }
         // A replica here still covering part of the span (a parent that has not applied the
         // split or installed a snapshot past it yet) owns that data: wait for it.
-        if let Some(r) = self.replicas().into_iter().find(|r| r.with_descriptor(|d| overlap(d, &desc))) {
+        if let Some(r) = self.replicas().into_iter().find(|r| r.with_descriptor(|d| d.overlaps(&desc))) {
             tracing::debug!(%range, covering = %r.descriptor(), "a missed replica waits for the replica covering its span");
             return Ok(false);
         }
@@ -266,12 +258,6 @@ impl<E: Engine> Store<E> {
         tracing::info!(%range, %desc, "removed replica deleted: it was moved off this node");
         Ok(())
     }
-}
-
-/// Whether the key spans of two ranges share a key.
-fn overlap(a: &RangeDescriptor, b: &RangeDescriptor) -> bool {
-    let below = |start: &[u8], end: &Option<bytes::Bytes>| end.as_ref().is_none_or(|e| start < &e[..]);
-    below(&a.start, &b.end) && below(&b.start, &a.end)
 }
 
 /// Starts the group of every range a local split creates, until the store stops or is gone.
