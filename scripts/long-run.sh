@@ -1,34 +1,39 @@
 #!/usr/bin/env bash
 # The long nemesis runs (docs/testing.md): release build, the node's default timings, every
 # fault of each mode (disk faults and dead-node replacement included), 200 in-process seeds
-# and 100 process seeds, one after the other. Appends one row per run to the results table of
+# and 100 process seeds, then 20 process seeds with lease reads turned on
+# (`--lease-reads`, where the clock-rate fault tests the lease), one after the other. Appends one row per run to the results table of
 # docs/testing.md (commit, date, machine, totals) and keeps each run's log and the reports of
 # failing seeds in $OUT (default ./long-run-results). Exits non-zero if any seed failed.
 #
 #   ./scripts/long-run.sh                                  # 200 + 100 seeds (about 1.5 h here)
-#   IN_PROCESS_SEEDS=20 PROCESS_SEEDS=10 ./scripts/long-run.sh
+#   IN_PROCESS_SEEDS=20 PROCESS_SEEDS=10 LEASE_SEEDS=5 ./scripts/long-run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
 source scripts/env.sh
 in_process=${IN_PROCESS_SEEDS:-200}
 processes=${PROCESS_SEEDS:-100}
+lease=${LEASE_SEEDS:-20}
 out=${OUT:-long-run-results}
 mkdir -p "$out"
-cargo build --release -p zonekv-nemesis -p zonekv-server --bins
+# The whole workspace, as scripts/bench.sh builds it: another package selection would unify
+# features differently and build RocksDB again.
+cargo build --release --workspace --bins
 commit=$(git rev-parse --short HEAD)
 day=$(date -u +%F)
 machine="$(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
 failed=0
 
-# run LABEL ARGS...: runs zonekv-nemesis, prints its seed lines, appends a row to the table.
+# run LABEL SEEDS ARGS...: runs zonekv-nemesis on SEEDS seeds, prints its seed lines, appends
+# a row to the table.
 run() {
-  local label=$1
-  shift
+  local label=$1 seeds=$2
+  shift 2
   local log="$out/$label.log" start end status
   start=$(date +%s)
   set +e
-  "$CARGO_TARGET_DIR/release/zonekv-nemesis" "$@" --out "$out/$label" 2>&1 | tee "$log" | grep -E '^(seed|total)'
+  "$CARGO_TARGET_DIR/release/zonekv-nemesis" --seeds "$seeds" "$@" --out "$out/$label" 2>&1 | tee "$log" | grep -E '^(seed|total)'
   status=${PIPESTATUS[0]}
   set -e
   end=$(date +%s)
@@ -42,7 +47,7 @@ run() {
   local ops faults lost violations inconclusive failing
   read -r ops faults lost violations inconclusive failing < <(echo "$total" |
     sed -E 's/total: ([0-9]+) operations, ([0-9]+) faults injected, ([0-9]+) lost[^,]*, ([0-9]+) linearizability violations, ([0-9]+) inconclusive[^,]*, ([0-9]+) failing.*/\1 \2 \3 \4 \5 \6/')
-  local row="| $label, long run ($commit, $day, release build, default timings; $machine; $(((end - start) / 60)) min) | \`zonekv-nemesis $*\` | ${failing:-?} failing of $( [ "$label" = in-process ] && echo "$in_process" || echo "$processes") | ${ops:-?} ($unknown) | ${faults:-?} | **${lost:-?}** | **${violations:-?}** (inconclusive keys: ${inconclusive:-?}) | $recovery |"
+  local row="| $label, long run ($commit, $day, release build, default timings; $machine; $(((end - start) / 60)) min) | \`zonekv-nemesis --seeds $seeds $*\` | ${failing:-?} failing of $seeds | ${ops:-?} ($unknown) | ${faults:-?} | **${lost:-?}** | **${violations:-?}** (inconclusive keys: ${inconclusive:-?}) | $recovery |"
   echo "$row"
   # Insert after the last row of the table under "## Results".
   awk -v row="$row" '
@@ -53,7 +58,8 @@ run() {
   mv "$out/testing.md.new" docs/testing.md
 }
 
-run in-process --seeds "$in_process"
-run processes --processes --seeds "$processes"
+run in-process "$in_process"
+run processes "$processes" --processes
+[ "$lease" -eq 0 ] || run processes-lease-reads "$lease" --processes --lease-reads
 echo "rows appended to docs/testing.md; logs in $out"
 exit "$failed"

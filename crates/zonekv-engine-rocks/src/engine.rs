@@ -215,4 +215,10 @@ impl Engine for RocksEngine {
         }
         Ok(())
     }
+
+    fn free_space(&self) -> Result<Option<u64>> {
+        // What an unprivileged writer may still use (`f_bavail`), as `df` reports it.
+        let s = rustix::fs::statvfs(self.db.path()).map_err(|e| Error::Io(e.into()))?;
+        Ok(Some(s.f_bavail.saturating_mul(s.f_frsize)))
+    }
 }

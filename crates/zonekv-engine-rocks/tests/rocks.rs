@@ -38,6 +38,17 @@ fn synced_writes_survive_reopen_in_every_column_family() {
 }
 
 #[test]
+fn free_space_is_what_the_file_system_reports() {
+    let (e, dir) = fresh();
+    let free = e.free_space().unwrap().expect("a disk engine knows its free space");
+    let s = rustix::fs::statvfs(dir.path()).unwrap();
+    let df = s.f_bavail * s.f_frsize;
+    // Other processes write meanwhile: equal within 1 GiB.
+    assert!(free.abs_diff(df) < 1 << 30, "engine says {free}, statvfs says {df}");
+    assert!(free > 0);
+}
+
+#[test]
 fn a_second_open_of_the_same_directory_is_refused() {
     let (_e, dir) = fresh();
     let err = RocksEngine::open(dir.path(), &RocksOptions::default()).unwrap_err();

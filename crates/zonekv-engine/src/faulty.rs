@@ -9,13 +9,15 @@
 //! - [`DiskFaults::stall_syncs`]: every sync first blocks its thread for a while, as a hung
 //!   device or a saturated queue does;
 //! - [`DiskFaults::fill_disk`]: every write that stores bytes fails with [`Error::NoSpace`]
-//!   (deletes still pass: they are how space comes back).
+//!   (deletes still pass: they are how space comes back), and the free space is 0;
+//! - [`DiskFaults::report_free_space`]: the free space the engine reports, without failing any
+//!   write (a disk that is nearly full: the store's reserve is reached, the disk is not).
 //!
 //! Damage to the files themselves (bit flips, truncation) is done to a stopped node's files by
 //! the tests of `zonekv-engine-rocks`, which know the file layout.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::{Cf, Engine, Error, KeyRange, KvIter, Reader, Result, WriteBatch, WriteOp};
@@ -31,6 +33,8 @@ struct Switches {
     fail_syncs: AtomicBool,
     stall_ms: AtomicU64,
     disk_full: AtomicBool,
+    /// The free space to report instead of the inner engine's.
+    free_space: Mutex<Option<u64>>,
     /// Syncs that failed because of `fail_syncs`.
     failed_syncs: AtomicU64,
 }
@@ -55,6 +59,20 @@ impl DiskFaults {
     /// The disk is full (`true`) or has space again (`false`).
     pub fn fill_disk(&self, full: bool) {
         self.inner.disk_full.store(full, Ordering::SeqCst);
+    }
+
+    /// The engine reports `bytes` free (`None`: what the engine inside reports). Writes are
+    /// not affected.
+    pub fn report_free_space(&self, bytes: Option<u64>) {
+        *self.inner.free_space.lock().unwrap_or_else(|e| e.into_inner()) = bytes;
+    }
+
+    /// The free space to report instead of the inner engine's, if any.
+    fn free_space(&self) -> Option<u64> {
+        if self.inner.disk_full.load(Ordering::SeqCst) {
+            return Some(0);
+        }
+        *self.inner.free_space.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Syncs that failed because of [`DiskFaults::fail_syncs`] so far.
@@ -151,6 +169,13 @@ impl<E: Engine> Engine for FaultyEngine<E> {
     fn flush(&self) -> Result<()> {
         self.inner.flush()
     }
+
+    fn free_space(&self) -> Result<Option<u64>> {
+        match self.faults.free_space() {
+            Some(bytes) => Ok(Some(bytes)),
+            None => self.inner.free_space(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -213,11 +238,25 @@ mod tests {
         e.faults().fill_disk(true);
         let err = e.write(&put(b"b"), false).unwrap_err();
         assert!(matches!(err, Error::NoSpace(_)), "{err:?}");
+        assert_eq!(e.free_space().unwrap(), Some(0));
         assert_eq!(e.get(Cf::Data, b"b").unwrap(), None, "a refused batch wrote nothing");
         let mut del = WriteBatch::new();
         del.delete(Cf::Data, b"a".to_vec());
         e.write(&del, false).unwrap();
         e.faults().fill_disk(false);
         e.write(&put(b"b"), false).unwrap();
+    }
+
+    #[test]
+    fn a_reported_free_space_changes_no_write() {
+        let e = engine();
+        assert_eq!(e.free_space().unwrap(), None, "the memory engine cannot tell");
+        e.faults().report_free_space(Some(0));
+        assert_eq!(e.free_space().unwrap(), Some(0));
+        e.write(&put(b"a"), true).unwrap();
+        e.faults().report_free_space(Some(u64::MAX));
+        assert_eq!(e.free_space().unwrap(), Some(u64::MAX));
+        e.faults().report_free_space(None);
+        assert_eq!(e.free_space().unwrap(), None);
     }
 }

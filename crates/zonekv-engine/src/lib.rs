@@ -117,4 +117,11 @@ pub trait Engine: Reader + Clone + Send + Sync + 'static {
     /// A no-op for in-memory engines. Durability does not depend on it (the WAL has the
     /// writes); size estimates and backups see flushed data.
     fn flush(&self) -> Result<()>;
+
+    /// Bytes still free for the engine's files (on the file system holding them), or `None`
+    /// when the engine cannot tell or does not use a disk. The store refuses client writes
+    /// when this falls below its reserve (docs/disk-faults.md, "Full disk"). Default: `None`.
+    fn free_space(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }

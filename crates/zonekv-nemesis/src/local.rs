@@ -260,50 +260,69 @@ impl Fault<Cluster> for StopStart {
 /// How long each fsync takes while a node's disk is stalled (the longest a fault is held).
 const STALL: Duration = Duration::from_secs(3);
 
-/// Disk faults on one node (a minority): `disk-stall` makes every fsync of the leader (or of a
-/// random node) take 3 s, past `storage.max-sync-stall-ms`, so it refuses requests and its
-/// liveness pings stop; `fail-sync` makes a random node's fsyncs fail, so it stops for good
-/// until the heal clears the fault and restarts it (an operator replacing the disk).
-struct Disk {
-    fail: bool,
+/// Disk faults on one node (a minority), healed by clearing the fault and restarting the node
+/// if it stopped (an operator replacing or freeing the disk).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Disk {
+    /// Every fsync of the leader (or of a random node) takes 3 s, past
+    /// `storage.max-sync-stall-ms`: the node refuses requests and its liveness pings stop.
+    Stall,
+    /// A random node's fsyncs fail (EIO): it stops for good.
+    FailSync,
+    /// The disk of the leader (or of a random node) is full: it reports no free space, so it
+    /// refuses client writes (`RESOURCE_EXHAUSTED`, nothing written), and its next Raft log
+    /// write fails with ENOSPC, which stops the node.
+    Full,
 }
 
 #[async_trait]
 impl Fault<Cluster> for Disk {
     fn name(&self) -> &'static str {
-        if self.fail { "fail-sync" } else { "disk-stall" }
+        match self {
+            Disk::Stall => "disk-stall",
+            Disk::FailSync => "fail-sync",
+            Disk::Full => "disk-full",
+        }
     }
 
     async fn inject(&self, c: &Cluster, rng: &mut StdRng) -> Option<String> {
-        let id = match (self.fail, rng.random_bool(0.5)) {
-            (false, true) => c.leader().await?,
+        let id = match (self, rng.random_bool(0.5)) {
+            (Disk::Stall | Disk::Full, true) => c.leader().await?,
             _ => c.ids[rng.random_range(0..c.ids.len())],
         };
         c.handle(id).await?;
-        if self.fail {
-            c.disks.node(id).fail_syncs(true);
-            Some(format!("node {id}: fsyncs fail (EIO)"))
-        } else {
-            c.disks.node(id).stall_syncs(STALL);
-            Some(format!("node {id}: every fsync takes {STALL:?}"))
-        }
+        let disk = c.disks.node(id);
+        Some(match self {
+            Disk::Stall => {
+                disk.stall_syncs(STALL);
+                format!("node {id}: every fsync takes {STALL:?}")
+            }
+            Disk::FailSync => {
+                disk.fail_syncs(true);
+                format!("node {id}: fsyncs fail (EIO)")
+            }
+            Disk::Full => {
+                disk.fill_disk(true);
+                format!("node {id}: disk full (ENOSPC)")
+            }
+        })
     }
 
     async fn heal(&self, c: &Cluster) {
         let mut nodes = c.nodes.write().await;
         for &id in &c.ids {
             let disk = c.disks.node(id);
-            if self.fail {
-                disk.fail_syncs(false);
-            } else {
-                disk.stall_syncs(Duration::ZERO);
+            match self {
+                Disk::Stall => disk.stall_syncs(Duration::ZERO),
+                Disk::FailSync => disk.fail_syncs(false),
+                Disk::Full => disk.fill_disk(false),
             }
-            // A node that stopped on a failed fsync runs again only after a restart.
+            // A node that stopped on a failed fsync or log write runs again only after a restart.
             let failed = nodes.node(id).is_some_and(|n| n.storage_failure().is_some());
             if failed {
                 nodes.stop_node(id).await;
                 if let Err(e) = nodes.restart_node(id).await {
-                    tracing::error!(node = %id, error = %e, "restarting a node after its fsync failed");
+                    tracing::error!(node = %id, error = %e, "restarting a node after its disk failed");
                 }
             }
         }
@@ -518,7 +537,8 @@ pub fn catalogue() -> Vec<Arc<dyn Fault<Cluster>>> {
         Arc::new(SplitRange),
         Arc::new(MoveReplica),
         Arc::new(TransferRangeLeader),
-        Arc::new(Disk { fail: false }),
-        Arc::new(Disk { fail: true }),
+        Arc::new(Disk::Stall),
+        Arc::new(Disk::FailSync),
+        Arc::new(Disk::Full),
     ]
 }

@@ -68,6 +68,10 @@ struct Cli {
     /// 500 entries).
     #[arg(long, default_value = "default", value_parser = parse_timings)]
     timings: Timings,
+    /// Nodes serve lease reads (`raft.lease-reads = true`; off by default). The freeze faults
+    /// are then left out unless named in --faults (a frozen leader believes its lease).
+    #[arg(long)]
+    lease_reads: bool,
     /// Directory for the reports of failing seeds.
     #[arg(long, default_value = "nemesis-results")]
     out: PathBuf,
@@ -105,6 +109,7 @@ async fn main() -> Result<std::process::ExitCode> {
             logs: cli.processes.then(|| cli.out.join(format!("seed-{seed}-logs"))),
             faults: cli.faults.clone(),
             timings: cli.timings,
+            lease_reads: cli.lease_reads,
         };
         let logs = config.logs.clone();
         let report = run(config).await.with_context(|| format!("seed {seed}"))?;
@@ -178,6 +183,7 @@ fn replay_flags(cli: &Cli) -> String {
         (cli.unsafe_local_reads, " --unsafe-local-reads"),
         (cli.unsafe_ack_before_sync, " --unsafe-ack-before-sync"),
         (cli.timings == Timings::Fast, " --timings fast"),
+        (cli.lease_reads, " --lease-reads"),
     ] {
         if set {
             f.push_str(flag);

@@ -1,5 +1,9 @@
 //! A cluster of `zonekv` processes under test, reached through the gRPC client, and the
-//! process faults: SIGKILL (one node, the leader, a majority at once), SIGSTOP/SIGCONT.
+//! process faults: SIGKILL (one node, the leader, a majority at once), SIGSTOP/SIGCONT, a
+//! clock that runs fast or slow, and a whole-VM freeze (stopped with its clocks).
+//!
+//! Every node runs under libfaketime reading its clock from a file (`clock-<id>` in the run's
+//! directory: an offset and a rate), so a fault can change a running node's clocks.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -29,6 +33,29 @@ struct ProcNode {
     paused: bool,
     /// The rate its clock runs at under libfaketime (`x1.05`), if skewed; kept across restarts.
     clock: Option<&'static str>,
+    /// Seconds its clocks were held back by freezes: the file's offset.
+    held_back_secs: f64,
+}
+
+impl ProcNode {
+    /// The node's clock as libfaketime reads it from the node's clock file: its offset, then
+    /// its rate if skewed.
+    fn clock_spec(&self) -> String {
+        let offset = if self.held_back_secs == 0.0 {
+            "+0".to_string()
+        } else {
+            format!("-{:.3}", self.held_back_secs)
+        };
+        match self.clock {
+            Some(rate) => format!("{offset} {rate}"),
+            None => offset,
+        }
+    }
+
+    /// How fast its clocks run (1.0 unless skewed).
+    fn rate(&self) -> f64 {
+        self.clock.and_then(|r| r.trim_start_matches('x').parse().ok()).unwrap_or(1.0)
+    }
 }
 
 /// libfaketime's preload library for threaded programs (Debian package `faketime`), if
@@ -70,14 +97,25 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::Client(format!("no free port: {e}")))
 }
 
-/// How a node process starts: its test hook and its clock.
+/// How a node process starts: its test hook.
 #[derive(Clone, Copy)]
 struct Launch {
     unsafe_ack: bool,
-    clock: Option<&'static str>,
 }
 
-fn spawn(bin: &Path, dir: &Path, logs: &Path, id: u64, addr: &str, launch: Launch) -> Result<Child> {
+/// The file a node's libfaketime reads its clock from.
+fn clock_file(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("clock-{id}"))
+}
+
+/// Writes `node`'s clock file (before it starts, or while it is stopped).
+fn write_clock(dir: &Path, node: &ProcNode) -> Result<()> {
+    std::fs::write(clock_file(dir, node.id), node.clock_spec())
+        .map_err(|e| Error::Client(format!("writing the clock of node {}: {e}", node.id)))
+}
+
+fn spawn(bin: &Path, dir: &Path, logs: &Path, node: &ProcNode, launch: Launch) -> Result<Child> {
+    let (id, addr) = (node.id, node.addr.as_str());
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -97,14 +135,17 @@ fn spawn(bin: &Path, dir: &Path, logs: &Path, id: u64, addr: &str, launch: Launc
     if launch.unsafe_ack {
         cmd.env("ZONEKV_UNSAFE_ACK_BEFORE_SYNC", "1");
     }
-    if let Some(rate) = launch.clock {
-        let lib = faketime_lib().ok_or_else(|| {
-            Error::Config("the clock-rate fault needs libfaketime: apt-get install faketime".into())
-        })?;
-        // Every clock the process reads, CLOCK_MONOTONIC included (Rust's `Instant`, tokio's
-        // timers), runs at `rate` from now on.
-        cmd.env("LD_PRELOAD", lib).env("FAKETIME", format!("+0 {rate}"));
-    }
+    let lib = faketime_lib().ok_or_else(|| {
+        Error::Config("the process nemesis' clock faults need libfaketime: apt-get install faketime".into())
+    })?;
+    // Every clock the process reads, CLOCK_MONOTONIC included (Rust's `Instant`, tokio's
+    // timers), follows the clock file: its offset and rate. The file is read again once a
+    // second of real time has passed since the last read, so a process resumed after a longer
+    // freeze reads the new offset at its first clock read.
+    write_clock(dir, node)?;
+    cmd.env("LD_PRELOAD", lib)
+        .env("FAKETIME_TIMESTAMP_FILE", clock_file(dir, id))
+        .env("FAKETIME_CACHE_DURATION", "1");
     let mut child = cmd.spawn().map_err(|e| Error::Client(format!("starting {}: {e}", bin.display())))?;
     let mut line = String::new();
     let stdout = child.stdout.take().expect("piped stdout");
@@ -146,9 +187,11 @@ impl Processes {
         let mut nodes = Vec::new();
         for id in 1..=n {
             let addr = format!("127.0.0.1:{}", free_port()?);
-            let launch = Launch { unsafe_ack: unsafe_ack_before_sync, clock: None };
-            let child = spawn(&bin, dir.path(), &logs, id, &addr, launch)?;
-            nodes.push(ProcNode { id, addr, child: Some(child), paused: false, clock: None });
+            let mut node =
+                ProcNode { id, addr, child: None, paused: false, clock: None, held_back_secs: 0.0 };
+            node.child =
+                Some(spawn(&bin, dir.path(), &logs, &node, Launch { unsafe_ack: unsafe_ack_before_sync })?);
+            nodes.push(node);
         }
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
         let members: Vec<(u64, String)> = nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
@@ -206,8 +249,8 @@ impl Processes {
                 n.paused = false;
             }
             if n.child.is_none() {
-                let launch = Launch { unsafe_ack: self.unsafe_ack_before_sync, clock: n.clock };
-                match spawn(&self.bin, self.dir.path(), &self.logs, n.id, &n.addr, launch) {
+                let launch = Launch { unsafe_ack: self.unsafe_ack_before_sync };
+                match spawn(&self.bin, self.dir.path(), &self.logs, n, launch) {
                     Ok(c) => n.child = Some(c),
                     Err(e) => tracing::error!(node = n.id, error = %e, "restart failed"),
                 }
@@ -444,6 +487,57 @@ impl Fault<Processes> for ClockRate {
     }
 }
 
+/// How long the `freeze` fault holds a node: longer than an election and a lease.
+const FREEZE: Duration = Duration::from_secs(4);
+
+/// A whole-VM freeze of the leader (or of a random node): the process stops (SIGSTOP) and,
+/// when it resumes, every clock it reads — `CLOCK_MONOTONIC` included — goes on from where
+/// it stopped, as in a VM whose hypervisor restores the guest's clock after a pause (QEMU/KVM
+/// does for kvmclock). Unlike `pause-*`, under which the monotonic clock runs on, the resumed
+/// node cannot see that time passed: a leader still believes the lease it held.
+struct Freeze(Target);
+
+#[async_trait]
+impl Fault<Processes> for Freeze {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            Target::Leader => "freeze-leader",
+            _ => "freeze-node",
+        }
+    }
+
+    async fn inject(&self, c: &Processes, rng: &mut StdRng) -> Option<String> {
+        let id = *pick(c, self.0, rng).await?.first()?;
+        let frozen_at = {
+            let mut nodes = c.nodes.lock().await;
+            let n = nodes.iter_mut().find(|n| n.id == id && !n.paused)?;
+            signal(n.child.as_ref()?, "-STOP");
+            n.paused = true;
+            std::time::Instant::now()
+        };
+        tokio::time::sleep(FREEZE).await;
+        let mut nodes = c.nodes.lock().await;
+        let n = nodes.iter_mut().find(|n| n.id == id)?;
+        // What its clocks would have counted meanwhile, at their rate.
+        n.held_back_secs += frozen_at.elapsed().as_secs_f64() * n.rate();
+        if let Err(e) = write_clock(c.dir.path(), n) {
+            tracing::error!(node = id, error = %e, "holding the frozen node's clock back");
+        }
+        if let Some(child) = &n.child {
+            signal(child, "-CONT");
+        }
+        n.paused = false;
+        Some(format!(
+            "node {id} frozen for {FREEZE:?} with its clocks (held back {:.1} s in all)",
+            n.held_back_secs
+        ))
+    }
+
+    async fn heal(&self, c: &Processes) {
+        c.restart_all().await;
+    }
+}
+
 /// Every process fault.
 pub fn catalogue() -> Vec<Arc<dyn Fault<Processes>>> {
     vec![
@@ -456,5 +550,7 @@ pub fn catalogue() -> Vec<Arc<dyn Fault<Processes>>> {
         Arc::new(SplitRange),
         Arc::new(MoveReplica),
         Arc::new(ClockRate),
+        Arc::new(Freeze(Target::Leader)),
+        Arc::new(Freeze(Target::Random)),
     ]
 }

@@ -64,6 +64,22 @@ impl<E: Engine> LogStore<E> {
         &self.reader.engine
     }
 
+    /// Writes `batch` (unsynced: the syncer makes it durable). A failed write stops the node
+    /// as a failed sync does ([`LogSyncer::fail_stop`]): the log now differs from what Raft
+    /// believes it holds, and the other groups on this disk would meet the same fault (a full
+    /// disk). The restart replays what was synced.
+    fn write(&self, batch: &WriteBatch, what: &str) -> io::Result<()> {
+        self.engine().write(batch, false).map_err(|e| {
+            self.syncer.fail_stop(format!(
+                "writing {what} of range {} to the Raft log failed ({e}); the node stops so no \
+                 replica runs on a log it could not write: fix the disk (free space), then restart \
+                 the node (the restart replays what was synced)",
+                self.group()
+            ));
+            log_error(self.group(), e.into())
+        })
+    }
+
     fn read_log_id(&self, kind: MetaKey, what: &str) -> Result<Option<LogId>> {
         let g = self.group();
         match self.engine().get(Cf::RaftMeta, &meta_key(g, kind))? {
@@ -208,7 +224,7 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
     async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let mut b = WriteBatch::new();
         b.put(Cf::RaftMeta, meta_key(self.group(), MetaKey::Vote), codec::encode_vote(vote));
-        self.engine().write(&b, false).map_err(|e| log_error(self.group(), e.into()))?;
+        self.write(&b, "the vote")?;
         // Durable in the next group commit, like appends: the election of many ranges at once
         // shares fsyncs, no runtime thread blocks on one, and after a failed sync nothing is
         // made durable any more (`LogSyncer`).
@@ -222,7 +238,7 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
             Some(id) => b.put(Cf::RaftMeta, key, codec::encode_log_id(&id)),
             None => b.delete(Cf::RaftMeta, key),
         }
-        self.engine().write(&b, false).map_err(|e| log_error(self.group(), e.into()))
+        self.write(&b, "the committed index")
     }
 
     async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
@@ -240,10 +256,9 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         for entry in &entries {
             b.put(Cf::RaftLog, log_key(g, entry.log_id.index), encode_entry(entry));
         }
-        if let Err(e) = self.engine().write(&b, false) {
-            let msg = e.to_string();
-            callback.io_completed(Err(io::Error::other(msg)));
-            return Err(log_error(g, e.into()));
+        if let Err(e) = self.write(&b, "log entries") {
+            callback.io_completed(Err(io::Error::other(e.to_string())));
+            return Err(e);
         }
         self.cache().append(&entries);
         self.syncer.submit(callback);
@@ -256,7 +271,7 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         self.cache().truncate_after(last.map(|id| id.index));
         let mut b = WriteBatch::new();
         b.delete_range(Cf::RaftLog, log_key(g, from), log_span_end(g));
-        self.engine().write(&b, false).map_err(|e| log_error(g, e.into()))
+        self.write(&b, "a log truncation")
     }
 
     async fn purge(&mut self, upto: LogId) -> io::Result<()> {
@@ -268,7 +283,7 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
             Some(end) => b.delete_range(Cf::RaftLog, log_key(g, 0), log_key(g, end)),
             None => b.delete_range(Cf::RaftLog, log_key(g, 0), log_span_end(g)),
         }
-        self.engine().write(&b, false).map_err(|e| log_error(g, e.into()))
+        self.write(&b, "a log purge")
     }
 }
 

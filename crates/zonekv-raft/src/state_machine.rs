@@ -16,8 +16,8 @@ use crate::range::RangeDescriptor;
 use crate::snapshot::{self, SnapshotBuilder};
 use crate::stored::{Pending, read_applied, read_descriptor};
 use crate::{
-    Command, CommandResponse, Error, Mutation, Op, OpResult, RangeId, Result, SnapshotData, SnapshotMeta,
-    StoredMembership, TypeConfig, meta, split,
+    Command, CommandResponse, Error, LogSyncer, Mutation, Op, OpResult, RangeId, Result, SnapshotData,
+    SnapshotMeta, StoredMembership, TypeConfig, meta, split,
 };
 
 /// The replicated key-value state of one group: its range descriptor (the span of the data
@@ -38,6 +38,8 @@ pub struct StateMachine<E: Engine> {
     desc_tx: watch::Sender<RangeDescriptor>,
     /// Told of every range this one splits off, once the split is written.
     on_split: Option<tokio::sync::mpsc::UnboundedSender<RangeDescriptor>>,
+    /// Stops the node when an apply cannot be written (`with_fail_stop`).
+    syncer: Option<LogSyncer>,
 }
 
 /// A user key `op` touches that `desc` does not own, if any.
@@ -77,13 +79,21 @@ impl<E: Engine> StateMachine<E> {
             }
         };
         let (desc_tx, _) = watch::channel(desc.clone());
-        Ok(Self { engine, group, desc, applied, desc_tx, on_split: None })
+        Ok(Self { engine, group, desc, applied, desc_tx, on_split: None, syncer: None })
     }
 
     /// Sends the descriptor of every range this one splits off to `tx`, after the split's
     /// write (the node starts the new range's group from it).
     pub fn with_split_listener(mut self, tx: tokio::sync::mpsc::UnboundedSender<RangeDescriptor>) -> Self {
         self.on_split = Some(tx);
+        self
+    }
+
+    /// An apply whose engine write fails (a full disk) stops the whole node through `syncer`
+    /// ([`LogSyncer::fail_stop`]), as a failed log write does: every group shares the disk,
+    /// and a replica whose applied state lags its committed log must not serve.
+    pub fn with_fail_stop(mut self, syncer: LogSyncer) -> Self {
+        self.syncer = Some(syncer);
         self
     }
 
@@ -143,7 +153,16 @@ impl<E: Engine> StateMachine<E> {
                 encode_descriptor(&desc),
             );
         }
-        self.engine.write(&pending.batch, false).map_err(|e| self.fail(e.into()))?;
+        self.engine.write(&pending.batch, false).map_err(|e| {
+            if let Some(syncer) = &self.syncer {
+                syncer.fail_stop(format!(
+                    "writing the applied entries of range {} failed ({e}); the node stops: fix the \
+                     disk (free space), then restart the node (the restart applies the log again)",
+                    self.group
+                ));
+            }
+            self.fail(e.into())
+        })?;
         self.applied = applied;
         if desc_changed {
             self.desc = desc;

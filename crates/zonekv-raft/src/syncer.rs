@@ -93,6 +93,8 @@ enum Msg {
     /// An explicit [`LogSyncer::sync`] (votes): synced even with `ack_before_sync`, which is
     /// about appends only.
     Durable(IOFlushed<TypeConfig>),
+    /// Look at the pending callbacks again (a failure was latched from outside).
+    Wake,
     Stop,
 }
 
@@ -173,6 +175,25 @@ impl LogSyncer {
         rx.await.unwrap_or_else(|_| Err(std::io::Error::other("log sync thread has stopped")))
     }
 
+    /// Latches `reason` as if a sync had failed (unless one already has): no sync runs again,
+    /// every waiting and later append fails, and the store stops every replica. For a Raft
+    /// log write that failed (a full disk): a replica must not run on a log it could not
+    /// write, and the other groups share the disk.
+    pub fn fail_stop(&self, reason: String) {
+        let latched = self.inner.health.failure.send_if_modified(|failure| {
+            if failure.is_some() {
+                return false;
+            }
+            *failure = Some(reason.clone());
+            true
+        });
+        if latched {
+            tracing::error!("{reason}");
+        }
+        // Wake the thread so appends already queued fail now rather than at the next one.
+        let _ = self.inner.tx.send(Msg::Wake);
+    }
+
     /// The latched failure: why syncing stopped for good, if it did.
     pub fn failure(&self) -> Option<String> {
         self.inner.health.failure()
@@ -228,6 +249,7 @@ fn run<E: Engine>(
                     pending.push(cb);
                     forced = true;
                 }
+                Msg::Wake => {}
                 Msg::Stop => stop = true,
             }
         }
@@ -314,6 +336,21 @@ mod tests {
         let reason = tokio::time::timeout(Duration::from_secs(1), s.failed()).await.unwrap().unwrap();
         assert!(reason.contains("EIO") || reason.contains("Input/output error"), "{reason}");
         s.close();
+    }
+
+    #[tokio::test]
+    async fn a_failure_latched_from_outside_stops_syncing_like_a_failed_sync() {
+        let (s, faults) = syncer(None);
+        append(&s).await.unwrap();
+        let syncs = s.stats().syncs.load(Ordering::Relaxed);
+        s.fail_stop("writing the Raft log failed (no space left)".into());
+        s.fail_stop("a second reason is not recorded".into());
+        assert!(append(&s).await.unwrap_err().to_string().contains("no space left"));
+        assert!(s.sync().await.is_err(), "an explicit sync fails too");
+        assert_eq!(s.stats().syncs.load(Ordering::Relaxed), syncs, "no sync ran after the latch");
+        assert_eq!(faults.failed_syncs(), 0);
+        let reason = tokio::time::timeout(Duration::from_secs(1), s.failed()).await.unwrap().unwrap();
+        assert!(reason.contains("no space left"), "the first reason stands: {reason}");
     }
 
     #[tokio::test]

@@ -129,3 +129,28 @@ async fn replication_reads_stop_at_the_byte_cap_but_never_return_nothing() {
     assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![4]);
     assert_eq!(tight.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 10)));
 }
+
+#[tokio::test]
+async fn a_log_write_that_fails_stops_every_group_of_the_engine() {
+    use zonekv_engine::{DiskFaults, FaultyEngine};
+    let faults = DiskFaults::new();
+    let engine = FaultyEngine::new(MemEngine::new(), faults.clone());
+    let syncer = LogSyncer::start(engine.clone());
+    let mut full = LogStore::new(engine.clone(), RangeId::new(1), syncer.clone());
+    let mut other = LogStore::new(engine.clone(), RangeId::new(2), syncer.clone());
+    append(&mut full, vec![entry(1, 1)]).await;
+
+    faults.fill_disk(true);
+    let err = full.blocking_append(vec![entry(1, 2)]).await.expect_err("the disk is full");
+    assert!(err.to_string().contains("no space") || err.to_string().contains("No space"), "{err}");
+    let reason = syncer.failure().expect("a failed log write latches the syncer");
+    assert!(reason.contains("range 1") && reason.contains("restart"), "{reason}");
+
+    // Space comes back, but nothing is reported durable any more: the node must restart.
+    faults.fill_disk(false);
+    assert!(other.blocking_append(vec![entry(1, 1)]).await.is_err(), "another group stops too");
+    assert!(full.save_vote(&openraft::Vote::new(2, ReplicaId::new(1))).await.is_err());
+    // What was synced before the fault is intact.
+    let mut reader = full.get_log_reader().await;
+    assert_eq!(reader.try_get_log_entries(1..2).await.unwrap().len(), 1);
+}

@@ -73,6 +73,15 @@ pub struct RaftConfig {
     /// before the follower may vote for someone else). A larger rate error is outside the
     /// model. 0–50. Default: 5.
     pub max_clock_rate_error_percent: u32,
+    /// Serve linearizable reads on the leader's lease while it is fresh, without a network
+    /// round. Off (the default), every linearizable read confirms leadership with a quorum
+    /// round (ReadIndex), which no clock can fool. A lease is safe only while no node's
+    /// monotonic clock runs more than `max-clock-rate-error-percent` slower than another's:
+    /// a VM whose hypervisor pauses it and restores its clocks (QEMU/KVM after a pause, memory
+    /// snapshots, some live migrations) resumes believing its lease, and a leader frozen
+    /// longer than an election (about 1–2 s) serves stale reads (test: `freeze.rs`). Turn on
+    /// only where no node can be paused so. Default: false.
+    pub lease_reads: bool,
     /// Build a snapshot (and purge the log) after this many applied entries. Default: 10000.
     pub snapshot_after_entries: u64,
     /// Log entries kept after a snapshot, so slightly lagging followers catch up from the log.
@@ -148,6 +157,12 @@ pub struct StorageConfig {
     /// disk is a gray failure: the process runs, its Raft I/O does not). Milliseconds; must be
     /// above 0. Default: 2000.
     pub max_sync_stall_ms: u64,
+    /// Bytes of the data directory's file system kept free for Raft's own writes (log appends,
+    /// applies, compactions, snapshots). While less is free, client writes that add data are
+    /// refused with `RESOURCE_EXHAUSTED` naming this setting; reads and deletes go on, and
+    /// writes resume once space is freed (docs/disk-faults.md). 0 turns the reserve off.
+    /// Default: 256 MiB (268435456).
+    pub min_free_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -176,6 +191,7 @@ impl Default for RaftConfig {
             election_timeout_min_ms: 1000,
             election_timeout_max_ms: 2000,
             max_clock_rate_error_percent: 5,
+            lease_reads: false,
             snapshot_after_entries: 10_000,
             keep_entries_after_snapshot: 1000,
             max_entries_per_append: 64,
@@ -203,6 +219,7 @@ impl Default for StorageConfig {
             max_wal_bytes: d.max_wal_bytes,
             manual_wal_flush: d.manual_wal_flush,
             max_sync_stall_ms: 2000,
+            min_free_bytes: 256 << 20,
         }
     }
 }
@@ -368,9 +385,12 @@ impl NodeConfig {
             apply_wait: Duration::from_millis(2 * r.election_timeout_max_ms),
             election_timeout_min: Duration::from_millis(r.election_timeout_min_ms),
             max_sync_stall: Duration::from_millis(self.storage.max_sync_stall_ms),
-            lease_read_max_age: Duration::from_millis(
-                r.election_timeout_max_ms * u64::from(100 - r.max_clock_rate_error_percent.min(50)) / 100,
-            ),
+            min_free_bytes: self.storage.min_free_bytes,
+            lease_read_max_age: r.lease_reads.then(|| {
+                Duration::from_millis(
+                    r.election_timeout_max_ms * u64::from(100 - r.max_clock_rate_error_percent.min(50)) / 100,
+                )
+            }),
             limits: self.limits.clone(),
             hooks,
         })
@@ -442,9 +462,11 @@ mod tests {
         let mut c = NodeConfig::default();
         let lease =
             |c: &NodeConfig| c.store_config(zonekv_store::StoreHooks::default()).unwrap().lease_read_max_age;
-        assert_eq!(lease(&c), Duration::from_millis(1900), "2000 ms less 5 %");
+        assert_eq!(lease(&c), None, "by default every linearizable read takes a quorum round");
+        c.raft.lease_reads = true;
+        assert_eq!(lease(&c), Some(Duration::from_millis(1900)), "2000 ms less 5 %");
         c.raft.max_clock_rate_error_percent = 0;
-        assert_eq!(lease(&c), Duration::from_millis(c.raft.election_timeout_max_ms));
+        assert_eq!(lease(&c), Some(Duration::from_millis(c.raft.election_timeout_max_ms)));
     }
 
     #[test]

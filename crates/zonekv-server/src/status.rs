@@ -20,7 +20,7 @@ fn store_code(e: &StoreError) -> Code {
         | StoreError::FailedPrecondition(_)
         | StoreError::RangeKeyMismatch(_) => Code::FailedPrecondition,
         StoreError::NotFound(_) => Code::NotFound,
-        StoreError::Overloaded(_) => Code::ResourceExhausted,
+        StoreError::Overloaded(_) | StoreError::DiskFull(_) => Code::ResourceExhausted,
         StoreError::OutcomeUnknown(_) => Code::Unknown,
         e if e.is_corruption() => Code::DataLoss,
         StoreError::ReplicaStopped { .. }

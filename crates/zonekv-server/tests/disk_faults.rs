@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use zonekv_client::Client;
 use zonekv_server::{
     DiskFaultTable, LocalCluster, NodeConfig, NodeId, NodeOptions, RangeId, ReadConsistency,
@@ -73,6 +72,22 @@ async fn read_back(client: &Client, acked: &BTreeMap<String, String>) {
     }
 }
 
+/// Stops node `id` (stopped for good after a disk fault), restarts it on its data and waits
+/// until it has applied `key` = `value` (written while it was down), with its storage healthy.
+async fn restart_and_catch_up(cluster: &mut LocalCluster, id: NodeId, key: &str, value: &str) {
+    cluster.stop_node(id).await;
+    cluster.restart_node(id).await.unwrap();
+    let restarted = cluster.node(id).unwrap().handle();
+    assert_eq!(restarted.storage_failure(), None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while restarted.get(key.as_bytes(), ReadConsistency::Stale).await.ok().and_then(|s| s.0).as_deref()
+        != Some(value.as_bytes())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the restarted node {id} never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A failed fsync on the leader: the node stops for good — it does not retry the sync and
 /// carry on, even once its disk works again — its requests fail naming the cause, the others
 /// elect a leader, and every acknowledged write is there. Restarted, the node rejoins.
@@ -110,17 +125,7 @@ async fn a_failed_fsync_on_the_leader_stops_its_node_and_loses_nothing() {
 
     // Restarted (its disk checked), the node replays what survived and catches up.
     drop(node);
-    cluster.stop_node(victim).await;
-    cluster.restart_node(victim).await.unwrap();
-    let restarted = cluster.node(victim).unwrap().handle();
-    assert_eq!(restarted.storage_failure(), None);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while restarted.get(b"k-after", ReadConsistency::Stale).await.ok().and_then(|s| s.0)
-        != Some(Bytes::from_static(b"written without the stopped node"))
-    {
-        assert!(tokio::time::Instant::now() < deadline, "the restarted node never caught up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    restart_and_catch_up(&mut cluster, victim, "k-after", "written without the stopped node").await;
     read_back(&client, &acked).await;
     cluster.shutdown().await;
 }
@@ -240,5 +245,105 @@ async fn a_follower_with_a_damaged_live_wal_refuses_to_start_and_nothing_is_lost
     let survivors = Client::new(cluster.running().map(|n| n.addr().to_string()).collect::<Vec<_>>()).unwrap();
     read_back(&survivors, &acked).await;
     survivors.put("k-after", "three of five").await.unwrap();
+    cluster.shutdown().await;
+}
+
+/// Puts `key` at the leader of the first range (which holds every test key), following a
+/// leadership change: returns the first answer that is not `NotLeader`.
+async fn put_at_leader(cluster: &LocalCluster, key: &str, value: &str) -> zonekv_server::Result<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let leader = cluster.node(leader_of(cluster, 1u64).await).unwrap().handle();
+        match leader.put(key.to_string(), value.to_string()).await {
+            Err(zonekv_server::Error::Store(zonekv_server::StoreError::NotLeader { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Every node's disk below its free-space reserve (`storage.min-free-bytes`, 256 MiB by
+/// default): writes that add data are refused with `RESOURCE_EXHAUSTED` naming the disk and
+/// the setting, and write nothing; reads and deletes go on; no node stops. Once space returns,
+/// writes work again by themselves, and every acknowledged write is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_below_its_reserve_refuses_writes_serves_reads_and_recovers() {
+    let (disks, cluster) = start(3).await;
+    let client = Client::new(cluster.addrs()).unwrap();
+    let mut acked = write_keys(&client, 0..50, true).await;
+    let ids: Vec<NodeId> = cluster.running().map(|n| n.id()).collect();
+    for &id in &ids {
+        disks.node(id).report_free_space(Some(1 << 20));
+    }
+    // A free-space reading is trusted for 100 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let err = put_at_leader(&cluster, "k-full", "refused").await.expect_err("a full disk took a write");
+    let msg = err.to_string();
+    assert!(msg.contains("1048576 bytes free") && msg.contains("storage.min-free-bytes"), "{msg}");
+    assert!(msg.contains("nothing was written"), "{msg}");
+    let status = tonic::Status::from(err);
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let leader = cluster.node(leader_of(&cluster, 1u64).await).unwrap().handle();
+    let batch = vec![zonekv_server::Mutation::Put { key: "k-batch".into(), value: "refused".into() }];
+    assert!(leader.batch(batch).await.unwrap_err().to_string().contains("storage.min-free-bytes"));
+    let cas = leader.compare_and_swap("k001", Some("v1".into()), Some("refused".into())).await;
+    assert!(cas.unwrap_err().to_string().contains("storage.min-free-bytes"));
+
+    // Reads are served, deletes free space and are taken, nothing refused was written.
+    read_back(&client, &acked).await;
+    assert_eq!(client.get("k-full").await.unwrap(), None, "a refused write was applied");
+    assert!(client.delete("k000").await.unwrap(), "k000 existed");
+    acked.remove("k000");
+    assert!(cluster.running().all(|n| n.handle().storage_failure().is_none()), "a node stopped");
+
+    // Space returns: writes resume without a restart.
+    for &id in &ids {
+        disks.node(id).report_free_space(None);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    put_at_leader(&cluster, "k-full", "accepted").await.expect("space is back");
+    acked.insert("k-full".into(), "accepted".into());
+    acked.extend(write_keys(&client, 50..100, true).await);
+    read_back(&client, &acked).await;
+    assert_eq!(client.get("k000").await.unwrap(), None, "the delete was lost");
+    cluster.shutdown().await;
+}
+
+/// A follower's disk full to the last byte (ENOSPC inside the reserve, which a burst of
+/// replication can reach): its first failed log write stops the node — it never runs on a log
+/// it could not write — naming the cause; the other two keep committing. With space back and
+/// the node restarted, it catches up and serves in a quorum without the old leader; no
+/// acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enospc_on_a_follower_stops_its_node_until_restarted_and_loses_nothing() {
+    let (disks, mut cluster) = start(3).await;
+    let client = Client::new(cluster.addrs()).unwrap();
+    let mut acked = write_keys(&client, 0..50, true).await;
+    let leader = leader_of(&cluster, 1u64).await;
+    let victim = cluster.running().map(|n| n.id()).find(|&id| id != leader).unwrap();
+    disks.node(victim).fill_disk(true);
+    acked.extend(write_keys(&client, 50..150, false).await);
+    let node = cluster.node(victim).unwrap().handle();
+    let reason = tokio::time::timeout(Duration::from_secs(10), node.storage_failed())
+        .await
+        .expect("the node did not stop within 10 s of its disk filling up");
+    assert!(
+        reason.contains("failed") && reason.contains("free space") && reason.contains("restart"),
+        "{reason}"
+    );
+    assert!(reason.to_lowercase().contains("no space"), "the cause is named: {reason}");
+    acked.extend(write_keys(&client, 150..200, true).await);
+
+    disks.node(victim).fill_disk(false);
+    drop(node);
+    restart_and_catch_up(&mut cluster, victim, "k199", "v199").await;
+    // Without the old leader, the quorum is the restarted node and the other follower.
+    cluster.stop_node(leader).await;
+    let others: Vec<String> = cluster.running().map(|n| n.addr().to_string()).collect();
+    read_back(&Client::new(others).unwrap(), &acked).await;
     cluster.shutdown().await;
 }

@@ -81,8 +81,12 @@ pub struct StoreConfig {
     pub max_sync_stall: Duration,
     /// Longest a leader serves lease reads after a quorum acknowledged it: the leader lease
     /// (openraft's, the election timeout's upper bound) shortened by the maximum clock-rate
-    /// error between nodes.
-    pub lease_read_max_age: Duration,
+    /// error between nodes. `None`: no lease reads, every linearizable read takes a quorum
+    /// round (ReadIndex).
+    pub lease_read_max_age: Option<Duration>,
+    /// Bytes of disk that must stay free for Raft's own writes: below it, client writes that
+    /// add data are refused with [`crate::Error::DiskFull`] (`space.rs`). 0 turns it off.
+    pub min_free_bytes: u64,
     /// Request limits.
     pub limits: Limits,
     /// Unsafe switches for negative controls; all off by default.
@@ -148,7 +152,10 @@ impl StoreConfig {
             apply_wait: Duration::from_secs(1),
             election_timeout_min: Duration::from_millis(150),
             max_sync_stall: Duration::from_secs(2),
-            lease_read_max_age: Duration::from_millis(285),
+            // The node's default (`raft.lease-reads = false`): a quorum round per read.
+            lease_read_max_age: None,
+            // The node's default (`storage.min-free-bytes`).
+            min_free_bytes: 256 << 20,
             limits: Limits::default(),
             hooks: StoreHooks::default(),
         }

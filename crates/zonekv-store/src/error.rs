@@ -50,6 +50,11 @@ pub enum Error {
     /// proposed; retry later, after a backoff.
     #[error("{0}")]
     Overloaded(String),
+    /// The node's disk has less free space than its reserve (`storage.min-free-bytes`): the
+    /// write was refused before it was proposed. Reads and deletes still work; writes resume
+    /// once space is freed.
+    #[error("{0}")]
+    DiskFull(String),
     /// A write was proposed but its outcome is unknown (leadership changed before it was
     /// applied). It may or may not have been applied; read before retrying.
     #[error("write outcome unknown: {0}")]
@@ -92,6 +97,7 @@ impl Error {
             Error::RangeKeyMismatch(d) => Error::RangeKeyMismatch(d.clone()),
             Error::Unavailable(m) => Error::Unavailable(m.clone()),
             Error::Overloaded(m) => Error::Overloaded(m.clone()),
+            Error::DiskFull(m) => Error::DiskFull(m.clone()),
             Error::OutcomeUnknown(m) => Error::OutcomeUnknown(m.clone()),
             Error::ReplicaStopped { range, reason } => {
                 Error::ReplicaStopped { range: *range, reason: reason.clone() }
@@ -112,6 +118,7 @@ impl Error {
                 | Error::InvalidArgument(_)
                 | Error::Unavailable(_)
                 | Error::Overloaded(_)
+                | Error::DiskFull(_)
                 | Error::NotFound(_)
                 | Error::FailedPrecondition(_)
                 | Error::RangeKeyMismatch(_)

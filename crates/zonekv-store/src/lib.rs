@@ -36,6 +36,7 @@ mod proposer;
 mod read;
 mod replica;
 mod replicas;
+mod space;
 mod status;
 mod store;
 mod transport;

@@ -193,16 +193,21 @@ impl<E: Engine> RaftGroup<E> {
             }
             return Ok(self.raft.metrics().borrow_watched().last_applied.map_or(0, |id| id.index));
         }
-        // Lease read first: no network round when the leader's lease is fresh. The lease is
-        // openraft's, shortened by the clock-rate error the cluster is configured to tolerate
-        // (`lease`): openraft's own `LeaseRead` trusts the whole lease.
-        let lease_read = LinearizerOption::new(Some(self.lease), false).with_wait_timeout(Duration::ZERO);
-        let lease = self.raft.get_read_linearizer(lease_read).await;
+        // Lease read first, if the node serves them: no network round when the leader's lease
+        // is fresh. The lease is openraft's, shortened by the clock-rate error the cluster is
+        // configured to tolerate (`lease`): openraft's own `LeaseRead` trusts the whole lease.
+        let lease = match self.lease {
+            Some(age) => {
+                let lease_read = LinearizerOption::new(Some(age), false).with_wait_timeout(Duration::ZERO);
+                Some(self.raft.get_read_linearizer(lease_read).await)
+            }
+            None => None,
+        };
         let linearizer = match lease {
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+            None | Some(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)))) => {
                 self.raft.get_read_linearizer(ReadPolicy::ReadIndex).await
             }
-            other => other,
+            Some(other) => other,
         };
         let linearizer = match linearizer {
             Ok(l) => l,

@@ -51,8 +51,9 @@ pub(crate) struct RaftGroup<E: Engine> {
     pub(crate) engine: E,
     /// Longest a linearizable read waits for the local apply to reach its read index.
     pub(crate) apply_wait: Duration,
-    /// Longest a lease read trusts a quorum acknowledgement (`StoreConfig::lease_read_max_age`).
-    pub(crate) lease: Duration,
+    /// Longest a lease read trusts a quorum acknowledgement (`StoreConfig::lease_read_max_age`);
+    /// `None`: no lease reads.
+    pub(crate) lease: Option<Duration>,
     /// Test hook: linearizable reads skip the leadership check.
     pub(crate) local_reads: bool,
     /// The range's descriptor as of the last apply: which node hosts which replica.

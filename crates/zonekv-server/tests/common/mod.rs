@@ -160,6 +160,11 @@ pub async fn leader_of(admin: &AdminClient, procs: &[Proc]) -> Option<u64> {
 /// Starts node `id` on `addr` with its data in `dir`, its log appended to `node-ID.log` there,
 /// and `env` set; returns once it serves.
 pub fn start_node(id: u64, addr: &str, dir: &Path, env: &[(&str, &str)]) -> Proc {
+    start_node_with(id, addr, dir, env, &[])
+}
+
+/// [`start_node`] with more arguments to `zonekv start` (a `--config` file).
+pub fn start_node_with(id: u64, addr: &str, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -170,6 +175,7 @@ pub fn start_node(id: u64, addr: &str, dir: &Path, env: &[(&str, &str)]) -> Proc
         .arg(dir.join(format!("node-{id}")))
         .arg("--certs-dir")
         .arg(node_certs(id))
+        .args(args)
         .envs(env.iter().copied())
         .env("RUST_LOG", std::env::var("ZONEKV_TEST_LOG").unwrap_or_else(|_| "info".into()))
         .stdout(Stdio::piped())

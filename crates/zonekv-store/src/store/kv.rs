@@ -61,9 +61,16 @@ impl<E: Engine> Store<E> {
         Ok(Served { value, range: r.range_id(), index })
     }
 
+    /// `DiskFull` while the disk is below its reserve: a write that adds data must leave the
+    /// space left to Raft (`space.rs`). Deletes and reads are never refused for it.
+    fn check_space(&self) -> Result<()> {
+        self.inner.space.check_write(self.engine())
+    }
+
     /// Writes a key.
     pub async fn put(&self, key: Bytes, value: Bytes) -> Result<Served<()>> {
         validate::put(&self.config().limits, &key, &value)?;
+        self.check_space()?;
         let r = self.replica_for_key(&key)?;
         let s = self.write(r, Op::Put { key, value }).await?;
         Ok(Served { value: (), range: s.range, index: s.index })
@@ -92,6 +99,9 @@ impl<E: Engine> Store<E> {
         for v in expected.iter().chain(new_value.iter()) {
             validate::value(&self.config().limits, v)?;
         }
+        if new_value.is_some() {
+            self.check_space()?;
+        }
         let r = self.replica_for_key(&key)?;
         let s = self.write(r, Op::CompareAndSwap { key, expected, new_value }).await?;
         match s.value {
@@ -105,6 +115,9 @@ impl<E: Engine> Store<E> {
     /// Applies puts and deletes atomically; all keys must be in one range.
     pub async fn batch(&self, mutations: Vec<Mutation>) -> Result<Served<()>> {
         validate::batch(&self.config().limits, &mutations)?;
+        if mutations.iter().any(|m| matches!(m, Mutation::Put { .. })) {
+            self.check_space()?;
+        }
         let first = mutations.first().map_or(&[][..], |m| &m.key()[..]);
         let r = self.replica_for_key(first)?;
         let desc = r.descriptor();

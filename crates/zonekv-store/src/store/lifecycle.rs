@@ -67,7 +67,9 @@ impl<E: Engine> Store<E> {
     async fn start_group(&self, range: RangeId) -> Result<Option<Replica<E>>> {
         let inner = &self.inner;
         let node = inner.config.node_id;
-        let sm = StateMachine::open(inner.engine.clone(), range)?.with_split_listener(inner.split_tx.clone());
+        let sm = StateMachine::open(inner.engine.clone(), range)?
+            .with_split_listener(inner.split_tx.clone())
+            .with_fail_stop(inner.syncer.clone());
         let desc = sm.descriptor().clone();
         // The first range names no replicas until its cluster is initialised; its replica ids
         // are node ids.

@@ -18,6 +18,7 @@ pub use self::kv::{CasOutcome, RangeLocation, Served, validate};
 pub use self::lifecycle::stored_ranges;
 use crate::budget::MemoryBudget;
 use crate::replicas::Replicas;
+use crate::space::SpaceGuard;
 use crate::{Error, Replica, Result, StoreConfig, Transport};
 
 /// The replicas of one node, all on one engine and one log syncer. Cheap to clone (a shared
@@ -48,6 +49,8 @@ struct Inner<E: Engine> {
     stopping: watch::Sender<bool>,
     /// The writes every replica's proposer holds, against `batch.max-queued-bytes`.
     write_budget: Arc<MemoryBudget>,
+    /// The disk-space reserve client writes must leave (`min_free_bytes`).
+    space: SpaceGuard,
     /// Why the store stopped for good (a failed log sync): set once, then every replica stops.
     failure: std::sync::OnceLock<String>,
     /// When a missed replica of each range was last looked for (`adopt_missed_replica`).
@@ -70,6 +73,7 @@ impl<E: Engine> Store<E> {
         let store = Store {
             inner: Arc::new(Inner {
                 write_budget,
+                space: SpaceGuard::new(config.node_id, config.min_free_bytes),
                 config,
                 engine,
                 syncer,
