@@ -71,15 +71,11 @@ impl Cluster {
     }
 }
 
-/// Whether a failed call certainly changed nothing.
+/// Whether a failed call certainly changed nothing: the store's own word for it (refused
+/// before anything was proposed, as a write to a full disk is, or refused at apply).
 fn status_of(e: &Error) -> Status {
     match e {
-        Error::Store(
-            StoreError::NotLeader { .. }
-            | StoreError::Unavailable(_)
-            | StoreError::NotInitialized(_)
-            | StoreError::InvalidArgument(_),
-        ) => Status::Fail,
+        Error::Store(s) if s.not_applied() => Status::Fail,
         _ => Status::Unknown,
     }
 }
