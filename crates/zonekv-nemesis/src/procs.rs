@@ -3,7 +3,8 @@
 //! clock that runs fast or slow, and a whole-VM freeze (stopped with its clocks).
 //!
 //! Every node runs under libfaketime reading its clock from a file (`clock-<id>` in the run's
-//! directory: an offset and a rate), so a fault can change a running node's clocks.
+//! directory: an offset and a rate), so a fault can change a running node's clocks. That puts
+//! every clock read of the nodes behind libfaketime's lock, on every process seed.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -139,13 +140,15 @@ fn spawn(bin: &Path, dir: &Path, logs: &Path, node: &ProcNode, launch: Launch) -
         Error::Config("the process nemesis' clock faults need libfaketime: apt-get install faketime".into())
     })?;
     // Every clock the process reads, CLOCK_MONOTONIC included (Rust's `Instant`, tokio's
-    // timers), follows the clock file: its offset and rate. The file is read again once a
-    // second of real time has passed since the last read, so a process resumed after a longer
-    // freeze reads the new offset at its first clock read.
+    // timers), follows the clock file: its offset and rate. libfaketime reads the file again
+    // at the first clock read in a new second of real time (cache duration 0), so a process
+    // resumed after a freeze reads the new offset at once. A `FAKETIME` inherited from our
+    // own environment would override the file.
     write_clock(dir, node)?;
     cmd.env("LD_PRELOAD", lib)
+        .env_remove("FAKETIME")
         .env("FAKETIME_TIMESTAMP_FILE", clock_file(dir, id))
-        .env("FAKETIME_CACHE_DURATION", "1");
+        .env("FAKETIME_CACHE_DURATION", "0");
     let mut child = cmd.spawn().map_err(|e| Error::Client(format!("starting {}: {e}", bin.display())))?;
     let mut line = String::new();
     let stdout = child.stdout.take().expect("piped stdout");

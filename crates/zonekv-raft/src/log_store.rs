@@ -72,9 +72,10 @@ impl<E: Engine> LogStore<E> {
         self.engine().write(batch, false).map_err(|e| {
             self.syncer.fail_stop(format!(
                 "writing {what} of range {} to the Raft log failed ({e}); the node stops so no \
-                 replica runs on a log it could not write: fix the disk (free space), then restart \
-                 the node (the restart replays what was synced)",
-                self.group()
+                 replica runs on a log it could not write: {}, then restart the node (the restart \
+                 replays what was synced)",
+                self.group(),
+                crate::syncer::disk_remedy(&e)
             ));
             log_error(self.group(), e.into())
         })

@@ -156,9 +156,10 @@ impl<E: Engine> StateMachine<E> {
         self.engine.write(&pending.batch, false).map_err(|e| {
             if let Some(syncer) = &self.syncer {
                 syncer.fail_stop(format!(
-                    "writing the applied entries of range {} failed ({e}); the node stops: fix the \
-                     disk (free space), then restart the node (the restart applies the log again)",
-                    self.group
+                    "writing the applied entries of range {} failed ({e}); the node stops: {}, then \
+                     restart the node (the restart applies the log again)",
+                    self.group,
+                    crate::syncer::disk_remedy(&e)
                 ));
             }
             self.fail(e.into())
@@ -301,8 +302,19 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotData) -> io::Result<()> {
         let applied =
             AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
-        let desc = snapshot::install(&self.engine, self.group, &self.desc, &applied, &data)
-            .map_err(|e| self.fail(e))?;
+        let desc = snapshot::install(&self.engine, self.group, &self.desc, &applied, &data).map_err(|e| {
+            if let (Some(syncer), Error::Engine(engine_error @ zonekv_engine::Error::NoSpace(_))) =
+                (&self.syncer, &e)
+            {
+                syncer.fail_stop(format!(
+                    "installing a snapshot of range {} failed ({engine_error}); the node stops: {}, then \
+                     restart the node (the restart catches up from the others)",
+                    self.group,
+                    crate::syncer::disk_remedy(engine_error)
+                ));
+            }
+            self.fail(e)
+        })?;
         tracing::info!(group = %self.group, last_log_id = ?meta.last_log_id, bytes = data.len(), range = %desc, "installed snapshot");
         self.applied = applied;
         if desc != self.desc {

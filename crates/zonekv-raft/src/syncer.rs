@@ -93,8 +93,6 @@ enum Msg {
     /// An explicit [`LogSyncer::sync`] (votes): synced even with `ack_before_sync`, which is
     /// about appends only.
     Durable(IOFlushed<TypeConfig>),
-    /// Look at the pending callbacks again (a failure was latched from outside).
-    Wake,
     Stop,
 }
 
@@ -190,8 +188,6 @@ impl LogSyncer {
         if latched {
             tracing::error!("{reason}");
         }
-        // Wake the thread so appends already queued fail now rather than at the next one.
-        let _ = self.inner.tx.send(Msg::Wake);
     }
 
     /// The latched failure: why syncing stopped for good, if it did.
@@ -249,7 +245,6 @@ fn run<E: Engine>(
                     pending.push(cb);
                     forced = true;
                 }
-                Msg::Wake => {}
                 Msg::Stop => stop = true,
             }
         }
@@ -270,13 +265,30 @@ fn run<E: Engine>(
             Err(e) => {
                 let reason = format!(
                     "syncing the Raft log failed ({e}); no sync is retried after a failure, so the node \
-                     stops: check the disk, then restart it (the restart replays what survived)"
+                     stops: {}, then restart it (the restart replays what survived)",
+                    disk_remedy(&e)
                 );
                 tracing::error!(error = %e, "{reason}");
-                health.failure.send_replace(Some(reason.clone()));
+                // The first failure stands (a failed log write may have latched one already).
+                health.failure.send_if_modified(|f| {
+                    if f.is_some() {
+                        return false;
+                    }
+                    *f = Some(reason.clone());
+                    true
+                });
                 complete(&mut pending, stats, Err(&reason));
             }
         }
+    }
+}
+
+/// What an operator does about a failed write or sync: free space for a full disk, else check
+/// the disk.
+pub(crate) fn disk_remedy(e: &zonekv_engine::Error) -> &'static str {
+    match e {
+        zonekv_engine::Error::NoSpace(_) => "free space on the disk",
+        _ => "check the disk",
     }
 }
 

@@ -288,6 +288,10 @@ async fn a_disk_below_its_reserve_refuses_writes_serves_reads_and_recovers() {
     let status = tonic::Status::from(err);
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     let leader = cluster.node(leader_of(&cluster, 1u64).await).unwrap().handle();
+    // Only the leader refuses for its disk; a follower sends the client to the leader.
+    let follower = cluster.running().find(|n| n.id() != leader.id()).unwrap().handle();
+    let err = follower.put("k-full", "refused").await.expect_err("a follower took a write");
+    assert!(matches!(err, zonekv_server::Error::Store(zonekv_server::StoreError::NotLeader { .. })), "{err}");
     let batch = vec![zonekv_server::Mutation::Put { key: "k-batch".into(), value: "refused".into() }];
     assert!(leader.batch(batch).await.unwrap_err().to_string().contains("storage.min-free-bytes"));
     let cas = leader.compare_and_swap("k001", Some("v1".into()), Some("refused".into())).await;
@@ -296,6 +300,7 @@ async fn a_disk_below_its_reserve_refuses_writes_serves_reads_and_recovers() {
     // Reads are served, deletes free space and are taken, nothing refused was written.
     read_back(&client, &acked).await;
     assert_eq!(client.get("k-full").await.unwrap(), None, "a refused write was applied");
+    assert_eq!(client.get("k-batch").await.unwrap(), None, "a refused batch was applied");
     assert!(client.delete("k000").await.unwrap(), "k000 existed");
     acked.remove("k000");
     assert!(cluster.running().all(|n| n.handle().storage_failure().is_none()), "a node stopped");
@@ -336,6 +341,12 @@ async fn enospc_on_a_follower_stops_its_node_until_restarted_and_loses_nothing()
         "{reason}"
     );
     assert!(reason.to_lowercase().contains("no space"), "the cause is named: {reason}");
+    // The stopped node answers UNAVAILABLE (not "disk full", which would make a client back
+    // off against it): a client that tries it first goes on to the leader.
+    let leader_addr = cluster.node(leader).unwrap().handle().addr().to_string();
+    let via_stopped = Client::new(vec![node.addr().to_string(), leader_addr]).unwrap();
+    via_stopped.put("k-via", "the stopped node first").await.expect("the client moved on to the leader");
+    acked.insert("k-via".into(), "the stopped node first".into());
     acked.extend(write_keys(&client, 150..200, true).await);
 
     disks.node(victim).fill_disk(false);

@@ -70,15 +70,14 @@ impl SpaceGuard {
             None
         });
         let was_low = last.and_then(|r| r.free).is_some_and(|f| f < self.min_free);
-        let is_low = free.is_some_and(|f| f < self.min_free);
-        match (was_low, is_low) {
-            (false, true) => tracing::error!(
+        // Each crossing of the reserve is logged once; a failed reading is no crossing.
+        match free {
+            Some(f) if f < self.min_free && !was_low => tracing::error!(
                 node = %self.node,
-                "disk almost full: {} bytes free, reserve {} (storage.min-free-bytes); client writes are refused",
-                free.unwrap_or(0),
+                "disk almost full: {f} bytes free, reserve {} (storage.min-free-bytes); client writes are refused",
                 self.min_free
             ),
-            (true, false) => {
+            Some(f) if f >= self.min_free && was_low => {
                 tracing::info!(node = %self.node, "disk space is back above the reserve; writes resume")
             }
             _ => {}

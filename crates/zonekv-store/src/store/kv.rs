@@ -47,8 +47,15 @@ pub struct RangeLocation {
 }
 
 impl<E: Engine> Store<E> {
-    /// Proposes `op` to `replica` and reports the range with the result.
-    async fn write(&self, replica: Replica<E>, op: Op) -> Result<Served<OpResult>> {
+    /// Proposes `op` to `replica` and reports the range with the result. A write that
+    /// `adds_data` is refused with `DiskFull` while this node leads the range and its disk is
+    /// below the reserve (`space.rs`). The replica was found first, so a stopped node answers
+    /// `UNAVAILABLE` and a follower `NotLeader` (clients go elsewhere; `DiskFull` makes them
+    /// back off against the same leader, which is right only for the leader).
+    async fn write(&self, replica: Replica<E>, op: Op, adds_data: bool) -> Result<Served<OpResult>> {
+        if adds_data && replica.leads() {
+            self.inner.space.check_write(self.engine())?;
+        }
         let (value, index) = replica.propose(op).await?;
         Ok(Served { value, range: replica.range_id(), index })
     }
@@ -61,18 +68,11 @@ impl<E: Engine> Store<E> {
         Ok(Served { value, range: r.range_id(), index })
     }
 
-    /// `DiskFull` while the disk is below its reserve: a write that adds data must leave the
-    /// space left to Raft (`space.rs`). Deletes and reads are never refused for it.
-    fn check_space(&self) -> Result<()> {
-        self.inner.space.check_write(self.engine())
-    }
-
     /// Writes a key.
     pub async fn put(&self, key: Bytes, value: Bytes) -> Result<Served<()>> {
         validate::put(&self.config().limits, &key, &value)?;
-        self.check_space()?;
         let r = self.replica_for_key(&key)?;
-        let s = self.write(r, Op::Put { key, value }).await?;
+        let s = self.write(r, Op::Put { key, value }, true).await?;
         Ok(Served { value: (), range: s.range, index: s.index })
     }
 
@@ -80,7 +80,8 @@ impl<E: Engine> Store<E> {
     pub async fn delete(&self, key: Bytes) -> Result<Served<bool>> {
         validate::key(&key)?;
         let r = self.replica_for_key(&key)?;
-        let s = self.write(r, Op::Delete { key }).await?;
+        // Deletes are how space comes back: never refused for a full disk.
+        let s = self.write(r, Op::Delete { key }, false).await?;
         match s.value {
             OpResult::Deleted { existed } => Ok(Served { value: existed, range: s.range, index: s.index }),
             other => Err(Error::Unavailable(format!("unexpected delete result {other:?}"))),
@@ -99,11 +100,9 @@ impl<E: Engine> Store<E> {
         for v in expected.iter().chain(new_value.iter()) {
             validate::value(&self.config().limits, v)?;
         }
-        if new_value.is_some() {
-            self.check_space()?;
-        }
         let r = self.replica_for_key(&key)?;
-        let s = self.write(r, Op::CompareAndSwap { key, expected, new_value }).await?;
+        let adds_data = new_value.is_some();
+        let s = self.write(r, Op::CompareAndSwap { key, expected, new_value }, adds_data).await?;
         match s.value {
             OpResult::CompareAndSwap { succeeded, current } => {
                 Ok(Served { value: CasOutcome { succeeded, current }, range: s.range, index: s.index })
@@ -115,9 +114,6 @@ impl<E: Engine> Store<E> {
     /// Applies puts and deletes atomically; all keys must be in one range.
     pub async fn batch(&self, mutations: Vec<Mutation>) -> Result<Served<()>> {
         validate::batch(&self.config().limits, &mutations)?;
-        if mutations.iter().any(|m| matches!(m, Mutation::Put { .. })) {
-            self.check_space()?;
-        }
         let first = mutations.first().map_or(&[][..], |m| &m.key()[..]);
         let r = self.replica_for_key(first)?;
         let desc = r.descriptor();
@@ -127,7 +123,8 @@ impl<E: Engine> Store<E> {
                  batches across ranges need transactions, which are not built yet"
             )));
         }
-        let s = self.write(r, Op::Batch(mutations)).await?;
+        let adds_data = mutations.iter().any(|m| matches!(m, Mutation::Put { .. }));
+        let s = self.write(r, Op::Batch(mutations), adds_data).await?;
         Ok(Served { value: (), range: s.range, index: s.index })
     }
 
