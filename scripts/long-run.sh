@@ -47,7 +47,7 @@ run() {
   local ops faults lost violations inconclusive failing
   read -r ops faults lost violations inconclusive failing < <(echo "$total" |
     sed -E 's/total: ([0-9]+) operations, ([0-9]+) faults injected, ([0-9]+) lost[^,]*, ([0-9]+) linearizability violations, ([0-9]+) inconclusive[^,]*, ([0-9]+) failing.*/\1 \2 \3 \4 \5 \6/')
-  local row="| $label, long run ($commit, $day, release build, default timings; $machine; $(((end - start) / 60)) min) | \`zonekv-nemesis --seeds $seeds $*\` | ${failing:-?} failing of $seeds | ${ops:-?} ($unknown) | ${faults:-?} | **${lost:-?}** | **${violations:-?}** (inconclusive keys: ${inconclusive:-?}) | $recovery |"
+  local row="| $label, long run ($commit, $day, release build, default timings; $machine; $(((end - start) / 60)) min) | \`zonekv-nemesis --seeds $seeds${*:+ $*}\` | ${failing:-?} failing of $seeds | ${ops:-?} ($unknown) | ${faults:-?} | **${lost:-?}** | **${violations:-?}** (inconclusive keys: ${inconclusive:-?}) | $recovery |"
   echo "$row"
   # Insert after the last row of the table under "## Results".
   awk -v row="$row" '
