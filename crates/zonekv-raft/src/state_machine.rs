@@ -154,14 +154,7 @@ impl<E: Engine> StateMachine<E> {
             );
         }
         self.engine.write(&pending.batch, false).map_err(|e| {
-            if let Some(syncer) = &self.syncer {
-                syncer.fail_stop(format!(
-                    "writing the applied entries of range {} failed ({e}); the node stops: {}, then \
-                     restart the node (the restart applies the log again)",
-                    self.group,
-                    crate::syncer::disk_remedy(&e)
-                ));
-            }
+            self.stop_node("writing the applied entries", &e, "applies the log again");
             self.fail(e.into())
         })?;
         self.applied = applied;
@@ -250,6 +243,18 @@ impl<E: Engine> StateMachine<E> {
         Ok(results_response(results))
     }
 
+    /// Stops the whole node (`with_fail_stop`) because `what` failed on the shared disk.
+    fn stop_node(&self, what: &str, e: &zonekv_engine::Error, restart: &str) {
+        if let Some(syncer) = &self.syncer {
+            syncer.fail_stop(format!(
+                "{what} of range {} failed ({e}); the node stops: {}, then restart the node (the \
+                 restart {restart})",
+                self.group,
+                crate::syncer::disk_remedy(e)
+            ));
+        }
+    }
+
     fn fail(&self, e: Error) -> io::Error {
         tracing::error!(group = %self.group, error = %e, "state machine failed; the replica stops");
         e.into()
@@ -303,15 +308,8 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         let applied =
             AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         let desc = snapshot::install(&self.engine, self.group, &self.desc, &applied, &data).map_err(|e| {
-            if let (Some(syncer), Error::Engine(engine_error @ zonekv_engine::Error::NoSpace(_))) =
-                (&self.syncer, &e)
-            {
-                syncer.fail_stop(format!(
-                    "installing a snapshot of range {} failed ({engine_error}); the node stops: {}, then \
-                     restart the node (the restart catches up from the others)",
-                    self.group,
-                    crate::syncer::disk_remedy(engine_error)
-                ));
+            if let Error::Engine(disk @ zonekv_engine::Error::NoSpace(_)) = &e {
+                self.stop_node("installing a snapshot", disk, "catches up from the others");
             }
             self.fail(e)
         })?;
